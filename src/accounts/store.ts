@@ -1,0 +1,47 @@
+// The account directory: domains, users and aliases. Protocol code sees only this
+// interface, so a PostgreSQL backend for clusters can sit beside the SQLite one.
+
+export interface User {
+  address: string;
+  domain: string;
+  local: string;
+  createdAt: number;
+}
+
+export interface Alias {
+  alias: string;
+  targets: string[];
+}
+
+/** What a successful credential check yields. */
+export interface AuthenticatedUser {
+  address: string;
+}
+
+export class AccountError extends Error {
+  readonly exitCode = 1;
+}
+
+export interface AccountStore {
+  addDomain(domain: string): Promise<void>;
+  removeDomain(domain: string): Promise<void>;
+  listDomains(): Promise<string[]>;
+  isLocalDomain(domain: string): Promise<boolean>;
+
+  addUser(address: string, password: string): Promise<User>;
+  setPassword(address: string, password: string): Promise<void>;
+  removeUser(address: string): Promise<void>;
+  listUsers(domain?: string): Promise<User[]>;
+  getUser(address: string): Promise<User | undefined>;
+  /** Constant-time check; undefined for a wrong password or an unknown user alike. */
+  authenticate(address: string, password: string): Promise<AuthenticatedUser | undefined>;
+  /** APOP (RFC 1939 §7) needs a secret the server can read back; kept apart from the password. */
+  setApopSecret(address: string, secret: string | undefined): Promise<void>;
+  getApopSecret(address: string): Promise<string | undefined>;
+
+  addAlias(alias: string, targets: string[]): Promise<void>;
+  removeAlias(alias: string, targets?: string[]): Promise<void>;
+  listAliases(domain?: string): Promise<Alias[]>;
+
+  close(): Promise<void>;
+}

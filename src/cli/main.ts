@@ -1,0 +1,175 @@
+import { Command, CommanderError } from 'commander';
+import { stringify } from 'smol-toml';
+import { SqliteAccountStore } from '../accounts/sqlite.ts';
+import { AccountError } from '../accounts/store.ts';
+import { ConfigError } from '../config/load.ts';
+import { formatDuration } from '../config/duration.ts';
+import type { Config } from '../config/schema.ts';
+import { openDatabase } from '../db/sqlite.ts';
+import { MaildirStore } from '../mailstore/maildir.ts';
+import { resolveConfig } from './config.ts';
+import { readPassword, UsageError } from './password.ts';
+import { serve } from './serve.ts';
+
+// popgate's command line. Administrative commands open the same SQLite file as the server
+// (WAL mode), so they work while it runs.
+
+const program = new Command('popgate')
+  .description('popgate: ISP mail with POP before SMTP')
+  .option('-c, --config <file>', 'config file (default ./popgate.toml, or $POPGATE_CONFIG)')
+  .showHelpAfterError('(run popgate --help for the commands)')
+  .exitOverride();
+
+const configFlag = () => program.opts<{ config?: string }>().config;
+
+async function withAccounts<T>(fn: (accounts: SqliteAccountStore, config: Config) => Promise<T>): Promise<T> {
+  const { config } = resolveConfig(configFlag(), true);
+  const accounts = new SqliteAccountStore(openDatabase(config.data_dir), true);
+  try {
+    return await fn(accounts, config);
+  } finally {
+    await accounts.close();
+  }
+}
+
+program
+  .command('serve')
+  .description('run the mail server')
+  .option('--dev', 'development server: built-in defaults when there is no config file, demo account on first start')
+  .action(async (options: { dev?: boolean }) => {
+    const { config, source } = resolveConfig(configFlag(), Boolean(options.dev));
+    await serve(config, { dev: Boolean(options.dev), source });
+  });
+
+const configCommand = program.command('config').description('configuration');
+configCommand
+  .command('check')
+  .description('validate the config file and print the effective configuration')
+  .action(() => {
+    const { config, source } = resolveConfig(configFlag(), true);
+    process.stdout.write(`# ${source}: valid\n${stringify(printable(config))}\n`);
+  });
+
+const domain = program.command('domain').description('local domains');
+domain.command('add <domain>').description('add a local domain').action((name: string) =>
+  withAccounts(async (accounts) => {
+    await accounts.addDomain(name);
+    console.log(`added domain ${name}; next: popgate user add someone@${name}`);
+  }),
+);
+domain.command('list').description('list local domains').action(() =>
+  withAccounts(async (accounts) => {
+    for (const name of await accounts.listDomains()) console.log(name);
+  }),
+);
+domain.command('remove <domain>').description('remove a local domain (it must have no users or aliases)').action((name: string) =>
+  withAccounts(async (accounts) => {
+    await accounts.removeDomain(name);
+    console.log(`removed domain ${name}`);
+  }),
+);
+
+const passwordOptions = (command: Command) =>
+  command
+    .option('--password-stdin', 'read the password from standard input')
+    .option('--password <password>', 'the password itself (unsafe: visible in the process list and shell history; for scripts only)');
+
+async function passwordFrom(options: { passwordStdin?: boolean; password?: string }, address: string): Promise<string> {
+  if (options.password !== undefined) return options.password;
+  return readPassword({ stdin: options.passwordStdin, prompt: `Password for ${address}: `, confirm: true });
+}
+
+const user = program.command('user').description('mail accounts');
+passwordOptions(user.command('add <address>').description('add a mail account')).action(
+  (address: string, options: { passwordStdin?: boolean; password?: string }) =>
+    withAccounts(async (accounts, config) => {
+      const password = await passwordFrom(options, address);
+      const added = await accounts.addUser(address, password);
+      const mailbox = await new MaildirStore(config.data_dir, config.hostname).ensure(added.address);
+      console.log(`added ${added.address} (mailbox ${mailbox})`);
+    }),
+);
+user.command('list [domain]').description('list mail accounts').action((name?: string) =>
+  withAccounts(async (accounts) => {
+    for (const u of await accounts.listUsers(name)) console.log(`${u.address}\tcreated ${new Date(u.createdAt).toISOString()}`);
+  }),
+);
+passwordOptions(user.command('passwd <address>').description('set a new password')).action(
+  (address: string, options: { passwordStdin?: boolean; password?: string }) =>
+    withAccounts(async (accounts) => {
+      if (!(await accounts.getUser(address))) throw new AccountError(`no such user: ${address} (see popgate user list)`);
+      await accounts.setPassword(address, await passwordFrom(options, address));
+      console.log(`password changed for ${address}`);
+    }),
+);
+user.command('remove <address>').description('remove a mail account (its Maildir is kept on disk)').action((address: string) =>
+  withAccounts(async (accounts, config) => {
+    await accounts.removeUser(address);
+    const mailbox = new MaildirStore(config.data_dir, config.hostname).pathOf(address.toLowerCase());
+    console.log(`removed ${address}; its mail is still in ${mailbox} (delete that folder to erase it)`);
+  }),
+);
+passwordOptions(
+  user
+    .command('apop-secret <address>')
+    .description('set the separate APOP secret (only used when pop3.apop = true)')
+    .option('--clear', 'remove the APOP secret'),
+).action((address: string, options: { passwordStdin?: boolean; password?: string; clear?: boolean }) =>
+  withAccounts(async (accounts) => {
+    if (options.clear) {
+      await accounts.setApopSecret(address, undefined);
+      console.log(`APOP secret removed for ${address}`);
+      return;
+    }
+    await accounts.setApopSecret(address, await passwordFrom(options, address));
+    console.log(`APOP secret set for ${address}`);
+  }),
+);
+
+const alias = program.command('alias').description('aliases: addresses that forward to accounts');
+alias.command('add <alias> <targets...>').description('add an alias pointing to one or more addresses').action((name: string, targets: string[]) =>
+  withAccounts(async (accounts) => {
+    await accounts.addAlias(name, targets);
+    console.log(`${name} -> ${targets.join(', ')}`);
+  }),
+);
+alias.command('list [domain]').description('list aliases').action((name?: string) =>
+  withAccounts(async (accounts) => {
+    for (const a of await accounts.listAliases(name)) console.log(`${a.alias}\t-> ${a.targets.join(', ')}`);
+  }),
+);
+alias.command('remove <alias> [targets...]').description('remove an alias, or only some of its targets').action((name: string, targets: string[]) =>
+  withAccounts(async (accounts) => {
+    await accounts.removeAlias(name, targets);
+    console.log(`removed ${name}${targets.length ? ` -> ${targets.join(', ')}` : ''}`);
+  }),
+);
+
+/** The effective config as TOML, with durations written back as "10m" and not milliseconds. */
+function printable(config: Config): Record<string, unknown> {
+  const durations = new Set(['idle_timeout', 'failure_delay', 'lockout_window', 'lockout_duration', 'window', 'shutdown_grace']);
+  const walk = (value: unknown): unknown => {
+    if (Array.isArray(value)) return value.map(walk);
+    if (value && typeof value === 'object') {
+      return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, durations.has(k) && typeof v === 'number' ? formatDuration(v) : walk(v)]));
+    }
+    return value;
+  };
+  return walk(config) as Record<string, unknown>;
+}
+
+try {
+  await program.parseAsync(process.argv);
+} catch (error) {
+  if (error instanceof CommanderError) process.exit(error.exitCode === 0 ? 0 : 1);
+  if (error instanceof ConfigError) {
+    console.error(`popgate: config error: ${error.message}`);
+    process.exit(2);
+  }
+  if (error instanceof AccountError || error instanceof UsageError) {
+    console.error(`popgate: ${error.message}`);
+    process.exit(1);
+  }
+  console.error(`popgate: ${(error as Error).stack ?? error}`);
+  process.exit(1);
+}

@@ -1,0 +1,84 @@
+import { randomBytes } from 'node:crypto';
+import type { Config } from '../config/schema.ts';
+import { createLogger } from '../log/logger.ts';
+import { startApp, type App } from '../server/app.ts';
+
+export async function serve(config: Config, options: { dev: boolean; source: string }): Promise<void> {
+  const log = createLogger(config.log.level);
+  log.info({ event: 'start', config: options.source, data_dir: config.data_dir, pid: process.pid }, 'popgate starting');
+  const app = await startApp(config, log);
+  const notYet = (['smtp', 'submission', 'submissions'] as const).filter((key) => config[key].listen.length > 0);
+  if (notYet.length > 0) log.info({ event: 'not_started', services: notYet }, 'SMTP services are not part of this release yet');
+  if (options.dev) await bootstrapDemo(app);
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ event: 'stop', signal }, 'popgate stopping: finishing sessions');
+    await app.close();
+    log.info({ event: 'stopped' }, 'popgate stopped');
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+  process.on('SIGHUP', () => {
+    try {
+      app.reloadTls();
+      log.info({ event: 'tls_reloaded' }, 'TLS certificate reloaded');
+    } catch (error) {
+      log.error({ err: error }, 'TLS reload failed; keeping the previous certificate');
+    }
+  });
+}
+
+/** First start of the development server: a domain, a demo account and a welcome message. */
+async function bootstrapDemo(app: App): Promise<void> {
+  const pop3 = app.addresses.pop3[0];
+  const pop3s = app.addresses.pop3s[0];
+  const domains = await app.accounts.listDomains();
+  const lines: (string | undefined)[] = ['', 'popgate is running (development server: loopback only, data in ' + app.config.data_dir + ')'];
+  if (domains.length === 0) {
+    const domain = 'example.test';
+    const address = `demo@${domain}`;
+    const password = randomBytes(9).toString('base64url');
+    await app.accounts.addDomain(domain);
+    await app.accounts.addUser(address, password);
+    await app.mailstore.deliver(address, welcomeMessage(app.config.hostname, address));
+    lines.push(
+      '',
+      `  Demo account  ${address}`,
+      `  Password      ${password}   (shown only this once; change it: npm run popgate -- user passwd ${address})`,
+      '',
+      '  Fetch the welcome message:',
+      pop3 && `    curl pop3://${pop3}/1 --user '${address}:${password}'`,
+      pop3s && `    curl --insecure pop3s://${pop3s}/1 --user '${address}:${password}'   (self-signed certificate)`,
+    );
+  } else {
+    lines.push('', `  Domains: ${domains.join(', ')}   (accounts: npm run popgate -- user list)`);
+  }
+  lines.push('', `  POP3 ${app.addresses.pop3.join(' ') || '-'}   POP3S ${app.addresses.pop3s.join(' ') || '-'}`, '  Stop with Ctrl-C.', '');
+  process.stdout.write(lines.filter((line) => typeof line === 'string').join('\n') + '\n');
+}
+
+function welcomeMessage(hostname: string, address: string): Buffer {
+  const date = new Date().toUTCString().replace('GMT', '+0000');
+  return Buffer.from(
+    [
+      `Return-Path: <postmaster@${address.split('@')[1]}>`,
+      `From: popgate <postmaster@${address.split('@')[1]}>`,
+      `To: <${address}>`,
+      'Subject: Welcome to popgate',
+      `Date: ${date}`,
+      `Message-ID: <${randomBytes(8).toString('hex')}@${hostname}>`,
+      'MIME-Version: 1.0',
+      'Content-Type: text/plain; charset=utf-8',
+      '',
+      'Your mailbox works: this message was fetched over POP3.',
+      '',
+      'Mail programs: incoming server (POP3) on the port shown at start,',
+      'user name = your full e-mail address.',
+      '',
+    ].join('\r\n'),
+  );
+}

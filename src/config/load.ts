@@ -1,0 +1,81 @@
+import { readFileSync } from 'node:fs';
+import { resolve, dirname, isAbsolute } from 'node:path';
+import { parse as parseToml, TomlError } from 'smol-toml';
+import type { z } from 'zod';
+import { configSchema, type Config } from './schema.ts';
+
+/** A config problem a person can fix: names the file, the key and the reason. Exit code 2. */
+export class ConfigError extends Error {
+  readonly exitCode = 2;
+}
+
+export const DEFAULT_CONFIG_PATH = './popgate.toml';
+
+export function configPathFrom(flag: string | undefined): { path: string; explicit: boolean } {
+  if (flag) return { path: flag, explicit: true };
+  if (process.env.POPGATE_CONFIG) return { path: process.env.POPGATE_CONFIG, explicit: true };
+  return { path: DEFAULT_CONFIG_PATH, explicit: false };
+}
+
+/** Reads and validates a config file. Relative paths inside it are taken from the file's folder. */
+export function loadConfigFile(path: string): Config {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new ConfigError(
+      code === 'ENOENT'
+        ? `config file ${path} does not exist: create it (see docs/configuration.md) or pass --config FILE`
+        : `cannot read config file ${path}: ${(error as Error).message}`,
+    );
+  }
+  let raw: unknown;
+  try {
+    raw = parseToml(text);
+  } catch (error) {
+    const where = error instanceof TomlError ? ` (line ${error.line}, column ${error.column})` : '';
+    throw new ConfigError(`${path}${where}: not valid TOML: ${(error as Error).message.split('\n')[0]}`);
+  }
+  return parseConfig(raw, path, dirname(resolve(path)));
+}
+
+export function parseConfig(raw: unknown, source: string, baseDir = process.cwd()): Config {
+  const result = configSchema.safeParse(raw);
+  if (!result.success) throw new ConfigError(`${source}: ${describeIssues(result.error.issues)}`);
+  const config = result.data;
+  const fromBase = (p: string) => (p === '' || isAbsolute(p) ? p : resolve(baseDir, p));
+  config.data_dir = fromBase(config.data_dir);
+  config.tls.cert = fromBase(config.tls.cert);
+  config.tls.key = fromBase(config.tls.key);
+  checkConsistency(config, source);
+  return config;
+}
+
+function describeIssues(issues: z.core.$ZodIssue[]): string {
+  return issues
+    .map((issue) => {
+      const key = issue.path.map((part) => (typeof part === 'number' ? `[${part}]` : `.${String(part)}`)).join('').replace(/^\./, '');
+      if (issue.code === 'unrecognized_keys') {
+        const prefix = key ? `${key}.` : '';
+        return issue.keys.map((k) => `${prefix}${k}: unknown key (check the spelling against docs/configuration.md)`).join('\n');
+      }
+      return `${key || '(top level)'}: ${issue.message}`;
+    })
+    .join('\n');
+}
+
+function checkConsistency(config: Config, source: string): void {
+  const hasTls = config.tls.self_signed || (config.tls.cert !== '' && config.tls.key !== '');
+  if ((config.tls.cert === '') !== (config.tls.key === '')) {
+    throw new ConfigError(`${source}: tls.${config.tls.cert === '' ? 'cert' : 'key'}: must be set together with tls.${config.tls.cert === '' ? 'key' : 'cert'}`);
+  }
+  if (config.pop3s.listen.length > 0 && !hasTls) {
+    throw new ConfigError(`${source}: pop3s.listen: implicit TLS needs a certificate: set tls.cert and tls.key (or tls.self_signed = true for testing)`);
+  }
+  if (config.auth.default_domain !== '' && !/^[a-z0-9.-]+$/i.test(config.auth.default_domain)) {
+    throw new ConfigError(`${source}: auth.default_domain: "${config.auth.default_domain}" is not a domain name`);
+  }
+}
+
+export type { Config };

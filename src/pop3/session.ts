@@ -1,0 +1,649 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import type { Logger } from '../log/logger.ts';
+import { isLoopback } from '../net/ip.ts';
+import type { StoredMessage } from '../mailstore/store.ts';
+import type { Pop3Server } from './server.ts';
+import { MultilineEncoder } from './transfer.ts';
+
+// One POP3 connection (RFC 1939), read top to bottom: greeting, AUTHORIZATION (USER/PASS,
+// APOP, AUTH per RFC 5034, STLS per RFC 2595), TRANSACTION, and UPDATE after QUIT.
+// Commands are handled strictly one at a time in arrival order, which makes pipelining
+// (RFC 2449 §6.6) safe and gives backpressure: a client that does not read its replies
+// stops being read.
+
+type State = 'AUTHORIZATION' | 'TRANSACTION' | 'UPDATE' | 'CLOSED';
+
+interface Message extends StoredMessage {
+  deleted: boolean;
+}
+
+type SaslStep =
+  | { mechanism: 'PLAIN' }
+  | { mechanism: 'LOGIN'; username?: string };
+
+const LF = 0x0a;
+const EMPTY = Buffer.alloc(0);
+
+export class Pop3Session {
+  onClosed?: () => void;
+
+  readonly #server: Pop3Server;
+  readonly #raw: Socket;
+  #stream: Socket | TLSSocket;
+  readonly ip: string;
+  readonly id: string;
+  #log: Logger;
+  readonly #startedAt = Date.now();
+
+  #state: State = 'AUTHORIZATION';
+  #secure = false;
+  #input: Buffer = EMPTY;
+  #busy = false;
+  #paused = false;
+  #errors = 0;
+  #shuttingDown = false;
+  #closedPromise: Promise<void>;
+  #resolveClosed!: () => void;
+
+  #apopBanner: string | undefined;
+  #pendingUser: string | undefined;
+  #sasl: SaslStep | undefined;
+
+  #user: string | undefined;
+  #releaseLock: (() => Promise<void>) | undefined;
+  #messages: Message[] = [];
+
+  constructor(server: Pop3Server, socket: Socket, ip: string, id: string) {
+    this.#server = server;
+    this.#raw = socket;
+    this.#stream = socket;
+    this.ip = ip;
+    this.id = id;
+    this.#log = server.deps.log.child({ sid: id, ip });
+    this.#closedPromise = new Promise((resolve) => (this.#resolveClosed = resolve));
+    socket.setTimeout(server.options.idleTimeoutMs, () => this.#idleTimeout());
+    socket.once('close', () => void this.#closed());
+  }
+
+  get #options() {
+    return this.#server.options;
+  }
+
+  // --- connection start ---
+
+  start(): void {
+    this.#log.info({ event: 'connect', tls: false }, 'pop3 session started');
+    this.#attach(this.#raw);
+    this.#greet();
+  }
+
+  startImplicitTls(): void {
+    const tls = this.#beginTls();
+    tls.once('secure', () => {
+      this.#log.info({ event: 'connect', tls: true, protocol: tls.getProtocol() }, 'pop3s session started');
+      this.#greet();
+    });
+  }
+
+  #greet(): void {
+    if (this.#options.apop) {
+      // RFC 1939 §7: a unique timestamp banner per connection.
+      this.#apopBanner = `<${process.pid}.${randomBytes(6).toString('hex')}.${Date.now()}@${this.#options.hostname}>`;
+    }
+    this.#reply(`+OK ${this.#options.hostname} POP3 server ready${this.#apopBanner ? ` ${this.#apopBanner}` : ''}`);
+  }
+
+  #beginTls(): TLSSocket {
+    const tls = this.#server.wrapTls(this.#raw);
+    this.#stream = tls;
+    const timer = setTimeout(() => {
+      this.#log.info({ event: 'tls_timeout' }, 'TLS handshake timed out');
+      this.#raw.destroy();
+    }, this.#options.handshakeTimeoutMs);
+    timer.unref();
+    tls.once('secure', () => {
+      clearTimeout(timer);
+      this.#secure = true;
+    });
+    tls.on('error', (error) => {
+      clearTimeout(timer);
+      this.#log.info({ event: 'tls_error', reason: error.message }, 'TLS error');
+      this.#raw.destroy();
+    });
+    this.#attach(tls);
+    return tls;
+  }
+
+  #attach(stream: Socket | TLSSocket): void {
+    stream.on('data', (chunk: Buffer) => {
+      if (stream !== this.#stream) return; // bytes from before STLS never reach the new session
+      this.#input = this.#input.length === 0 ? chunk : Buffer.concat([this.#input, chunk]);
+      if (this.#busy) {
+        // A client far ahead of its replies is not read further until it catches up.
+        if (this.#input.length > this.#options.maxLineLength * 16 && !this.#paused) {
+          this.#paused = true;
+          stream.pause();
+        }
+        return;
+      }
+      void this.#processInput();
+    });
+  }
+
+  // --- command loop ---
+
+  async #processInput(): Promise<void> {
+    this.#busy = true;
+    try {
+      while (!this.#isClosed()) {
+        const lf = this.#input.indexOf(LF);
+        const lineLength = lf === -1 ? this.#input.length : lf + 1;
+        if (lineLength > this.#options.maxLineLength) {
+          this.#log.info({ event: 'line_too_long', length: lineLength }, 'command line too long');
+          await this.abort(`-ERR Line too long (the limit is ${this.#options.maxLineLength} octets), closing connection`);
+          return;
+        }
+        if (lf === -1) break;
+        let end = lf;
+        if (end > 0 && this.#input[end - 1] === 0x0d) end--;
+        const line = this.#input.toString('utf8', 0, end);
+        this.#input = lf + 1 === this.#input.length ? EMPTY : this.#input.subarray(lf + 1);
+        try {
+          await this.#handleLine(line);
+        } catch (error) {
+          this.#log.error({ err: error }, 'pop3 command failed');
+          this.#reply('-ERR [SYS/TEMP] Internal error, please try again later');
+        }
+        if (this.#shuttingDown && this.#input.length === 0 && !this.#isClosed()) {
+          await this.abort('-ERR [SYS/TEMP] Server is shutting down, try again in a minute');
+        }
+      }
+    } finally {
+      this.#busy = false;
+      if (this.#paused && !this.#isClosed()) {
+        this.#paused = false;
+        this.#stream.resume();
+      }
+    }
+  }
+
+  async #handleLine(line: string): Promise<void> {
+    if (this.#sasl) return this.#continueSasl(line);
+    if (line.includes('\0')) return this.#error('-ERR Invalid characters in command');
+    const space = line.indexOf(' ');
+    const verb = (space === -1 ? line : line.slice(0, space)).toUpperCase();
+    const rest = space === -1 ? '' : line.slice(space + 1);
+    const args = rest === '' ? [] : rest.split(' ').filter((a) => a !== '');
+    this.#log.debug({ event: 'command', verb }, 'command');
+
+    // Valid in every state.
+    switch (verb) {
+      case 'CAPA':
+        return this.#capa();
+      case 'NOOP':
+        if (this.#state === 'TRANSACTION') return this.#reply('+OK');
+        break;
+      case 'QUIT':
+        return this.#quit();
+    }
+
+    if (this.#state === 'AUTHORIZATION') {
+      switch (verb) {
+        case 'USER':
+          return this.#userCommand(rest);
+        case 'PASS':
+          return this.#passCommand(rest);
+        case 'APOP':
+          return this.#apopCommand(args);
+        case 'AUTH':
+          return this.#authCommand(args);
+        case 'STLS':
+          return this.#stls();
+        case 'STAT': case 'LIST': case 'RETR': case 'DELE': case 'RSET': case 'TOP': case 'UIDL': case 'NOOP':
+          return this.#error('-ERR Log in first (USER and PASS)');
+      }
+    } else if (this.#state === 'TRANSACTION') {
+      switch (verb) {
+        case 'STAT':
+          return this.#stat();
+        case 'LIST':
+          return this.#list(args);
+        case 'UIDL':
+          return this.#uidl(args);
+        case 'RETR':
+          return this.#retr(args);
+        case 'TOP':
+          return this.#top(args);
+        case 'DELE':
+          return this.#dele(args);
+        case 'RSET':
+          return this.#rset();
+        case 'USER': case 'PASS': case 'APOP': case 'AUTH': case 'STLS':
+          return this.#error('-ERR Already logged in');
+      }
+    }
+    return this.#error(`-ERR Unknown command${verb.length <= 16 && /^[A-Z]+$/.test(verb) ? ` ${verb}` : ''}`);
+  }
+
+  /** A protocol error by the client; too many of them and the connection is closed. */
+  async #error(text: string): Promise<void> {
+    this.#errors++;
+    if (this.#errors > this.#options.maxErrors) {
+      this.#log.info({ event: 'too_many_errors', errors: this.#errors }, 'closing after too many errors');
+      await this.abort('-ERR Too many invalid commands, closing connection');
+      return;
+    }
+    this.#reply(text);
+  }
+
+  // --- AUTHORIZATION state ---
+
+  #capa(): void {
+    const lines = ['+OK Capability list follows', 'TOP', 'UIDL', 'RESP-CODES', 'AUTH-RESP-CODE', 'PIPELINING'];
+    if (this.#state === 'AUTHORIZATION') {
+      if (this.#plaintextAllowed()) lines.push('USER', 'SASL PLAIN LOGIN');
+      if (!this.#secure && this.#server.deps.tls()) lines.push('STLS');
+    }
+    lines.push(`IMPLEMENTATION ${this.#options.implementation}`, '.');
+    this.#reply(lines.join('\r\n'));
+  }
+
+  /** RFC 2595 §2 and RFC 8314: passwords in the clear only over TLS, unless the config allows it. */
+  #plaintextAllowed(): boolean {
+    if (this.#secure) return true;
+    const mode = this.#options.plaintextWithoutTls;
+    return mode === 'anywhere' || (mode === 'loopback' && isLoopback(this.ip));
+  }
+
+  #plaintextRefusal(): string {
+    return '-ERR [AUTH] Plaintext passwords are not accepted without encryption: turn on SSL/TLS (STLS on port 110, or POP3S on port 995) in your mail program';
+  }
+
+  #userCommand(name: string): void {
+    if (!this.#plaintextAllowed()) return void this.#error(this.#plaintextRefusal());
+    if (name.trim() === '') return void this.#error('-ERR Usage: USER your-address');
+    this.#pendingUser = name.trim();
+    this.#reply('+OK Send your password with PASS');
+  }
+
+  async #passCommand(password: string): Promise<void> {
+    const user = this.#pendingUser;
+    this.#pendingUser = undefined;
+    if (!this.#plaintextAllowed()) return this.#error(this.#plaintextRefusal());
+    if (user === undefined) return this.#error('-ERR Send USER first');
+    await this.#login(user, (address) => this.#server.deps.accounts.authenticate(address, password), 'USER');
+  }
+
+  async #apopCommand(args: string[]): Promise<void> {
+    if (!this.#apopBanner) return this.#error('-ERR APOP is not enabled here: log in with USER and PASS over TLS');
+    if (args.length !== 2 || !/^[0-9a-f]{32}$/i.test(args[1])) return this.#error('-ERR Usage: APOP name digest');
+    const banner = this.#apopBanner;
+    await this.#login(args[0], async (address) => {
+      const secret = await this.#server.deps.accounts.getApopSecret(address);
+      if (secret === undefined) return undefined;
+      const expected = createHash('md5').update(banner + secret).digest();
+      const given = Buffer.from(args[1], 'hex');
+      return timingSafeEqual(expected, given) ? { address } : undefined;
+    }, 'APOP');
+  }
+
+  async #authCommand(args: string[]): Promise<void> {
+    if (args.length === 0) {
+      // Mechanism listing as Outlook and other RFC 1734-era clients expect it.
+      const mechanisms = this.#plaintextAllowed() ? ['PLAIN', 'LOGIN'] : [];
+      return this.#reply(['+OK Supported mechanisms follow', ...mechanisms, '.'].join('\r\n'));
+    }
+    const mechanism = args[0].toUpperCase();
+    if (mechanism !== 'PLAIN' && mechanism !== 'LOGIN') return this.#error(`-ERR [AUTH] Unsupported mechanism; use PLAIN or LOGIN`);
+    if (!this.#plaintextAllowed()) return this.#error(this.#plaintextRefusal());
+    if (mechanism === 'PLAIN') {
+      this.#sasl = { mechanism: 'PLAIN' };
+      // RFC 5034 §4: "=" is an empty initial response.
+      if (args.length > 1) return this.#continueSasl(args[1] === '=' ? '' : args[1]);
+      return this.#reply('+ ');
+    }
+    this.#sasl = { mechanism: 'LOGIN' };
+    if (args.length > 1) return this.#continueSasl(args[1]);
+    this.#reply('+ VXNlcm5hbWU6'); // "Username:"
+  }
+
+  async #continueSasl(line: string): Promise<void> {
+    const step = this.#sasl!;
+    if (line.trim() === '*') {
+      this.#sasl = undefined;
+      return this.#error('-ERR [AUTH] Authentication cancelled');
+    }
+    const decoded = decodeBase64(line.trim());
+    if (decoded === undefined) {
+      this.#sasl = undefined;
+      return this.#error('-ERR [AUTH] Invalid base64 in authentication exchange');
+    }
+    if (step.mechanism === 'LOGIN' && step.username === undefined) {
+      step.username = decoded.toString('utf8');
+      return this.#reply('+ UGFzc3dvcmQ6'); // "Password:"
+    }
+    this.#sasl = undefined;
+    let username: string;
+    let password: string;
+    if (step.mechanism === 'PLAIN') {
+      // RFC 4616: [authzid] NUL authcid NUL passwd; acting as another user is not offered.
+      const parts = decoded.toString('utf8').split('\0');
+      if (parts.length !== 3 || (parts[0] !== '' && parts[0] !== parts[1])) {
+        return this.#failLogin(parts[1], 'AUTH PLAIN');
+      }
+      [, username, password] = parts;
+    } else {
+      username = step.username!;
+      password = decoded.toString('utf8');
+    }
+    await this.#login(username, (address) => this.#server.deps.accounts.authenticate(address, password), `AUTH ${step.mechanism}`);
+  }
+
+  /**
+   * The one path every mechanism takes: lockout check, credential check, maildrop lock,
+   * listing, login hooks (POP-before-SMTP grant), and only then "+OK".
+   */
+  async #login(
+    name: string,
+    verify: (address: string) => Promise<{ address: string } | undefined>,
+    mechanism: string,
+  ): Promise<void> {
+    const deps = this.#server.deps;
+    const verdict = await deps.guard.check(this.ip);
+    if (verdict.locked) {
+      const minutes = Math.max(1, Math.ceil(verdict.retryAfterMs / 60_000));
+      this.#log.warn({ event: 'login_refused_locked', mechanism }, 'login refused: address locked out');
+      return this.#reply(`-ERR [AUTH] Too many failed logins from your address: try again in ${minutes} minute${minutes === 1 ? '' : 's'}`);
+    }
+    const address = this.#loginAddress(name);
+    const user = await verify(address);
+    if (!user) return this.#failLogin(address, mechanism);
+    if (this.#isClosed()) return;
+
+    const release = await deps.locks.acquire(user.address);
+    if (!release) {
+      this.#log.info({ event: 'login_in_use', user: user.address }, 'maildrop in use');
+      return this.#reply('-ERR [IN-USE] Your mailbox is in use by another session: close your other mail program or try again in a minute');
+    }
+    this.#releaseLock = release;
+    let messages: StoredMessage[];
+    try {
+      messages = await deps.mailstore.list(user.address);
+    } catch (error) {
+      await this.#release();
+      this.#log.error({ err: error, user: user.address }, 'cannot open maildrop');
+      return this.#reply('-ERR [SYS/TEMP] Your mailbox cannot be opened right now, please try again later');
+    }
+    // An aborted login grants nothing: the client that left never sees "+OK".
+    if (this.#isClosed()) return this.#release();
+    const event = { ip: this.ip, user: user.address, at: Date.now(), mechanism, tls: this.#secure };
+    try {
+      for (const hook of deps.onLogin) await hook(event);
+    } catch (error) {
+      await this.#release();
+      this.#log.error({ err: error, user: user.address }, 'login hook failed');
+      return this.#reply('-ERR [SYS/TEMP] Login cannot be completed right now, please try again later');
+    }
+    await deps.guard.success(this.ip, user.address);
+    this.#user = user.address;
+    this.#log = this.#log.child({ user: user.address });
+    this.#messages = messages.map((m) => ({ ...m, deleted: false }));
+    this.#state = 'TRANSACTION';
+    const total = this.#messages.reduce((sum, m) => sum + m.size, 0);
+    this.#log.info({ event: 'login', mechanism, tls: this.#secure, messages: this.#messages.length, octets: total }, 'pop3 login');
+    this.#reply(`+OK Logged in, ${this.#messages.length} message${this.#messages.length === 1 ? '' : 's'} (${total} octets)`);
+  }
+
+  async #failLogin(name: string | undefined, mechanism: string): Promise<void> {
+    const { delayMs, locked } = await this.#server.deps.guard.failure(this.ip, name);
+    this.#log.info({ event: 'login_failed', user: name, mechanism, locked }, 'pop3 login failed');
+    // RFC 1939 §13: a pause after a failed login slows password guessing.
+    if (delayMs > 0) await Promise.race([sleep(delayMs), this.#closedPromise]);
+    if (this.#isClosed()) return;
+    this.#errors++;
+    this.#reply('-ERR [AUTH] Login failed: check your user name (your full e-mail address) and password');
+  }
+
+  #loginAddress(name: string): string {
+    const trimmed = name.trim();
+    const domain = this.#options.defaultDomain;
+    return !trimmed.includes('@') && domain !== '' ? `${trimmed}@${domain}` : trimmed;
+  }
+
+  #stls(): void {
+    if (this.#secure) return void this.#error('-ERR TLS is already active');
+    if (!this.#server.deps.tls()) return void this.#error('-ERR STLS is not available on this server');
+    this.#reply('+OK Begin TLS negotiation');
+    // RFC 2595 §4 / CVE-2011-0411 class: anything the client pipelined after STLS was sent
+    // in the clear and must not be executed inside the TLS session.
+    this.#input = EMPTY;
+    this.#pendingUser = undefined;
+    this.#raw.removeAllListeners('data');
+    const tls = this.#beginTls();
+    tls.once('secure', () => this.#log.info({ event: 'stls', protocol: tls.getProtocol() }, 'TLS started'));
+  }
+
+  // --- TRANSACTION state ---
+
+  #message(arg: string | undefined): Message | string {
+    if (arg === undefined || !/^\d{1,9}$/.test(arg)) return '-ERR Give a message number';
+    const number = Number(arg);
+    const message = this.#messages[number - 1];
+    if (!message) return `-ERR No message ${arg} (there are ${this.#messages.length})`;
+    if (message.deleted) return `-ERR Message ${number} is already deleted`;
+    return message;
+  }
+
+  #stat(): void {
+    let count = 0;
+    let size = 0;
+    for (const m of this.#messages) {
+      if (!m.deleted) {
+        count++;
+        size += m.size;
+      }
+    }
+    this.#reply(`+OK ${count} ${size}`);
+  }
+
+  #list(args: string[]): void | Promise<void> {
+    return this.#scanListing(args, (m) => String(m.size));
+  }
+
+  #uidl(args: string[]): void | Promise<void> {
+    return this.#scanListing(args, (m) => m.uidl);
+  }
+
+  async #scanListing(args: string[], value: (m: Message) => string): Promise<void> {
+    if (args.length > 0) {
+      const message = this.#message(args[0]);
+      if (typeof message === 'string') return this.#error(message);
+      return this.#reply(`+OK ${args[0].replace(/^0+(?=\d)/, '')} ${value(message)}`);
+    }
+    let out = '+OK\r\n';
+    for (let i = 0; i < this.#messages.length; i++) {
+      const m = this.#messages[i];
+      if (m.deleted) continue;
+      out += `${i + 1} ${value(m)}\r\n`;
+      if (out.length > 64 * 1024) {
+        this.#stream.write(out);
+        out = '';
+        await this.#drained();
+      }
+    }
+    this.#stream.write(out + '.\r\n');
+  }
+
+  async #retr(args: string[]): Promise<void> {
+    const message = this.#message(args[0]);
+    if (typeof message === 'string') return this.#error(message);
+    await this.#send(message, `+OK ${message.size} octets`, Infinity);
+  }
+
+  async #top(args: string[]): Promise<void> {
+    if (args.length !== 2 || !/^\d{1,9}$/.test(args[1])) return this.#error('-ERR Usage: TOP message-number line-count');
+    const message = this.#message(args[0]);
+    if (typeof message === 'string') return this.#error(message);
+    await this.#send(message, '+OK Top of message follows', Number(args[1]));
+  }
+
+  async #send(message: Message, status: string, bodyLines: number): Promise<void> {
+    const encoder = new MultilineEncoder(bodyLines);
+    let started = false;
+    try {
+      for await (const chunk of this.#server.deps.mailstore.read(message)) {
+        if (!started) {
+          this.#stream.write(`${status}\r\n`);
+          started = true;
+        }
+        this.#writePieces(encoder.push(chunk));
+        if (encoder.done) break;
+        await this.#drained();
+        if (this.#isClosed()) return;
+      }
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      this.#log.error({ err: error, uidl: message.uidl }, 'cannot read message');
+      // Before any byte was sent we can still answer cleanly; after, only closing is honest.
+      if (!started) return this.#reply(code === 'ENOENT' ? '-ERR [SYS/PERM] This message was removed by another program' : '-ERR [SYS/TEMP] Cannot read this message right now');
+      this.#raw.destroy();
+      return;
+    }
+    if (!started) this.#stream.write(`${status}\r\n`);
+    this.#writePieces([...encoder.end(), Buffer.from('.\r\n')]);
+    await this.#drained();
+  }
+
+  #writePieces(pieces: Buffer[]): void {
+    if (pieces.length === 1) {
+      this.#stream.write(pieces[0]);
+      return;
+    }
+    // One writev per chunk rather than a syscall per dot-stuffed piece.
+    this.#stream.cork();
+    for (const piece of pieces) this.#stream.write(piece);
+    this.#stream.uncork();
+  }
+
+  #dele(args: string[]): void | Promise<void> {
+    const message = this.#message(args[0]);
+    if (typeof message === 'string') return this.#error(message);
+    message.deleted = true;
+    this.#reply(`+OK Message ${Number(args[0])} marked for deletion`);
+  }
+
+  #rset(): void {
+    for (const m of this.#messages) m.deleted = false;
+    const total = this.#messages.reduce((sum, m) => sum + m.size, 0);
+    this.#reply(`+OK ${this.#messages.length} messages (${total} octets)`);
+  }
+
+  // --- QUIT and the UPDATE state ---
+
+  async #quit(): Promise<void> {
+    if (this.#state !== 'TRANSACTION') {
+      this.#reply('+OK Goodbye');
+      return this.#end();
+    }
+    // RFC 1939 §6: deletions happen only here, and "+OK" only once they are durable.
+    this.#state = 'UPDATE';
+    const doomed = this.#messages.filter((m) => m.deleted);
+    let reply: string;
+    try {
+      const result = doomed.length > 0 ? await this.#server.deps.mailstore.remove(this.#user!, doomed) : { removed: 0, failed: [] };
+      this.#log.info({ event: 'update', deleted: result.removed, failed: result.failed.length }, 'pop3 update');
+      reply = result.failed.length === 0
+        ? `+OK Goodbye, ${result.removed} message${result.removed === 1 ? '' : 's'} deleted`
+        : `-ERR [SYS/TEMP] ${result.failed.length} message(s) could not be deleted and will be offered again next time`;
+    } catch (error) {
+      this.#log.error({ err: error }, 'update failed');
+      reply = '-ERR [SYS/TEMP] Deleting messages failed; they will be offered again next time';
+    }
+    await this.#release();
+    this.#reply(reply);
+    this.#end();
+  }
+
+  // --- ending ---
+
+  #end(): void {
+    this.#state = 'CLOSED';
+    this.#stream.end();
+    // A client that never closes its side must not hold the socket forever.
+    setTimeout(() => this.#raw.destroy(), 2000).unref();
+  }
+
+  /** Ends the session now, without UPDATE: nothing is deleted, the lock is released. */
+  async abort(text: string): Promise<void> {
+    if (!this.#isClosed()) {
+      this.#reply(text);
+      this.#end();
+    }
+    await this.#release();
+    await Promise.race([this.#closedPromise, sleep(2000)]);
+    this.#raw.destroy();
+  }
+
+  /** Server shutdown: idle sessions end now; a busy one ends after its current command. */
+  shutdownWhenIdle(): void {
+    this.#shuttingDown = true;
+    if (!this.#busy) void this.abort('-ERR [SYS/TEMP] Server is shutting down, try again in a minute');
+  }
+
+  #idleTimeout(): void {
+    this.#log.info({ event: 'idle_timeout' }, 'autologout');
+    // RFC 1939 §3: the autologout timer ends the session without entering UPDATE.
+    void this.abort('-ERR Autologout: no command for too long');
+  }
+
+  async #closed(): Promise<void> {
+    const wasUpdating = this.#state === 'UPDATE';
+    this.#state = 'CLOSED';
+    if (!wasUpdating) await this.#release();
+    this.#log.info({ event: 'close', durationMs: Date.now() - this.#startedAt, in: this.#raw.bytesRead, out: this.#raw.bytesWritten }, 'pop3 session closed');
+    this.#resolveClosed();
+    this.onClosed?.();
+  }
+
+  async #release(): Promise<void> {
+    const release = this.#releaseLock;
+    this.#releaseLock = undefined;
+    if (release) await release();
+  }
+
+  #isClosed(): boolean {
+    return this.#state === 'CLOSED';
+  }
+
+  // --- output ---
+
+  #reply(text: string): void {
+    if (this.#stream.writable) this.#stream.write(`${text}\r\n`);
+  }
+
+  /** Waits while the client is behind on reading; resolves at once otherwise. */
+  #drained(): Promise<void> {
+    const stream = this.#stream;
+    if (!stream.writableNeedDrain || this.#isClosed()) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        stream.off('drain', done);
+        stream.off('close', done);
+        resolve();
+      };
+      stream.once('drain', done);
+      stream.once('close', done);
+    });
+  }
+}
+
+function decodeBase64(text: string): Buffer | undefined {
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(text) || text.length % 4 !== 0) return undefined;
+  return Buffer.from(text, 'base64');
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

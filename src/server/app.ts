@@ -1,0 +1,93 @@
+import type { SecureContext } from 'node:tls';
+import { SqliteAccountStore } from '../accounts/sqlite.ts';
+import type { AccountStore } from '../accounts/store.ts';
+import type { Config } from '../config/schema.ts';
+import { openDatabase } from '../db/sqlite.ts';
+import type { Logger } from '../log/logger.ts';
+import { LocalMaildropLocks } from '../mailstore/store.ts';
+import { MaildirStore } from '../mailstore/maildir.ts';
+import { formatListenAddress, parseListenAddress, type ListenAddress } from '../net/listen.ts';
+import { MemoryLoginGuard } from '../policy/login-guard.ts';
+import { Pop3Server, type LoginEvent } from '../pop3/server.ts';
+import { loadSecureContext, resolveTlsFiles } from '../tls/context.ts';
+
+/** A running popgate: every service of one config, wired to the embedded backends. */
+export interface App {
+  config: Config;
+  accounts: AccountStore;
+  mailstore: MaildirStore;
+  pop3: Pop3Server;
+  /** Bound addresses per service, e.g. { pop3: ["127.0.0.1:2110"] } (useful with port 0). */
+  addresses: Record<string, string[]>;
+  /** Hooks run before "+OK" to every successful POP3 login. */
+  onLogin: ((event: LoginEvent) => Promise<void>)[];
+  /** Re-reads the certificate files (SIGHUP), so a renewed certificate needs no restart. */
+  reloadTls(): void;
+  close(): Promise<void>;
+}
+
+export async function startApp(config: Config, log: Logger): Promise<App> {
+  const db = openDatabase(config.data_dir);
+  const accounts = new SqliteAccountStore(db);
+  const mailstore = new MaildirStore(config.data_dir, config.hostname);
+  const tlsFiles = await resolveTlsFiles(config, (message) => log.info({ event: 'tls_generated' }, message));
+  let secureContext: SecureContext | undefined = tlsFiles && loadSecureContext(tlsFiles);
+
+  if (config.auth.plaintext_without_tls === 'anywhere') {
+    log.warn(
+      { event: 'legacy_plaintext' },
+      'auth.plaintext_without_tls = "anywhere": passwords may cross the network unencrypted (legacy clients and devices only)',
+    );
+  }
+
+  const guard = new MemoryLoginGuard(
+    {
+      failureDelayMs: config.auth.failure_delay,
+      threshold: config.auth.lockout_threshold,
+      windowMs: config.auth.lockout_window,
+      lockoutMs: config.auth.lockout_duration,
+      trustedNetworks: config.auth.trusted_networks,
+    },
+    log,
+  );
+  const onLogin: ((event: LoginEvent) => Promise<void>)[] = [];
+  const pop3 = new Pop3Server(
+    {
+      hostname: config.hostname,
+      maxConnections: config.pop3.max_connections,
+      maxConnectionsPerIp: config.pop3.max_connections_per_ip,
+      idleTimeoutMs: config.pop3.idle_timeout,
+      maxLineLength: config.pop3.max_line_length,
+      apop: config.pop3.apop,
+      implementation: config.pop3.implementation,
+      plaintextWithoutTls: config.auth.plaintext_without_tls,
+      defaultDomain: config.auth.default_domain,
+    },
+    { accounts, mailstore, locks: new LocalMaildropLocks(), guard, log, tls: () => secureContext, onLogin },
+  );
+
+  const addresses: Record<string, string[]> = { pop3: [], pop3s: [] };
+  const app: App = {
+    config,
+    accounts,
+    mailstore,
+    pop3,
+    addresses,
+    onLogin,
+    reloadTls() {
+      if (tlsFiles) secureContext = loadSecureContext(tlsFiles);
+    },
+    async close() {
+      await pop3.close(config.shutdown_grace);
+      db.close();
+    },
+  };
+  try {
+    for (const entry of config.pop3.listen) addresses.pop3.push(formatListenAddress(await pop3.listen(parseListenAddress(entry) as ListenAddress, false)));
+    for (const entry of config.pop3s.listen) addresses.pop3s.push(formatListenAddress(await pop3.listen(parseListenAddress(entry) as ListenAddress, true)));
+  } catch (error) {
+    await app.close();
+    throw error;
+  }
+  return app;
+}
