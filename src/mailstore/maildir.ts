@@ -75,14 +75,17 @@ export class MaildirStore implements Mailstore {
 
   async list(address: string): Promise<StoredMessage[]> {
     const path = await this.ensure(address);
-    const entries: { name: string; ref: string }[] = [];
+    const entries: { name: string; ref: string; seconds: number; micros: number }[] = [];
     for (const sub of ['new', 'cur'] as const) {
-      for (const name of await readdir(join(path, sub))) {
+      const dir = join(path, sub);
+      for (const name of await readdir(dir)) {
         if (name.startsWith('.')) continue;
-        entries.push({ name, ref: join(path, sub, name) });
+        // Delivery order: the seconds and microseconds at the start of the unique name.
+        const key = /^(\d+)\.(?:M(\d+))?/.exec(name);
+        entries.push({ name, ref: `${dir}/${name}`, seconds: key ? Number(key[1]) : Infinity, micros: key?.[2] ? Number(key[2]) : 0 });
       }
     }
-    entries.sort((a, b) => compareNames(a.name, b.name));
+    entries.sort((a, b) => a.seconds - b.seconds || a.micros - b.micros || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     const messages: StoredMessage[] = [];
     for (const { name, ref } of entries) {
       const size = sizeFromName(name) ?? (await this.#computeVirtualSize(name, ref));
@@ -184,16 +187,4 @@ export function uidlOf(name: string): string {
   const unique = name.split(':')[0].split(',')[0];
   if (unique.length >= 1 && unique.length <= 70 && /^[\x21-\x7e]+$/.test(unique)) return unique;
   return 'H' + createHash('sha256').update(unique).digest('base64url').slice(0, 43);
-}
-
-function compareNames(a: string, b: string): number {
-  const ka = /^(\d+)\.(?:M(\d+))?/.exec(a);
-  const kb = /^(\d+)\.(?:M(\d+))?/.exec(b);
-  if (ka && kb) {
-    const seconds = Number(ka[1]) - Number(kb[1]);
-    if (seconds !== 0) return seconds;
-    const micros = Number(ka[2] ?? 0) - Number(kb[2] ?? 0);
-    if (micros !== 0) return micros;
-  }
-  return a < b ? -1 : a > b ? 1 : 0;
 }
