@@ -10,6 +10,9 @@ import { MaildirStore } from '../mailstore/maildir.ts';
 import { resolveConfig } from './config.ts';
 import { readPassword, UsageError } from './password.ts';
 import { serve } from './serve.ts';
+import { createPopBeforeSmtp } from '../server/app.ts';
+import type { PopBeforeSmtp } from '../relay-auth/pop-before-smtp.ts';
+import { silentLogger } from '../log/logger.ts';
 
 // popgate's command line. Administrative commands open the same SQLite file as the server
 // (WAL mode), so they work while it runs.
@@ -144,6 +147,45 @@ alias.command('remove <alias> [targets...]').description('remove an alias, or on
     console.log(`removed ${name}${targets.length ? ` -> ${targets.join(', ')}` : ''}`);
   }),
 );
+
+const relay = program.command('relay').description('POP-before-SMTP relay grants');
+relay.command('list').description('list live grants: address or network, user, time left').action(() =>
+  withPopBeforeSmtp(async (pbs) => {
+    const grants = await pbs.list();
+    if (grants.length === 0) {
+      console.log('no live grants (a grant appears when a customer logs in to POP3)');
+      return;
+    }
+    const now = Date.now();
+    for (const g of grants) console.log(`${g.key}\t${g.user}\t${formatLeft(g.expiresAt - now)} left`);
+  }),
+);
+relay
+  .command('revoke <address>')
+  .description('end the grants of an address or network (as shown by relay list)')
+  .option('--user <address>', 'only this user\'s grant')
+  .action((address: string, options: { user?: string }) =>
+    withPopBeforeSmtp(async (pbs) => {
+      const removed = await pbs.revoke(address, options.user);
+      if (removed === 0) throw new UsageError(`no grant for ${address}${options.user ? ` and ${options.user}` : ''} (see popgate relay list)`);
+      console.log(`revoked ${removed} grant(s) for ${address}; it must log in to POP3 again before relaying`);
+    }),
+  );
+
+async function withPopBeforeSmtp(fn: (pbs: PopBeforeSmtp) => Promise<void>): Promise<void> {
+  const { config } = resolveConfig(configFlag(), true);
+  const db = openDatabase(config.data_dir);
+  try {
+    await fn(createPopBeforeSmtp(config, db, silentLogger()));
+  } finally {
+    db.close();
+  }
+}
+
+function formatLeft(ms: number): string {
+  const seconds = Math.max(0, Math.round(ms / 1000));
+  return seconds >= 60 ? `${Math.floor(seconds / 60)}m${String(seconds % 60).padStart(2, '0')}s` : `${seconds}s`;
+}
 
 /** The effective config as TOML, with durations written back as "10m" and not milliseconds. */
 function printable(config: Config): Record<string, unknown> {

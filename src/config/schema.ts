@@ -69,7 +69,17 @@ export const configSchema = z.strictObject({
       trusted_networks: z.array(network).default([]),
     })
     .prefault({}),
-  pop_before_smtp: z.strictObject({ window: duration.prefault('10m') }).prefault({}),
+  pop_before_smtp: z
+    .strictObject({
+      window: duration.prefault('10m'),
+      mode: z.enum(['sliding', 'fixed']).default('sliding'),
+      ipv4_prefix: z.number().int().min(8).max(32).default(32),
+      ipv6_prefix: z.number().int().min(32).max(128).default(128),
+      never_grant: z.array(network).default(['100.64.0.0/10']),
+      max_users_per_ip: z.number().int().min(0).default(0),
+      enforce_sender: z.boolean().default(true),
+    })
+    .prefault({}),
   shutdown_grace: duration.prefault('5s'),
 });
 

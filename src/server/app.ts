@@ -1,3 +1,4 @@
+import type { DatabaseSync } from 'node:sqlite';
 import type { SecureContext } from 'node:tls';
 import { SqliteAccountStore } from '../accounts/sqlite.ts';
 import type { AccountStore } from '../accounts/store.ts';
@@ -8,6 +9,8 @@ import { LocalMaildropLocks } from '../mailstore/store.ts';
 import { MaildirStore } from '../mailstore/maildir.ts';
 import { formatListenAddress, parseListenAddress, type ListenAddress } from '../net/listen.ts';
 import { MemoryLoginGuard } from '../policy/login-guard.ts';
+import { PopBeforeSmtp } from '../relay-auth/pop-before-smtp.ts';
+import { SqliteRelayAuthStore } from '../relay-auth/sqlite.ts';
 import { Pop3Server, type LoginEvent } from '../pop3/server.ts';
 import { loadSecureContext, resolveTlsFiles } from '../tls/context.ts';
 
@@ -19,6 +22,7 @@ export interface App {
   pop3: Pop3Server;
   /** Bound addresses per service, e.g. { pop3: ["127.0.0.1:2110"] } (useful with port 0). */
   addresses: Record<string, string[]>;
+  popBeforeSmtp: PopBeforeSmtp;
   /** Hooks run before "+OK" to every successful POP3 login. */
   onLogin: ((event: LoginEvent) => Promise<void>)[];
   /** Re-reads the certificate files (SIGHUP), so a renewed certificate needs no restart. */
@@ -50,7 +54,12 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     },
     log,
   );
-  const onLogin: ((event: LoginEvent) => Promise<void>)[] = [];
+  const popBeforeSmtp = createPopBeforeSmtp(config, db, log);
+  // The grant is recorded before POP3 answers "+OK", so SMTP sees it with zero lag.
+  const onLogin: ((event: LoginEvent) => Promise<void>)[] = [async (event) => void (await popBeforeSmtp.onLogin(event))];
+  // Expired grants are already ignored at lookup; this only keeps the table small.
+  const sweeper = setInterval(() => void popBeforeSmtp.sweep().catch((error) => log.error({ err: error }, 'grant sweep failed')), 60_000);
+  sweeper.unref();
   const pop3 = new Pop3Server(
     {
       hostname: config.hostname,
@@ -72,12 +81,14 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     accounts,
     mailstore,
     pop3,
+    popBeforeSmtp,
     addresses,
     onLogin,
     reloadTls() {
       if (tlsFiles) secureContext = loadSecureContext(tlsFiles);
     },
     async close() {
+      clearInterval(sweeper);
       await pop3.close(config.shutdown_grace);
       db.close();
     },
@@ -90,4 +101,19 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     throw error;
   }
   return app;
+}
+
+export function createPopBeforeSmtp(config: Config, db: DatabaseSync, log: Logger): PopBeforeSmtp {
+  const settings = config.pop_before_smtp;
+  return new PopBeforeSmtp(
+    new SqliteRelayAuthStore(db),
+    {
+      windowMs: settings.window,
+      mode: settings.mode,
+      prefixes: { ipv4: settings.ipv4_prefix, ipv6: settings.ipv6_prefix },
+      neverGrant: settings.never_grant,
+      maxUsersPerKey: settings.max_users_per_ip,
+    },
+    log,
+  );
 }
