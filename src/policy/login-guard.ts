@@ -22,7 +22,7 @@ export interface LoginGuard {
   check(ip: string): Promise<GuardVerdict>;
   /** Records a failed login; returns how long to wait before replying. */
   failure(ip: string, user: string | undefined): Promise<{ delayMs: number; locked: boolean }>;
-  /** A successful login is never slowed, and clears the address's failure count. */
+  /** A successful login is never slowed. */
   success(ip: string, user: string): Promise<void>;
 }
 
@@ -83,10 +83,10 @@ export class MemoryLoginGuard implements LoginGuard {
     return { delayMs: this.#settings.failureDelayMs * Math.min(count, 5), locked };
   }
 
-  async success(ip: string): Promise<void> {
-    const entry = this.#entries.get(ip);
-    if (entry && entry.lockedUntil <= this.#now()) this.#entries.delete(ip);
-  }
+  // Failures are not forgiven by a success: otherwise whoever holds one valid account could
+  // interleave good logins with guesses at other accounts' passwords and never be locked out.
+  // They age out of the window instead.
+  async success(): Promise<void> {}
 
   #evict(now: number): void {
     for (const [ip, entry] of this.#entries) {

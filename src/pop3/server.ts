@@ -89,6 +89,7 @@ export class Pop3Server {
     socket.on('error', () => {}); // a reset by the peer is routine; the session logs its own end
     if (this.#closing) {
       socket.end('-ERR [SYS/TEMP] Server is shutting down, try again in a minute\r\n');
+      setTimeout(() => socket.destroy(), 1000).unref();
       return;
     }
     const perIp = this.#perIp.get(ip) ?? 0;
@@ -125,10 +126,13 @@ export class Pop3Server {
    */
   async close(graceMs = 5000): Promise<void> {
     this.#closing = true;
-    await Promise.all(this.#servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
+    // server.close() stops accepting at once but completes only when every connection is gone,
+    // so the sessions must be told to end before that is awaited.
+    const listenersClosed = Promise.all(this.#servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
     for (const session of this.#sessions) session.shutdownWhenIdle();
     const deadline = Date.now() + graceMs;
     while (this.#sessions.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     await Promise.all([...this.#sessions].map((session) => session.abort('-ERR [SYS/TEMP] Server is shutting down, try again in a minute')));
+    await listenersClosed;
   }
 }

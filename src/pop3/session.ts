@@ -25,6 +25,7 @@ type SaslStep =
 
 const LF = 0x0a;
 const EMPTY = Buffer.alloc(0);
+const TERMINATOR = Buffer.from('.\r\n');
 
 export class Pop3Session {
   onClosed?: () => void;
@@ -119,6 +120,7 @@ export class Pop3Session {
   #attach(stream: Socket | TLSSocket): void {
     stream.on('data', (chunk: Buffer) => {
       if (stream !== this.#stream) return; // bytes from before STLS never reach the new session
+      if (this.#isClosed()) return; // after QUIT or an abort nothing more is read into memory
       this.#input = this.#input.length === 0 ? chunk : Buffer.concat([this.#input, chunk]);
       if (this.#busy) {
         // A client far ahead of its replies is not read further until it catches up.
@@ -156,6 +158,9 @@ export class Pop3Session {
           this.#log.error({ err: error }, 'pop3 command failed');
           this.#reply('-ERR [SYS/TEMP] Internal error, please try again later');
         }
+        // Single-line replies are written without waiting; a client pipelining commands
+        // without reading the answers must not make them pile up in memory.
+        await this.#drained();
         if (this.#shuttingDown && this.#input.length === 0 && !this.#isClosed()) {
           await this.abort('-ERR [SYS/TEMP] Server is shutting down, try again in a minute');
         }
@@ -331,7 +336,7 @@ export class Pop3Session {
       // RFC 4616: [authzid] NUL authcid NUL passwd; acting as another user is not offered.
       const parts = decoded.toString('utf8').split('\0');
       if (parts.length !== 3 || (parts[0] !== '' && parts[0] !== parts[1])) {
-        return this.#failLogin(parts[1], 'AUTH PLAIN');
+        return this.#login(parts[1] ?? '', async () => undefined, 'AUTH PLAIN');
       }
       [, username, password] = parts;
     } else {
@@ -491,19 +496,28 @@ export class Pop3Session {
 
   async #send(message: Message, status: string, bodyLines: number): Promise<void> {
     const encoder = new MultilineEncoder(bodyLines);
+    const stream = this.#stream;
     let started = false;
+    // Corked from the status line to the terminator: a message that fits in one read goes
+    // out in a single writev instead of a syscall (and a TCP segment) per piece.
+    stream.cork();
     try {
       for await (const chunk of this.#server.deps.mailstore.read(message)) {
         if (!started) {
-          this.#stream.write(`${status}\r\n`);
+          stream.write(`${status}\r\n`);
           started = true;
         }
-        this.#writePieces(encoder.push(chunk));
+        for (const piece of encoder.push(chunk)) stream.write(piece);
         if (encoder.done) break;
-        await this.#drained();
-        if (this.#isClosed()) return;
+        if (stream.writableNeedDrain) {
+          stream.uncork();
+          await this.#drained();
+          if (this.#isClosed()) return;
+          stream.cork();
+        }
       }
     } catch (error) {
+      stream.uncork();
       const code = (error as NodeJS.ErrnoException).code;
       this.#log.error({ err: error, uidl: message.uidl }, 'cannot read message');
       // Before any byte was sent we can still answer cleanly; after, only closing is honest.
@@ -511,20 +525,11 @@ export class Pop3Session {
       this.#raw.destroy();
       return;
     }
-    if (!started) this.#stream.write(`${status}\r\n`);
-    this.#writePieces([...encoder.end(), Buffer.from('.\r\n')]);
+    if (!started) stream.write(`${status}\r\n`);
+    for (const piece of encoder.end()) stream.write(piece);
+    stream.write(TERMINATOR);
+    stream.uncork();
     await this.#drained();
-  }
-
-  #writePieces(pieces: Buffer[]): void {
-    if (pieces.length === 1) {
-      this.#stream.write(pieces[0]);
-      return;
-    }
-    // One writev per chunk rather than a syscall per dot-stuffed piece.
-    this.#stream.cork();
-    for (const piece of pieces) this.#stream.write(piece);
-    this.#stream.uncork();
   }
 
   #dele(args: string[]): void | Promise<void> {
