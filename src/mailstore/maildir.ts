@@ -52,13 +52,14 @@ export class MaildirStore implements Mailstore {
     return `${Math.floor(now / 1000)}.M${micros}P${process.pid}Q${this.#counter}R${randomBytes(6).toString('hex')}.${this.#host}`;
   }
 
-  async deliver(address: string, message: Buffer): Promise<string> {
+  async deliver(address: string, message: Buffer | Buffer[]): Promise<string> {
+    const pieces = Array.isArray(message) ? message : [message];
     const path = await this.ensure(address);
     const unique = this.#uniqueName();
     const tmpPath = join(path, 'tmp', unique);
     const handle = await open(tmpPath, 'wx', 0o600);
     try {
-      await handle.writeFile(message);
+      await handle.writeFile(pieces); // written piece by piece, never concatenated
       await handle.sync();
     } catch (error) {
       await handle.close();
@@ -66,8 +67,16 @@ export class MaildirStore implements Mailstore {
       throw error;
     }
     await handle.close();
-    const virtual = virtualSize(message, 0, true);
-    const name = `${unique},S=${message.length}${virtual === message.length ? '' : `,W=${virtual}`}`;
+    let size = 0;
+    let virtual = 0;
+    let previous = -1;
+    for (const piece of pieces) {
+      size += piece.length;
+      virtual += virtualSize(piece, previous, false);
+      if (piece.length > 0) previous = piece[piece.length - 1];
+    }
+    virtual += terminatorSize(previous);
+    const name = `${unique},S=${size}${virtual === size ? '' : `,W=${virtual}`}`;
     await rename(tmpPath, join(path, 'new', name));
     await syncDirectory(join(path, 'new'));
     return name;

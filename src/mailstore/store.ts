@@ -17,7 +17,7 @@ export interface RemoveResult {
 
 export interface Mailstore {
   /** Stores a message durably (RFC 5321 §6.1): resolves only once it would survive a crash. */
-  deliver(address: string, message: Buffer): Promise<string>;
+  deliver(address: string, message: Buffer | Buffer[]): Promise<string>;
   /** The messages in a mailbox, oldest first. */
   list(address: string): Promise<StoredMessage[]>;
   /** A message's raw bytes as stored (line ends may be LF or CRLF), in chunks. */
