@@ -1,7 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readFile, readdir, rename, unlink } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import { syncDirectory, writeDurably } from '../fs/durable.ts';
 import type { Mailstore, RemoveResult, StoredMessage } from './store.ts';
 
 // Maildir as specified at cr.yp.to/proto/maildir.html, with Courier/Dovecot's ",S=<size>"
@@ -57,16 +58,12 @@ export class MaildirStore implements Mailstore {
     const path = await this.ensure(address);
     const unique = this.#uniqueName();
     const tmpPath = join(path, 'tmp', unique);
-    const handle = await open(tmpPath, 'wx', 0o600);
     try {
-      await handle.writeFile(pieces); // written piece by piece, never concatenated
-      await handle.sync();
+      await writeDurably(tmpPath, pieces);
     } catch (error) {
-      await handle.close();
       await unlink(tmpPath).catch(() => {});
       throw error;
     }
-    await handle.close();
     let size = 0;
     let virtual = 0;
     let previous = -1;
@@ -164,15 +161,6 @@ export function virtualSize(chunk: Buffer, previous: number, whole: boolean): nu
 /** An unterminated last line gets its line end on the wire: LF after a bare CR, else CRLF. */
 function terminatorSize(lastByte: number): number {
   return lastByte === -1 || lastByte === 0x0a ? 0 : lastByte === 0x0d ? 1 : 2;
-}
-
-async function syncDirectory(path: string): Promise<void> {
-  const handle = await open(path, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }
 
 /** ",W=" is the CRLF size; ",S=" is the file size, exact only for our own CRLF files (no W means S = W). */

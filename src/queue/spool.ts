@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
+import { syncDirectory, writeDurably } from '../fs/durable.ts';
 
 // The outbound spool: messages accepted for remote recipients, written durably before the
 // SMTP server answers 250 (RFC 5321 §6.1). Each message is two files in data_dir/queue/:
@@ -54,24 +55,5 @@ export class Spool {
 
   read(id: string): Promise<Buffer> {
     return readFile(join(this.dir, `${id}.eml`));
-  }
-}
-
-async function writeDurably(path: string, data: Buffer | Buffer[]): Promise<void> {
-  const handle = await open(path, 'wx', 0o600);
-  try {
-    await handle.writeFile(data); // an array is written piece by piece, without concatenating
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
-export async function syncDirectory(path: string): Promise<void> {
-  const handle = await open(path, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
   }
 }
