@@ -139,6 +139,17 @@ export class SqliteAccountStore implements AccountStore {
     return row?.apop_secret ?? undefined;
   }
 
+  async lookup(address: string): Promise<{ kind: 'user' } | { kind: 'alias'; targets: string[] } | undefined> {
+    if (this.#db.prepare('SELECT 1 FROM users WHERE address = ?').get(address)) return { kind: 'user' };
+    const rows = this.#db.prepare('SELECT target FROM aliases WHERE alias = ?').all(address) as { target: string }[];
+    return rows.length > 0 ? { kind: 'alias', targets: rows.map((r) => r.target) } : undefined;
+  }
+
+  async sendableAddresses(user: string): Promise<string[]> {
+    const rows = this.#db.prepare('SELECT DISTINCT alias FROM aliases WHERE target = ?').all(user) as { alias: string }[];
+    return [user, ...rows.map((r) => r.alias)];
+  }
+
   async addAlias(input: string, targetInputs: string[]): Promise<void> {
     const alias = requireAddress(input);
     await this.#requireDomainExists(alias.domain);

@@ -39,6 +39,11 @@ export interface AccountStore {
   setApopSecret(address: string, secret: string | undefined): Promise<void>;
   getApopSecret(address: string): Promise<string | undefined>;
 
+  /** What a local address is: a user's mailbox, an alias with its targets, or nothing. */
+  lookup(address: string): Promise<{ kind: 'user' } | { kind: 'alias'; targets: string[] } | undefined>;
+  /** Addresses a user may send as: their own and every alias that reaches them. */
+  sendableAddresses(user: string): Promise<string[]>;
+
   addAlias(alias: string, targets: string[]): Promise<void>;
   removeAlias(alias: string, targets?: string[]): Promise<void>;
   listAliases(domain?: string): Promise<Alias[]>;

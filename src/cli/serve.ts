@@ -7,8 +7,8 @@ export async function serve(config: Config, options: { dev: boolean; source: str
   const log = createLogger(config.log.level);
   log.info({ event: 'start', config: options.source, data_dir: config.data_dir, pid: process.pid }, 'popgate starting');
   const app = await startApp(config, log);
-  const notYet = (['smtp', 'submission', 'submissions'] as const).filter((key) => config[key].listen.length > 0);
-  if (notYet.length > 0) log.info({ event: 'not_started', services: notYet }, 'SMTP services are not part of this release yet');
+  const notYet = (['submission', 'submissions'] as const).filter((key) => config[key].listen.length > 0);
+  if (notYet.length > 0) log.info({ event: 'not_started', services: notYet }, 'submission with SMTP AUTH is not part of this release yet');
   if (options.dev) await bootstrapDemo(app);
 
   let stopping = false;
@@ -57,7 +57,7 @@ async function bootstrapDemo(app: App): Promise<void> {
   } else {
     lines.push('', `  Domains: ${domains.join(', ')}   (accounts: npm run popgate -- user list)`);
   }
-  lines.push('', `  POP3 ${app.addresses.pop3.join(' ') || '-'}   POP3S ${app.addresses.pop3s.join(' ') || '-'}`, '  Stop with Ctrl-C.', '');
+  lines.push('', `  POP3 ${app.addresses.pop3.join(' ') || '-'}   POP3S ${app.addresses.pop3s.join(' ') || '-'}   SMTP ${app.addresses.smtp.join(' ') || '-'}`, '  Stop with Ctrl-C.', '');
   process.stdout.write(lines.filter((line) => typeof line === 'string').join('\n') + '\n');
 }
 

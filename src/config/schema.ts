@@ -48,7 +48,20 @@ export const configSchema = z.strictObject({
   log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).prefault({}),
   pop3: pop3Schema.prefault({}),
   pop3s: z.strictObject({ listen: listenList.default([]) }).prefault({}),
-  smtp: z.strictObject({ listen: listenList.default(['127.0.0.1:2525']) }).prefault({}),
+  smtp: z
+    .strictObject({
+      listen: listenList.default(['127.0.0.1:2525']),
+      max_message_size: positiveInt.default(25 * 1024 * 1024),
+      max_recipients: positiveInt.default(100),
+      max_line_length: z.number().int().min(512).max(65536).default(4096),
+      max_connections: positiveInt.default(2000),
+      max_connections_per_ip: positiveInt.default(20),
+      idle_timeout: duration.prefault('5m'),
+      max_errors: positiveInt.default(10),
+      error_delay: duration.prefault('250ms'),
+      postmaster: z.string().default(''),
+    })
+    .prefault({}),
   submission: z.strictObject({ listen: listenList.default([]) }).prefault({}),
   submissions: z.strictObject({ listen: listenList.default([]) }).prefault({}),
   tls: z

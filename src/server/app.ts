@@ -12,6 +12,9 @@ import { MemoryLoginGuard } from '../policy/login-guard.ts';
 import { PopBeforeSmtp } from '../relay-auth/pop-before-smtp.ts';
 import { SqliteRelayAuthStore } from '../relay-auth/sqlite.ts';
 import { Pop3Server, type LoginEvent } from '../pop3/server.ts';
+import { MailPolicy } from '../policy/mail-policy.ts';
+import { Spool } from '../queue/spool.ts';
+import { SmtpServer } from '../smtp/server.ts';
 import { loadSecureContext, resolveTlsFiles } from '../tls/context.ts';
 
 /** A running popgate: every service of one config, wired to the embedded backends. */
@@ -20,6 +23,8 @@ export interface App {
   accounts: AccountStore;
   mailstore: MaildirStore;
   pop3: Pop3Server;
+  smtp: SmtpServer;
+  spool: Spool;
   /** Bound addresses per service, e.g. { pop3: ["127.0.0.1:2110"] } (useful with port 0). */
   addresses: Record<string, string[]>;
   popBeforeSmtp: PopBeforeSmtp;
@@ -75,12 +80,35 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     { accounts, mailstore, locks: new LocalMaildropLocks(), guard, log, tls: () => secureContext, onLogin },
   );
 
-  const addresses: Record<string, string[]> = { pop3: [], pop3s: [] };
+  const spool = new Spool(config.data_dir);
+  const policy = new MailPolicy(accounts, popBeforeSmtp, {
+    enforceSender: config.pop_before_smtp.enforce_sender,
+    windowMs: config.pop_before_smtp.window,
+    postmaster: config.smtp.postmaster,
+  });
+  const smtp = new SmtpServer(
+    {
+      hostname: config.hostname,
+      maxMessageSize: config.smtp.max_message_size,
+      maxRecipients: config.smtp.max_recipients,
+      maxLineLength: config.smtp.max_line_length,
+      maxConnections: config.smtp.max_connections,
+      maxConnectionsPerIp: config.smtp.max_connections_per_ip,
+      idleTimeoutMs: config.smtp.idle_timeout,
+      maxErrors: config.smtp.max_errors,
+      errorDelayMs: config.smtp.error_delay,
+    },
+    { policy, mailstore, spool, log, tls: () => secureContext },
+  );
+
+  const addresses: Record<string, string[]> = { pop3: [], pop3s: [], smtp: [] };
   const app: App = {
     config,
     accounts,
     mailstore,
     pop3,
+    smtp,
+    spool,
     popBeforeSmtp,
     addresses,
     onLogin,
@@ -89,12 +117,13 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     },
     async close() {
       clearInterval(sweeper);
-      await pop3.close(config.shutdown_grace);
+      await Promise.all([pop3.close(config.shutdown_grace), smtp.close(config.shutdown_grace)]);
       db.close();
     },
   };
   try {
     for (const entry of config.pop3.listen) addresses.pop3.push(formatListenAddress(await pop3.listen(parseListenAddress(entry) as ListenAddress, false)));
+    for (const entry of config.smtp.listen) addresses.smtp.push(formatListenAddress(await smtp.listen(parseListenAddress(entry) as ListenAddress)));
     for (const entry of config.pop3s.listen) addresses.pop3s.push(formatListenAddress(await pop3.listen(parseListenAddress(entry) as ListenAddress, true)));
   } catch (error) {
     await app.close();

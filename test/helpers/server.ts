@@ -10,6 +10,7 @@ export interface TestServer {
   dir: string;
   pop3Port: number;
   pop3sPort: number;
+  smtpPort: number;
   /** Adds the domain if needed, then the user. */
   addUser(address: string, password?: string): Promise<void>;
   deliver(address: string, message: string | Buffer): Promise<string>;
@@ -44,6 +45,7 @@ export async function startTestServer(overrides: Record<string, unknown> = {}): 
     dir,
     pop3Port: portOf(app.addresses.pop3),
     pop3sPort: portOf(app.addresses.pop3s),
+    smtpPort: portOf(app.addresses.smtp),
     async addUser(address, password = PASSWORD) {
       const domain = address.split('@')[1];
       if (!domains.has(domain) && !(await app.accounts.isLocalDomain(domain))) await app.accounts.addDomain(domain);

@@ -1,0 +1,124 @@
+// Reads the DATA section of an SMTP transaction (RFC 5321 §4.1.1.4, §4.5.2).
+//
+// Only <CRLF>.<CRLF> ends the data. A bare LF or a bare CR anywhere is remembered and the
+// message is refused after the real end (550 5.5.2), so the session stays in step with the
+// client: this is the SMTP smuggling defence. A bare LF never starts a new line here, so
+// "\n.\r\n", "\n.\n" and "\r.\r" can never end the data early. Leading dots are removed
+// (transparency, §4.5.2). Content is returned as views of the input chunks, never copied.
+
+const CR = 0x0d;
+const LF = 0x0a;
+const DOT = 0x2e;
+const CR_BYTE = Buffer.from('\r');
+
+const MID_LINE = 0;
+const LINE_START = 1;
+const AFTER_CR = 2;
+const AFTER_DOT = 3; // a "." at the start of a line
+const AFTER_DOT_CR = 4; // ".\r" at the start of a line: the end, if LF follows
+
+export class DataReader {
+  #state = LINE_START;
+  #size = 0;
+  #chunks: Buffer[] = [];
+  #firstBareOffset: number | undefined;
+  #offset = 0;
+  readonly #maxSize: number;
+
+  constructor(maxSize: number) {
+    this.#maxSize = maxSize;
+  }
+
+  /** Message octets received so far (after removing stuffed dots). */
+  get size(): number {
+    return this.#size;
+  }
+
+  get tooBig(): boolean {
+    return this.#size > this.#maxSize;
+  }
+
+  /** Byte offset of the first bare CR or LF, if any. */
+  get bareLineEnding(): number | undefined {
+    return this.#firstBareOffset;
+  }
+
+  /** The message, as pieces; empty once it grew past the size limit (nothing more is kept). */
+  get chunks(): Buffer[] {
+    return this.#chunks;
+  }
+
+  /**
+   * Consumes a chunk. Returns undefined while the data goes on, or the bytes after the
+   * terminating <CRLF>.<CRLF> (the next pipelined commands) once it has ended.
+   */
+  push(chunk: Buffer): Buffer | undefined {
+    let segmentStart = 0;
+    let state = this.#state;
+    const length = chunk.length;
+    for (let i = 0; i < length; i++) {
+      const byte = chunk[i];
+      if (state === LINE_START) {
+        if (byte === DOT) {
+          this.#emit(chunk, segmentStart, i);
+          segmentStart = i + 1; // the stuffed dot is dropped
+          state = AFTER_DOT;
+          continue;
+        }
+        state = MID_LINE;
+      } else if (state === AFTER_DOT) {
+        if (byte === CR) {
+          this.#emit(chunk, segmentStart, i);
+          segmentStart = i + 1; // held back: part of the terminator if LF follows
+          state = AFTER_DOT_CR;
+          continue;
+        }
+        state = MID_LINE;
+      } else if (state === AFTER_DOT_CR) {
+        if (byte === LF) {
+          this.#emit(chunk, segmentStart, segmentStart); // nothing: ".\r\n" is not content
+          this.#state = LINE_START;
+          this.#offset += i + 1;
+          return chunk.subarray(i + 1);
+        }
+        // ".\r" followed by something else: the CR was content after all, and bare.
+        this.#emit(chunk, segmentStart, i);
+        this.#emitBuffer(CR_BYTE);
+        segmentStart = i;
+        this.#bare(i - 1);
+        state = MID_LINE;
+      } else if (state === AFTER_CR) {
+        if (byte === LF) {
+          state = LINE_START;
+          continue;
+        }
+        this.#bare(i - 1);
+        state = MID_LINE;
+      }
+      // MID_LINE
+      if (byte === CR) state = AFTER_CR;
+      else if (byte === LF) this.#bare(i); // a bare LF does not end the line
+    }
+    this.#emit(chunk, segmentStart, length);
+    this.#state = state;
+    this.#offset += length;
+    return undefined;
+  }
+
+  #bare(index: number): void {
+    this.#firstBareOffset ??= this.#offset + Math.max(0, index);
+  }
+
+  #emit(chunk: Buffer, start: number, end: number): void {
+    if (end > start) this.#emitBuffer(chunk.subarray(start, end));
+  }
+
+  #emitBuffer(piece: Buffer): void {
+    this.#size += piece.length;
+    if (this.#size > this.#maxSize) {
+      this.#chunks = [];
+      return;
+    }
+    this.#chunks.push(piece);
+  }
+}
