@@ -131,6 +131,25 @@ describe('SMTP: inbound mail and POP-before-SMTP relay', () => {
     }
   });
 
+  test('a short window expires: relay is accepted inside it and refused after', async () => {
+    const short = await startTestServer({ smtp: { listen: ['127.0.0.1:0'], error_delay: '0ms' }, pop_before_smtp: { window: '400ms' } });
+    try {
+      await short.addUser('w@example.test');
+      await popLogin(short, 'w@example.test', '127.0.0.15');
+      const client = await SmtpClient.connect(short.smtpPort, '127.0.0.15');
+      await client.hello();
+      await client.command('MAIL FROM:<w@example.test>');
+      assert.match(await client.command('RCPT TO:<friend@remote.example>'), /^250 2\.1\.5/);
+      await client.command('RSET');
+      await new Promise((resolve) => setTimeout(resolve, 450));
+      await client.command('MAIL FROM:<w@example.test>');
+      assert.match(await client.command('RCPT TO:<friend@remote.example>'), /^554 5\.7\.1 Relay access denied: log in with POP3 first, then send within 1 second$/);
+      client.close();
+    } finally {
+      await short.close();
+    }
+  });
+
   test('too many recipients get 452 4.5.3', async () => {
     const few = await startTestServer({ smtp: { listen: ['127.0.0.1:0'], max_recipients: 2 } });
     try {

@@ -100,10 +100,9 @@ export class MailPolicy {
     }
     if (relayUser) return { ok: true, kind: 'remote', address };
     if (senderRefusal) return { ok: false, reply: senderRefusal, reason: 'relay with a sender the grant holders do not own' };
-    const minutes = Math.round(this.#settings.windowMs / 60_000);
     return {
       ok: false,
-      reply: { code: 554, enhanced: '5.7.1', text: `Relay access denied: log in with POP3 first, then send within ${minutes} minutes` },
+      reply: { code: 554, enhanced: '5.7.1', text: `Relay access denied: log in with POP3 first, then send within ${describeWindow(this.#settings.windowMs)}` },
       reason: 'relay without authorization',
     };
   }
@@ -128,4 +127,11 @@ export class MailPolicy {
     }
     return { mailboxes: [...mailboxes], remote: [...remote] };
   }
+}
+
+function describeWindow(ms: number): string {
+  if (ms >= 120_000) return `${Math.round(ms / 60_000)} minutes`;
+  if (ms >= 60_000) return '1 minute';
+  const seconds = Math.max(1, Math.round(ms / 1000));
+  return `${seconds} second${seconds === 1 ? '' : 's'}`;
 }
