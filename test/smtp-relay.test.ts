@@ -183,3 +183,21 @@ describe('SMTP: inbound mail and POP-before-SMTP relay', () => {
     await client.reply().catch(() => {});
   });
 });
+
+describe('dual-stack listeners', () => {
+  test('a client seen as ::ffff:127.0.0.1 is the IPv4 client 127.0.0.1 for grants', async () => {
+    const server = await startTestServer({ pop3: { listen: ['[::]:0'] }, smtp: { listen: ['[::]:0'], error_delay: '0ms' } });
+    try {
+      await server.addUser('dual@example.test');
+      await popLogin(server, 'dual@example.test', '127.0.0.16');
+      assert.deepEqual((await server.app.popBeforeSmtp.list()).map((g) => g.key), ['127.0.0.16']);
+      const client = await SmtpClient.connect(server.smtpPort, '127.0.0.16');
+      await client.hello();
+      await client.command('MAIL FROM:<dual@example.test>');
+      assert.match(await client.command('RCPT TO:<friend@remote.example>'), /^250 2\.1\.5/);
+      client.close();
+    } finally {
+      await server.close();
+    }
+  });
+});
