@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect as netConnect } from 'node:net';
 import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -10,6 +10,7 @@ import { openDatabase } from '../src/db/sqlite.ts';
 import { MaildirStore } from '../src/mailstore/maildir.ts';
 import { runConnects, runLogins, runRetr, type Endpoint, type SessionResult, type RetrResult } from './pop3-load.ts';
 import { median, Samples, summarize } from './stats.ts';
+import { makeSmtpMessage, relayLag, runAccept } from './smtp-load.ts';
 
 // `npm run bench`: popgate's POP3 performance on this machine. Starts popgate as a child
 // process (so the load generator does not share its event loop) on a temporary data dir with
@@ -72,6 +73,9 @@ const settings = {
   mailboxes: 10,
   concurrentClients: 10,
   messageSize: 10 * 1024,
+  smtpSmall: quick ? 200 : 2000,
+  smtpLarge: quick ? 30 : 300,
+  relayLagSamples: quick ? 5 : 30,
 };
 
 // The table goes to stdout, unless the JSON does; progress always goes to stderr.
@@ -82,6 +86,8 @@ const HOSTNAME = 'bench.example.test';
 const PASSWORD = 'bench-password-1';
 const mailboxUser = (i: number) => `bench${String(i + 1).padStart(2, '0')}@${HOSTNAME}`;
 const loginUser = (i: number) => `login${String(i + 1).padStart(2, '0')}@${HOSTNAME}`;
+const SINK = `sink@${HOSTNAME}`;
+let smtpEndpoint: Endpoint | undefined;
 
 // --- cleanup: the child server and the temporary data dir go away whatever happens ---
 
@@ -180,6 +186,7 @@ function makeMessage(random: () => number, index: number, to: string, size: numb
 async function setUp(): Promise<{ endpoint: Endpoint; configPath: string; messageBytes: number }> {
   dataDir = mkdtempSync(join(tmpdir(), 'popgate-bench-'));
   const port = await freePort();
+  const smtpPort = await freePort();
   const configPath = join(dataDir, 'popgate.toml');
   const config = {
     hostname: HOSTNAME,
@@ -188,7 +195,9 @@ async function setUp(): Promise<{ endpoint: Endpoint; configPath: string; messag
     log: { level: 'warn' },
     pop3: { listen: [`127.0.0.1:${port}`] },
     pop3s: { listen: [] },
-    smtp: { listen: [] },
+    // Limits opened up so the benchmark measures the server, not its abuse protection.
+    smtp: { listen: [`127.0.0.1:${smtpPort}`], max_connections_per_ip: 1000, error_delay: '0ms' },
+    pop_before_smtp: { never_grant: [] },
     submission: { listen: [] },
     submissions: { listen: [] },
   };
@@ -202,6 +211,7 @@ async function setUp(): Promise<{ endpoint: Endpoint; configPath: string; messag
     const users = [
       ...Array.from({ length: settings.mailboxes }, (_, i) => mailboxUser(i)),
       ...Array.from({ length: settings.concurrentClients }, (_, i) => loginUser(i)),
+      SINK,
     ];
     for (const user of users) {
       await accounts.addUser(user, PASSWORD);
@@ -231,6 +241,7 @@ async function setUp(): Promise<{ endpoint: Endpoint; configPath: string; messag
     }),
   );
   progress(`setup: ${total} messages (${(messageBytes / 1e6).toFixed(1)} MB) delivered in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  smtpEndpoint = { host: '127.0.0.1', port: smtpPort };
   return { endpoint: { host: '127.0.0.1', port }, configPath, messageBytes };
 }
 
@@ -373,6 +384,45 @@ async function runWorkloads(endpoint: Endpoint, users: { mailboxes: string[]; lo
   }
 }
 
+async function runSmtpWorkloads(smtp: Endpoint, pop3: Endpoint): Promise<void> {
+  const clients = settings.concurrentClients;
+  let expected = 0;
+  const accept = async (label: string, size: number, total: number, pipelining: boolean) => {
+    if (!selected(label)) return;
+    const message = makeSmtpMessage(size, `sender@remote.example`, SINK);
+    const perSecond: number[] = [];
+    const samples = new Samples();
+    for (let i = 0; i < settings.runs; i++) {
+      const result = await runAccept({ endpoint: smtp, clients, total, message, from: 'sender@remote.example', to: SINK, pipelining });
+      expected += result.accepted;
+      perSecond.push(result.perSecond);
+      for (const ms of result.latency) samples.push(ms);
+      progress(`  ${label}, run ${i + 1}/${settings.runs}: ${fmt(result.perSecond)} msg/s (${result.accepted} in ${fmt(result.elapsedMs / 1000)} s)`);
+    }
+    addRow(label, 'msg/s', perSecond, samples);
+  };
+  await accept(`SMTP accept 1 KB, ${clients} clients, fsync, no pipelining`, 1024, settings.smtpSmall, false);
+  await accept(`SMTP accept 1 KB, ${clients} clients, fsync, pipelining`, 1024, settings.smtpSmall, true);
+  await accept(`SMTP accept 100 KB, ${clients} clients, fsync, pipelining`, 100 * 1024, settings.smtpLarge, true);
+  // Every 250 must be a file in the Maildir: a benchmark of lost mail would be worthless.
+  const stored = readdirSync(join(dataDir!, 'mail', HOSTNAME, 'sink', 'new')).length;
+  if (stored !== expected) throw new Error(`SMTP: ${expected} messages accepted but ${stored} in the Maildir`);
+
+  const lagLabel = 'POP3 login to relay permitted (lag)';
+  if (!selected(lagLabel)) return;
+  const lags: number[] = [];
+  let maxTries = 0;
+  for (let i = 0; i < settings.relayLagSamples; i++) {
+    const { lagMs, tries } = await relayLag({ pop3, smtp, user: loginUser(0), password: PASSWORD, source: `127.0.${1 + Math.floor(i / 200)}.${50 + (i % 200)}` });
+    lags.push(lagMs);
+    maxTries = Math.max(maxTries, tries);
+  }
+  progress(`  ${lagLabel}: ${lags.length} samples, at most ${maxTries} RCPT attempt(s) needed`);
+  const samples = new Samples();
+  for (const ms of lags) samples.push(ms);
+  addRow(`${lagLabel}, RCPT tries needed: ${maxTries}`, 'ms', [median(lags)], samples);
+}
+
 // --- output ---
 
 function fmt(value: number): string {
@@ -455,6 +505,7 @@ async function main(): Promise<void> {
       logins: Array.from({ length: settings.concurrentClients }, (_, i) => loginUser(i)),
       password: PASSWORD,
     });
+    await runSmtpWorkloads(smtpEndpoint!, endpoint);
     await stopServer();
     if (server && server.exitCode !== 0) throw new Error(`popgate exited with ${server.exitCode ?? server.signalCode} on SIGTERM:\n${serverOutput}`);
     if (serverOutput.trim() !== '') progress(`server output (warnings and errors):\n${serverOutput.trim()}`);
