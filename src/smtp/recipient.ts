@@ -2,15 +2,41 @@ import { normalizeDomain } from '../accounts/address.ts';
 
 // Parses the path inside <...> of MAIL FROM and RCPT TO (RFC 5321 §4.1.2). Every form that
 // has ever been used to trick a server into relaying is refused instead of interpreted:
-// source routes, the percent hack, bang paths, quoted local parts, address literals, and
-// trailing dots. Callers compare the normalized domain with local domains by exact equality,
-// so a local domain inside a remote one (example.test.evil.net) never matches.
+// source routes, the percent hack, bang paths, quoted local parts, address literals (and IP
+// addresses written without brackets), and trailing dots. Nothing is silently stripped or
+// truncated: what is accepted is exactly the address that was sent, lower-cased, with the
+// domain as A-labels.
+//
+// Callers compare the normalized domain with local domains by exact equality, never by
+// suffix or substring: example.test.evil.net and evil-example.test are remote domains, and
+// parseRecipient returns them intact so that an exact comparison rejects them.
+//
+// Replies: syntax errors are 501 5.1.3; relay tricks are 550 5.7.1 for RCPT and 553 5.1.7 for
+// MAIL FROM. Each reason is a sentence fit for the SMTP reply text.
+//
+// Unicode (SMTPUTF8, RFC 6531) local parts are accepted when every character is a letter or
+// digit (\p{L}, \p{N}) or ASCII atext other than % and !, and lower-casing does not turn a
+// non-ASCII character into an ASCII one (the Kelvin sign U+212A lower-cases to "k", U+0130 to
+// "i" plus a combining dot): such addresses would collide with ASCII mailboxes, so they are
+// refused. Combining marks are refused, so only precomposed (NFC) letters pass. Local
+// mailboxes are ASCII only (parseAddress), so Unicode local parts can only ever be relayed.
+// The SMTPUTF8 MAIL parameter is the session's business, not this parser's.
+//
+// <Postmaster> without a domain (RFC 5321 §4.1.1.3) parses to domain "" and address
+// "postmaster"; the caller maps it to its primary domain (or postmaster target).
 
 export type ParsedRecipient =
   | { ok: true; local: string; domain: string; address: string }
   | { ok: false; code: number; enhanced: string; reason: string };
 
+/** Longest path we look at: 64-octet local part, "@", 255-octet domain (RFC 5321 §4.5.3.1). */
+const MAX_PATH = 64 + 1 + 255;
 const LOCAL_ATOM = /^[\p{L}\p{N}!#$&'*+/=?^_`{|}~-]+$/u;
+/** Spaces of any kind, controls (CR, LF, NUL, C1), invisible format characters, lone surrogates. */
+const INVISIBLE = /[\p{Z}\p{Cc}\p{Cf}\p{Cs}]/u;
+/** What a domain may be written with before IDNA: LDH, dots, and non-ASCII letters, marks, digits. */
+const DOMAIN_TEXT = /^(?:[A-Za-z0-9.-]|(?![\x00-\x7f])[\p{L}\p{M}\p{N}])+$/u;
+const ASCII = /[\x00-\x7f]/g;
 
 function refuse(reason: string): ParsedRecipient {
   return { ok: false, code: 550, enhanced: '5.7.1', reason: `${reason} not accepted: send to a plain address (user@domain)` };
@@ -20,30 +46,43 @@ function syntax(reason: string): ParsedRecipient {
   return { ok: false, code: 501, enhanced: '5.1.3', reason };
 }
 
+function asciiCount(text: string): number {
+  return text.match(ASCII)?.length ?? 0;
+}
+
 export function parseRecipient(text: string): ParsedRecipient {
-  if (text.length > 320) return syntax('Address too long');
-  if (/[\x00-\x20\x7f]/.test(text)) return syntax('Address contains spaces or control characters');
-  if (text.startsWith('@')) return refuse('Source routes are');
-  if (text.startsWith('"') || text.includes('"')) return refuse('Quoted local parts are');
+  if (text.length > MAX_PATH) return syntax('Address too long');
+  if (text === '') return syntax('Address is empty: user@domain');
+  if (INVISIBLE.test(text)) return syntax('Address contains spaces, control or invisible characters');
+  if (text.startsWith('@') && /[:,]/.test(text)) return refuse('Source routes are');
+  if (text.includes('"')) return refuse('Quoted local parts are');
   if (text.includes('!')) return refuse('Bang paths are');
   if (text.includes('%')) return refuse('Percent-hack addresses are');
   if (text.toLowerCase() === 'postmaster') return { ok: true, local: 'postmaster', domain: '', address: 'postmaster' };
   const at = text.indexOf('@');
   if (at === -1) return syntax('Address needs a domain: user@domain');
+  if (at === 0) return syntax('Address has an empty local part');
   if (text.indexOf('@', at + 1) !== -1) return refuse('Addresses with more than one @ are');
   const local = text.slice(0, at);
   const domainText = text.slice(at + 1);
-  if (local === '') return syntax('Address has an empty local part');
   if (domainText === '') return syntax('Address has an empty domain');
-  if (domainText.startsWith('[')) return refuse('Address literals are');
+  if (domainText.startsWith('[') || domainText.endsWith(']')) return refuse('Address literals are');
   if (domainText.endsWith('.')) return refuse('Domains with a trailing dot are');
-  if (Buffer.byteLength(local) > 64) return syntax('Local part longer than 64 octets (RFC 5321 §4.5.3.1.1)');
-  if (local.startsWith('.') || local.endsWith('.') || local.includes('..') || !local.split('.').every((atom) => LOCAL_ATOM.test(atom))) {
+
+  const lower = local.toLowerCase();
+  if (Buffer.byteLength(local) > 64 || Buffer.byteLength(lower) > 64) return syntax('Local part longer than 64 octets (RFC 5321 §4.5.3.1.1)');
+  if (lower.startsWith('.') || lower.endsWith('.') || lower.includes('..') || !lower.split('.').every((atom) => LOCAL_ATOM.test(atom))) {
     return syntax('Invalid characters in the local part');
   }
+  if (asciiCount(lower) !== asciiCount(local)) return syntax('Local part has Unicode characters that lower-case to ASCII');
+
+  // domainToASCII is a URL host parser: it would cut "example.test/x" to example.test and turn
+  // 0x7f.1 into 127.0.0.1. Only plain domain text reaches it.
+  if (!DOMAIN_TEXT.test(domainText)) return syntax('Invalid characters in the domain');
   const domain = normalizeDomain(domainText);
   if (!domain || domain.length > 255) return syntax('Invalid domain');
-  const lower = local.toLowerCase();
+  // An all-numeric last label is an IP address in disguise (RFC 1123 §2.1): 192.0.2.1, 127.1, 2130706433.
+  if (/^[0-9]+$/.test(domain.slice(domain.lastIndexOf('.') + 1))) return refuse('IP addresses as domains are');
   return { ok: true, local: lower, domain, address: `${lower}@${domain}` };
 }
 
