@@ -77,10 +77,13 @@ export class Pop3Connection {
     socket.on('close', () => this.#fail(new Pop3LoadError('connection closed by the server')));
   }
 
-  /** Connects and waits for the greeting; rejects unless it is "+OK". */
-  static connect(endpoint: Endpoint, timeoutMs = 30_000): Promise<{ connection: Pop3Connection; greeting: Reply }> {
+  /**
+   * Connects and waits for the greeting; rejects unless it is "+OK". `localAddress` picks the
+   * source address (e.g. 127.0.0.50 for a client that holds no POP-before-SMTP grant yet).
+   */
+  static connect(endpoint: Endpoint, timeoutMs = 30_000, localAddress?: string): Promise<{ connection: Pop3Connection; greeting: Reply }> {
     const startedAt = performance.now();
-    const socket = netConnect({ host: endpoint.host, port: endpoint.port, noDelay: true });
+    const socket = netConnect({ host: endpoint.host, port: endpoint.port, noDelay: true, localAddress });
     socket.setNoDelay(true);
     socket.setTimeout(timeoutMs, () => socket.destroy(new Pop3LoadError(`no answer from ${endpoint.host}:${endpoint.port} for ${timeoutMs} ms`)));
     const connection = new Pop3Connection(socket);
