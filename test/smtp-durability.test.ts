@@ -78,7 +78,7 @@ describe('kill -9 right after 250', () => {
 
   test('loses nothing: the local copy and the spooled relay copy are both there after restart', async () => {
     const data = join(dir, 'data');
-    const config = writeConfig(dir, `hostname = "mail.example.test"\ndata_dir = "${data}"\n[pop3]\nlisten = ["127.0.0.1:0"]\n[smtp]\nlisten = ["127.0.0.1:0"]\n`);
+    const config = writeConfig(dir, `hostname = "mail.example.test"\ndata_dir = "${data}"\n[pop3]\nlisten = ["127.0.0.1:0"]\n[smtp]\nlisten = ["127.0.0.1:0"]\n[outbound]\nenabled = false\n`);
     const accounts = new SqliteAccountStore(openDatabase(data), true);
     await accounts.addDomain('example.test');
     await accounts.addUser('k9@example.test', PASSWORD);

@@ -1,8 +1,11 @@
+import { isIP } from 'node:net';
 import { readFileSync } from 'node:fs';
-import { resolve, dirname, isAbsolute } from 'node:path';
+import { resolve, dirname, isAbsolute, join } from 'node:path';
 import { parse as parseToml, TomlError } from 'smol-toml';
 import type { z } from 'zod';
 import { configSchema, type Config } from './schema.ts';
+import { isLoopback } from '../net/ip.ts';
+import { parseNextHop } from '../net/next-hop.ts';
 
 /** A config problem a person can fix: names the file, the key and the reason. Exit code 2. */
 export class ConfigError extends Error {
@@ -48,6 +51,7 @@ export function parseConfig(raw: unknown, source: string, baseDir = process.cwd(
   config.data_dir = fromBase(config.data_dir);
   config.tls.cert = fromBase(config.tls.cert);
   config.tls.key = fromBase(config.tls.key);
+  config.dkim.keys_dir = config.dkim.keys_dir === '' ? join(config.data_dir, 'dkim') : fromBase(config.dkim.keys_dir);
   checkConsistency(config, source);
   return config;
 }
@@ -72,6 +76,18 @@ function checkConsistency(config: Config, source: string): void {
   }
   if (config.pop3s.listen.length > 0 && !hasTls) {
     throw new ConfigError(`${source}: pop3s.listen: implicit TLS needs a certificate: set tls.cert and tls.key (or tls.self_signed = true for testing)`);
+  }
+  const relayhost = config.outbound.relayhost === '' ? undefined : parseNextHop(config.outbound.relayhost, 25);
+  if (config.outbound.relayhost_user !== '' && typeof relayhost === 'object') {
+    const encrypted = config.outbound.relayhost_tls === 'starttls' || config.outbound.relayhost_tls === 'tls';
+    if (!encrypted && !(isIP(relayhost.host) ? isLoopback(relayhost.host) : relayhost.host === 'localhost')) {
+      throw new ConfigError(
+        `${source}: outbound.relayhost_tls: must be "starttls" or "tls" when outbound.relayhost_user is set, so the password never crosses the network unencrypted`,
+      );
+    }
+  }
+  if ((config.outbound.relayhost_user === '') !== (config.outbound.relayhost_password === '')) {
+    throw new ConfigError(`${source}: outbound.relayhost_${config.outbound.relayhost_user === '' ? 'user' : 'password'}: must be set together with outbound.relayhost_${config.outbound.relayhost_user === '' ? 'password' : 'user'}`);
   }
   if (config.auth.default_domain !== '' && !/^[a-z0-9.-]+$/i.test(config.auth.default_domain)) {
     throw new ConfigError(`${source}: auth.default_domain: "${config.auth.default_domain}" is not a domain name`);

@@ -1,8 +1,10 @@
+import { isIP } from 'node:net';
 import { hostname as systemHostname } from 'node:os';
 import { z } from 'zod';
 import { parseDuration } from './duration.ts';
 import { parseListenAddress } from '../net/listen.ts';
 import { validateNetwork } from '../net/ip.ts';
+import { parseNextHop } from '../net/next-hop.ts';
 
 // Every key and default here is documented in docs/configuration.md; keep the two in step.
 
@@ -28,6 +30,12 @@ const network = z.string().superRefine((text, ctx) => {
 });
 
 const positiveInt = z.number().int().positive();
+
+/** A next hop: "host", "host:port" or "[v6]:port" (the host is used as is: no MX lookup). */
+const nextHop = z.string().superRefine((text, ctx) => {
+  const parsed = parseNextHop(text, 25);
+  if (typeof parsed === 'string') ctx.addIssue({ code: 'custom', message: parsed });
+});
 
 const pop3Schema = z.strictObject({
   listen: listenList.default(['127.0.0.1:2110']),
@@ -91,6 +99,47 @@ export const configSchema = z.strictObject({
       never_grant: z.array(network).default(['100.64.0.0/10']),
       max_users_per_ip: z.number().int().min(0).default(0),
       enforce_sender: z.boolean().default(true),
+    })
+    .prefault({}),
+  dns: z
+    .strictObject({
+      servers: z
+        .array(
+          z.string().superRefine((text, ctx) => {
+            const parsed = parseNextHop(text, 53);
+            if (typeof parsed === 'string' || isIP(parsed.host) === 0) ctx.addIssue({ code: 'custom', message: `"${text}" is not an IP address with an optional port (for example "127.0.0.1:5353")` });
+          }),
+        )
+        .default([]),
+      timeout: duration.prefault('5s'),
+    })
+    .prefault({}),
+  outbound: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      relayhost: z.union([z.literal(''), nextHop]).default(''),
+      relayhost_tls: z.enum(['opportunistic', 'starttls', 'tls', 'none']).default('opportunistic'),
+      relayhost_user: z.string().default(''),
+      relayhost_password: z.string().default(''),
+      transport: z.record(z.string().regex(/^[a-z0-9.-]+$/i, 'must be a domain name'), nextHop).default({}),
+      port: z.number().int().min(1).max(65535).default(25),
+      tls: z.enum(['opportunistic', 'required', 'none']).default('opportunistic'),
+      source_address: z.string().default(''),
+      max_connections: positiveInt.default(20),
+      max_connections_per_domain: positiveInt.default(4),
+      max_messages_per_connection: positiveInt.default(100),
+      connect_timeout: duration.prefault('30s'),
+      command_timeout: duration.prefault('5m'),
+      retry_schedule: z.array(duration).min(1).prefault(['5m', '10m', '20m', '40m', '80m', '160m', '4h']),
+      max_lifetime: duration.prefault('5d'),
+      delay_warning: duration.prefault('4h'),
+      bounce_size_limit: z.number().int().min(0).default(100 * 1024),
+    })
+    .prefault({}),
+  dkim: z
+    .strictObject({
+      keys_dir: z.string().default(''),
+      selector: z.string().regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/i, 'must be a DNS label such as "popgate2026"').default('popgate'),
     })
     .prefault({}),
   shutdown_grace: duration.prefault('5s'),

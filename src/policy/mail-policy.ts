@@ -107,6 +107,27 @@ export class MailPolicy {
     };
   }
 
+  /**
+   * Where mail for a local address goes (mailboxes and remote forwards), for deliveries the
+   * queue makes itself, such as a bounce to a local sender. undefined: no such address.
+   */
+  async localTargets(address: string): Promise<{ mailboxes: string[]; remote: string[] } | undefined> {
+    const at = address.lastIndexOf('@');
+    const found = await this.#expand(address, address.slice(at + 1), 0);
+    if (found && found.mailboxes.length + found.remote.length > 0) return found;
+    if (address.slice(0, at).toLowerCase() !== 'postmaster') return undefined;
+    // RFC 5321 §4.5.1, as for RCPT TO:<postmaster@...> above.
+    const target = this.#settings.postmaster;
+    if (!target) return { mailboxes: [address], remote: [] };
+    const expanded = await this.#expand(target, target.split('@')[1] ?? '', 0);
+    if (expanded && expanded.mailboxes.length + expanded.remote.length > 0) return expanded;
+    return (await this.#accounts.isLocalDomain(target.split('@')[1] ?? '')) ? { mailboxes: [target], remote: [] } : { mailboxes: [], remote: [target] };
+  }
+
+  isLocalDomain(domain: string): Promise<boolean> {
+    return this.#accounts.isLocalDomain(domain);
+  }
+
   /** Local mailboxes and remote forwards an address reaches, following aliases. */
   async #expand(address: string, _domain: string, depth: number): Promise<{ mailboxes: string[]; remote: string[] } | undefined> {
     const found = await this.#accounts.lookup(address);

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, rename } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { syncDirectory, writeDurably } from '../fs/durable.ts';
 
@@ -55,5 +55,61 @@ export class Spool {
 
   read(id: string): Promise<Buffer> {
     return readFile(join(this.dir, `${id}.eml`));
+  }
+
+  async envelope(id: string): Promise<Envelope | undefined> {
+    try {
+      return JSON.parse(await readFile(join(this.dir, `${id}.json`), 'utf8')) as Envelope;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw error;
+    }
+  }
+
+  async size(id: string): Promise<number> {
+    return (await stat(join(this.dir, `${id}.eml`))).size;
+  }
+
+  /**
+   * Removes an entry envelope first: a crash in between leaves a stray .eml, which
+   * `sweep` deletes, never an envelope without its message.
+   */
+  async remove(id: string): Promise<void> {
+    await rm(join(this.dir, `${id}.json`), { force: true });
+    await rm(join(this.dir, `${id}.eml`), { force: true });
+  }
+
+  /**
+   * After a crash: drops what was never acknowledged (tmp/ leftovers, a message whose
+   * envelope was never renamed into place) and returns the ids of complete entries.
+   */
+  async sweep(): Promise<{ complete: Set<string>; dropped: string[] }> {
+    let names: string[];
+    try {
+      names = await readdir(this.dir);
+    } catch {
+      return { complete: new Set(), dropped: [] };
+    }
+    const envelopes = new Set(names.filter((n) => n.endsWith('.json')).map((n) => n.slice(0, -5)));
+    const messages = new Set(names.filter((n) => n.endsWith('.eml')).map((n) => n.slice(0, -4)));
+    const dropped: string[] = [];
+    for (const id of messages) {
+      if (!envelopes.has(id)) {
+        await rm(join(this.dir, `${id}.eml`), { force: true });
+        dropped.push(id);
+      }
+    }
+    for (const id of envelopes) {
+      if (!messages.has(id)) {
+        // Cannot happen with the write and remove orders above; an operator may have
+        // deleted the file. Nothing to deliver, so the envelope goes too.
+        await rm(join(this.dir, `${id}.json`), { force: true });
+        envelopes.delete(id);
+        dropped.push(id);
+      }
+    }
+    await rm(join(this.dir, 'tmp'), { recursive: true, force: true });
+    this.#ready = undefined;
+    return { complete: envelopes, dropped };
   }
 }

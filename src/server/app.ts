@@ -14,6 +14,16 @@ import { SqliteRelayAuthStore } from '../relay-auth/sqlite.ts';
 import { Pop3Server, type LoginEvent } from '../pop3/server.ts';
 import { MailPolicy } from '../policy/mail-policy.ts';
 import { Spool } from '../queue/spool.ts';
+import { OutboundQueue } from '../queue/queue.ts';
+import { SqliteQueueStore } from '../queue/sqlite.ts';
+import { SystemDnsResolver } from '../dns/resolver.ts';
+import { Router } from '../delivery/route.ts';
+import { DeliveryScheduler } from '../delivery/scheduler.ts';
+import { DkimKeyring } from '../dkim/keys.ts';
+import { DkimSigner } from '../dkim/sign.ts';
+import { parseNextHop, type NextHop } from '../net/next-hop.ts';
+import { isIP } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { SmtpServer } from '../smtp/server.ts';
 import { loadSecureContext, resolveTlsFiles } from '../tls/context.ts';
 
@@ -24,7 +34,8 @@ export interface App {
   mailstore: MaildirStore;
   pop3: Pop3Server;
   smtp: SmtpServer;
-  spool: Spool;
+  queue: OutboundQueue;
+  delivery: DeliveryScheduler;
   /** Bound addresses per service, e.g. { pop3: ["127.0.0.1:2110"] } (useful with port 0). */
   addresses: Record<string, string[]>;
   popBeforeSmtp: PopBeforeSmtp;
@@ -80,7 +91,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     { accounts, mailstore, locks: new LocalMaildropLocks(), guard, log, tls: () => secureContext, onLogin },
   );
 
-  const spool = new Spool(config.data_dir);
+  const queue = new OutboundQueue(new Spool(config.data_dir), SqliteQueueStore.open(config.data_dir), log);
+  await queue.recover();
   const policy = new MailPolicy(accounts, popBeforeSmtp, {
     enforceSender: config.pop_before_smtp.enforce_sender,
     windowMs: config.pop_before_smtp.window,
@@ -98,17 +110,20 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       maxErrors: config.smtp.max_errors,
       errorDelayMs: config.smtp.error_delay,
     },
-    { policy, mailstore, spool, log, tls: () => secureContext },
+    { policy, mailstore, queue, log, tls: () => secureContext },
   );
 
   const addresses: Record<string, string[]> = { pop3: [], pop3s: [], smtp: [] };
+  const delivery = createDeliveryScheduler(config, { queue, policy, mailstore, log }, () => addresses.smtp);
+  queue.onEnqueue(() => delivery.wake());
   const app: App = {
     config,
     accounts,
     mailstore,
     pop3,
     smtp,
-    spool,
+    queue,
+    delivery,
     popBeforeSmtp,
     addresses,
     onLogin,
@@ -117,7 +132,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     },
     async close() {
       clearInterval(sweeper);
-      await Promise.all([pop3.close(config.shutdown_grace), smtp.close(config.shutdown_grace)]);
+      await Promise.all([pop3.close(config.shutdown_grace), smtp.close(config.shutdown_grace), delivery.stop(config.shutdown_grace)]);
+      await queue.store.close();
       db.close();
     },
   };
@@ -129,6 +145,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     await app.close();
     throw error;
   }
+  if (config.outbound.enabled) delivery.start();
+  else log.warn({ event: 'outbound_disabled' }, 'outbound.enabled = false: relayed mail is queued but not delivered');
   return app;
 }
 
@@ -145,4 +163,63 @@ export function createPopBeforeSmtp(config: Config, db: DatabaseSync, log: Logge
     },
     log,
   );
+}
+
+export function createDeliveryScheduler(
+  config: Config,
+  deps: { queue: OutboundQueue; policy: MailPolicy; mailstore: MaildirStore; log: Logger },
+  smtpAddresses: () => string[],
+): DeliveryScheduler {
+  const outbound = config.outbound;
+  const hop = (text: string): NextHop => parseNextHop(text, 25) as NextHop;
+  const router = new Router(new SystemDnsResolver(config.dns.servers, config.dns.timeout), {
+    hostname: config.hostname,
+    port: outbound.port,
+    relayhost: outbound.relayhost === '' ? undefined : hop(outbound.relayhost),
+    transport: new Map(Object.entries(outbound.transport).map(([domain, target]) => [domain.toLowerCase(), hop(target)])),
+    maxHosts: 5,
+    isOwnEndpoint: (ip, port) => isOwnEndpoint(smtpAddresses(), ip, port),
+  });
+  const client = {
+    hostname: config.hostname,
+    connectTimeoutMs: outbound.connect_timeout,
+    commandTimeoutMs: outbound.command_timeout,
+    localAddress: outbound.source_address || undefined,
+  };
+  return new DeliveryScheduler(
+    {
+      hostname: config.hostname,
+      maxConnections: outbound.max_connections,
+      maxConnectionsPerDestination: outbound.max_connections_per_domain,
+      maxMessagesPerConnection: outbound.max_messages_per_connection,
+      retryScheduleMs: outbound.retry_schedule,
+      maxLifetimeMs: outbound.max_lifetime,
+      delayWarningMs: outbound.delay_warning,
+      bounceReturnLimit: outbound.bounce_size_limit,
+      pollMs: 2000,
+      clientFor: (route) =>
+        route.via === 'relayhost'
+          ? {
+              ...client,
+              tls: outbound.relayhost_tls,
+              auth: outbound.relayhost_user ? { user: outbound.relayhost_user, pass: outbound.relayhost_password } : undefined,
+            }
+          : { ...client, tls: outbound.tls },
+    },
+    { ...deps, router, signer: new DkimSigner(new DkimKeyring(config.dkim.keys_dir, config.dkim.selector)) },
+  );
+}
+
+/** Whether ip:port reaches one of our own SMTP listeners (an MX pointing back at us). */
+function isOwnEndpoint(listening: string[], ip: string, port: number): boolean {
+  const local = new Set<string>(['127.0.0.1', '::1']);
+  for (const list of Object.values(networkInterfaces())) for (const entry of list ?? []) local.add(entry.address);
+  return listening.some((address) => {
+    const at = address.lastIndexOf(':');
+    const host = address.slice(0, at).replace(/^\[|\]$/g, '');
+    if (Number(address.slice(at + 1)) !== port) return false;
+    if (host === ip) return true;
+    const wildcard = host === '0.0.0.0' || host === '::';
+    return wildcard && (local.has(ip) || (isIP(ip) === 4 && ip.startsWith('127.')));
+  });
 }

@@ -5,7 +5,7 @@ import type { Mailstore } from '../mailstore/store.ts';
 import { ServiceListeners } from '../net/service.ts';
 import type { ListenAddress } from '../net/listen.ts';
 import type { MailPolicy } from '../policy/mail-policy.ts';
-import type { Spool } from '../queue/spool.ts';
+import type { MessageQueue } from '../queue/store.ts';
 import { TLS_MIN_VERSION } from '../tls/context.ts';
 import { SmtpSession } from './session.ts';
 
@@ -25,7 +25,7 @@ export interface SmtpOptions {
 export interface SmtpDependencies {
   policy: MailPolicy;
   mailstore: Mailstore;
-  spool: Spool;
+  queue: MessageQueue;
   log: Logger;
   tls: () => SecureContext | undefined;
 }

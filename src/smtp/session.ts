@@ -2,6 +2,7 @@ import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from '../log/logger.ts';
 import type { Reply } from '../policy/mail-policy.ts';
+import { rfc5322Date } from '../mail/date.ts';
 import { Spool } from '../queue/spool.ts';
 import { DataReader } from './data-reader.ts';
 import type { SmtpServer } from './server.ts';
@@ -373,7 +374,7 @@ export class SmtpSession {
     const work: Promise<unknown>[] = [...transaction.mailboxes].map((mailbox) => deps.mailstore.deliver(mailbox, localCopy));
     if (transaction.remote.size > 0) {
       work.push(
-        deps.spool.enqueue(
+        deps.queue.enqueue(
           { id, from: transaction.sender, to: [...transaction.remote], receivedAt: Date.now(), clientIp: this.ip, authorizedUser: transaction.relayUser },
           traced,
         ),
@@ -448,10 +449,6 @@ export class SmtpSession {
       stream.once('close', done);
     });
   }
-}
-
-function rfc5322Date(date: Date): string {
-  return date.toUTCString().replace(/GMT$/, '+0000');
 }
 
 function sleep(ms: number): Promise<void> {

@@ -32,6 +32,8 @@ export async function startTestServer(overrides: Record<string, unknown> = {}): 
       tls: { self_signed: true },
       auth: { failure_delay: '10ms' },
       shutdown_grace: '200ms',
+      // Relayed mail stays in the queue unless a test sets up somewhere for it to go.
+      outbound: { enabled: false },
     },
     overrides,
   );

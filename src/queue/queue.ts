@@ -1,0 +1,66 @@
+import type { Logger } from '../log/logger.ts';
+import { Spool, type Envelope } from './spool.ts';
+import type { MessageQueue, QueueStore } from './store.ts';
+
+/**
+ * The outbound queue: spool files (the message, written durably before 250) plus an index
+ * of per-recipient state. A message leaves only when every recipient has a final answer.
+ */
+export class OutboundQueue implements MessageQueue {
+  readonly spool: Spool;
+  readonly store: QueueStore;
+  readonly #log: Logger;
+  readonly #listeners: (() => void)[] = [];
+
+  constructor(spool: Spool, store: QueueStore, log: Logger) {
+    this.spool = spool;
+    this.store = store;
+    this.#log = log;
+  }
+
+  /** Durable once it resolves; the delivery scheduler is woken at once. */
+  async enqueue(envelope: Envelope, message: Buffer | Buffer[]): Promise<void> {
+    await this.spool.enqueue(envelope, message);
+    const size = Array.isArray(message) ? message.reduce((sum, piece) => sum + piece.length, 0) : message.length;
+    await this.store.add(envelope, size);
+    for (const listener of this.#listeners) listener();
+  }
+
+  onEnqueue(listener: () => void): void {
+    this.#listeners.push(listener);
+  }
+
+  read(id: string): Promise<Buffer> {
+    return this.spool.read(id);
+  }
+
+  /** Done with a message: the spool files go first, so a crash in between repeats nothing. */
+  async remove(id: string): Promise<void> {
+    await this.spool.remove(id);
+    await this.store.remove(id);
+  }
+
+  /** Brings the index in line with the spool after a restart or a crash. */
+  async recover(): Promise<{ indexed: number; forgotten: number; dropped: number }> {
+    const { complete, dropped } = await this.spool.sweep();
+    const known = await this.store.ids();
+    let indexed = 0;
+    for (const id of complete) {
+      if (known.has(id)) continue;
+      const envelope = await this.spool.envelope(id);
+      if (!envelope) continue;
+      await this.store.add(envelope, await this.spool.size(id));
+      indexed++;
+    }
+    let forgotten = 0;
+    for (const id of known) {
+      if (complete.has(id)) continue;
+      await this.store.remove(id);
+      forgotten++;
+    }
+    if (indexed + forgotten + dropped.length > 0) {
+      this.#log.info({ event: 'queue_recovered', indexed, forgotten, dropped: dropped.length }, 'queue index brought in line with the spool');
+    }
+    return { indexed, forgotten, dropped: dropped.length };
+  }
+}

@@ -1,0 +1,188 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import type { Envelope, QueuedMessage, QueuedRecipient, QueueStore, RecipientState, RecipientUpdate } from './store.ts';
+
+interface MessageRow {
+  id: string;
+  sender: string;
+  received_at: number;
+  client_ip: string;
+  authorized_user: string | null;
+  size: number;
+  attempts: number;
+  next_attempt_at: number;
+  last_error: string | null;
+  warned: number;
+}
+
+interface RecipientRow {
+  message_id: string;
+  address: string;
+  state: RecipientState;
+  status: string | null;
+  diagnostic: string | null;
+  remote_mta: string | null;
+  updated_at: number | null;
+}
+
+/**
+ * The embedded queue index, in its own SQLite file beside the spool (data_dir/queue/). The
+ * spool files are the truth: the index is rebuilt from them at start (see OutboundQueue.recover),
+ * so its commits need not wait for the disk (synchronous = NORMAL) and add no fsync to the
+ * path that answers 250. A state change lost to a power cut means at worst one repeated
+ * attempt, which RFC 5321 §6.1 accepts; never a lost message.
+ */
+export class SqliteQueueStore implements QueueStore {
+  readonly #db: DatabaseSync;
+  readonly #insertMessage: StatementSync;
+  readonly #insertRecipient: StatementSync;
+  readonly #due: StatementSync;
+  readonly #recipientsOf: StatementSync;
+  readonly #updateRecipient: StatementSync;
+
+  static open(dataDir: string): SqliteQueueStore {
+    const dir = join(dataDir, 'queue');
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    return new SqliteQueueStore(new DatabaseSync(join(dir, 'index.sqlite')));
+  }
+
+  constructor(db: DatabaseSync) {
+    this.#db = db;
+    db.exec('PRAGMA busy_timeout = 5000');
+    db.exec('PRAGMA journal_mode = WAL');
+    db.exec('PRAGMA synchronous = NORMAL');
+    db.exec('PRAGMA foreign_keys = ON');
+    db.exec(`CREATE TABLE IF NOT EXISTS queue_messages (
+      id TEXT PRIMARY KEY,
+      sender TEXT NOT NULL,
+      received_at INTEGER NOT NULL,
+      client_ip TEXT NOT NULL,
+      authorized_user TEXT,
+      size INTEGER NOT NULL,
+      attempts INTEGER NOT NULL DEFAULT 0,
+      next_attempt_at INTEGER NOT NULL,
+      last_error TEXT,
+      warned INTEGER NOT NULL DEFAULT 0
+    ) STRICT`);
+    db.exec('CREATE INDEX IF NOT EXISTS queue_messages_due ON queue_messages (next_attempt_at)');
+    db.exec(`CREATE TABLE IF NOT EXISTS queue_recipients (
+      message_id TEXT NOT NULL REFERENCES queue_messages (id) ON DELETE CASCADE,
+      address TEXT NOT NULL,
+      state TEXT NOT NULL,
+      status TEXT,
+      diagnostic TEXT,
+      remote_mta TEXT,
+      updated_at INTEGER,
+      PRIMARY KEY (message_id, address)
+    ) STRICT`);
+    this.#insertMessage = db.prepare(
+      `INSERT OR IGNORE INTO queue_messages (id, sender, received_at, client_ip, authorized_user, size, next_attempt_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?)`,
+    );
+    this.#insertRecipient = db.prepare(`INSERT OR IGNORE INTO queue_recipients (message_id, address, state) VALUES (?, ?, 'pending')`);
+    this.#due = db.prepare('SELECT * FROM queue_messages WHERE next_attempt_at <= ? ORDER BY next_attempt_at, received_at LIMIT ?');
+    this.#recipientsOf = db.prepare('SELECT * FROM queue_recipients WHERE message_id = ? ORDER BY rowid');
+    this.#updateRecipient = db.prepare(
+      `UPDATE queue_recipients SET state = ?, status = ?, diagnostic = ?, remote_mta = ?, updated_at = ? WHERE message_id = ? AND address = ?`,
+    );
+  }
+
+  async add(envelope: Envelope, size: number): Promise<void> {
+    this.#transaction(() => {
+      this.#insertMessage.run(envelope.id, envelope.from, envelope.receivedAt, envelope.clientIp, envelope.authorizedUser ?? null, size, envelope.receivedAt);
+      for (const address of envelope.to) this.#insertRecipient.run(envelope.id, address);
+    });
+  }
+
+  async ids(): Promise<Set<string>> {
+    return new Set((this.#db.prepare('SELECT id FROM queue_messages').all() as { id: string }[]).map((row) => row.id));
+  }
+
+  async due(now: number, limit: number, skip: ReadonlySet<string>): Promise<QueuedMessage[]> {
+    // Over-fetch by the number in flight, so the ones being delivered cannot crowd out the rest.
+    const rows = this.#due.all(now, limit + skip.size) as unknown as MessageRow[];
+    return rows.filter((row) => !skip.has(row.id)).slice(0, limit).map((row) => this.#toMessage(row));
+  }
+
+  async nextDueAt(): Promise<number | undefined> {
+    const row = this.#db.prepare('SELECT min(next_attempt_at) AS at FROM queue_messages').get() as { at: number | null };
+    return row.at ?? undefined;
+  }
+
+  async get(id: string): Promise<QueuedMessage | undefined> {
+    const row = this.#db.prepare('SELECT * FROM queue_messages WHERE id = ?').get(id) as MessageRow | undefined;
+    return row && this.#toMessage(row);
+  }
+
+  async list(): Promise<QueuedMessage[]> {
+    return (this.#db.prepare('SELECT * FROM queue_messages ORDER BY received_at, id').all() as unknown as MessageRow[]).map((row) => this.#toMessage(row));
+  }
+
+  async updateRecipients(id: string, updates: RecipientUpdate[], now: number): Promise<void> {
+    this.#transaction(() => {
+      for (const u of updates) this.#updateRecipient.run(u.state, u.status ?? null, u.diagnostic ?? null, u.remoteMta ?? null, now, id, u.address);
+    });
+  }
+
+  async scheduleRetry(id: string, attempts: number, nextAttemptAt: number, lastError: string | undefined): Promise<void> {
+    this.#db.prepare('UPDATE queue_messages SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?').run(attempts, nextAttemptAt, lastError ?? null, id);
+  }
+
+  async markWarned(id: string): Promise<void> {
+    this.#db.prepare('UPDATE queue_messages SET warned = 1 WHERE id = ?').run(id);
+  }
+
+  async retryNow(id: string | undefined, now: number): Promise<number> {
+    const result =
+      id === undefined
+        ? this.#db.prepare('UPDATE queue_messages SET next_attempt_at = ? WHERE next_attempt_at > ?').run(now, now)
+        : this.#db.prepare('UPDATE queue_messages SET next_attempt_at = min(next_attempt_at, ?) WHERE id = ?').run(now, id);
+    return Number(result.changes);
+  }
+
+  async remove(id: string): Promise<void> {
+    this.#db.prepare('DELETE FROM queue_messages WHERE id = ?').run(id);
+  }
+
+  async close(): Promise<void> {
+    if (this.#db.isOpen) this.#db.close();
+  }
+
+  #toMessage(row: MessageRow): QueuedMessage {
+    const recipients = (this.#recipientsOf.all(row.id) as unknown as RecipientRow[]).map(
+      (r): QueuedRecipient => ({
+        address: r.address,
+        state: r.state,
+        status: r.status ?? undefined,
+        diagnostic: r.diagnostic ?? undefined,
+        remoteMta: r.remote_mta ?? undefined,
+        updatedAt: r.updated_at ?? undefined,
+      }),
+    );
+    return {
+      id: row.id,
+      from: row.sender,
+      receivedAt: row.received_at,
+      clientIp: row.client_ip,
+      authorizedUser: row.authorized_user ?? undefined,
+      size: row.size,
+      attempts: row.attempts,
+      nextAttemptAt: row.next_attempt_at,
+      lastError: row.last_error ?? undefined,
+      warned: row.warned === 1,
+      recipients,
+    };
+  }
+
+  #transaction(work: () => void): void {
+    this.#db.exec('BEGIN IMMEDIATE');
+    try {
+      work();
+      this.#db.exec('COMMIT');
+    } catch (error) {
+      this.#db.exec('ROLLBACK');
+      throw error;
+    }
+  }
+}

@@ -1,0 +1,74 @@
+import type { Envelope } from './spool.ts';
+
+// The outbound queue's index: which recipients of which spooled message still wait, and
+// when to try again. The message bytes live in the spool (files); this interface is async
+// so a shared backend for clusters can sit beside the embedded SQLite one.
+
+export type { Envelope };
+
+/**
+ * pending: still to be tried; delivered: the next hop answered 250; failed: a permanent
+ * failure whose bounce is not written yet; bounced: the bounce is queued (or, for a null
+ * sender, deliberately not sent).
+ */
+export type RecipientState = 'pending' | 'delivered' | 'failed' | 'bounced';
+
+export interface QueuedRecipient {
+  address: string;
+  state: RecipientState;
+  /** RFC 3463 status of the last answer, e.g. "4.2.0". */
+  status?: string;
+  /** The last answer as text, e.g. "mx1.example.net said: 452 4.2.2 Mailbox full". */
+  diagnostic?: string;
+  /** The host that gave the last answer. */
+  remoteMta?: string;
+  updatedAt?: number;
+}
+
+export interface QueuedMessage {
+  id: string;
+  from: string;
+  receivedAt: number;
+  clientIp: string;
+  authorizedUser?: string;
+  size: number;
+  /** Delivery attempts made so far. */
+  attempts: number;
+  nextAttemptAt: number;
+  lastError?: string;
+  /** A delay warning was sent to the sender. */
+  warned: boolean;
+  recipients: QueuedRecipient[];
+}
+
+export interface RecipientUpdate {
+  address: string;
+  state: RecipientState;
+  status?: string;
+  diagnostic?: string;
+  remoteMta?: string;
+}
+
+export interface QueueStore {
+  /** Indexes a spooled message with every recipient pending, due at once. Idempotent. */
+  add(envelope: Envelope, size: number): Promise<void>;
+  ids(): Promise<Set<string>>;
+  /** Messages due by `now`, oldest first, skipping the ones being delivered. */
+  due(now: number, limit: number, skip: ReadonlySet<string>): Promise<QueuedMessage[]>;
+  /** When the next message falls due (undefined for an empty queue). */
+  nextDueAt(): Promise<number | undefined>;
+  get(id: string): Promise<QueuedMessage | undefined>;
+  list(): Promise<QueuedMessage[]>;
+  updateRecipients(id: string, updates: RecipientUpdate[], now: number): Promise<void>;
+  scheduleRetry(id: string, attempts: number, nextAttemptAt: number, lastError: string | undefined): Promise<void>;
+  markWarned(id: string): Promise<void>;
+  /** Makes messages due now: one (by id) or all. Returns how many. */
+  retryNow(id: string | undefined, now: number): Promise<number>;
+  remove(id: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** What the SMTP server needs from the queue: a durable enqueue (RFC 5321 §6.1). */
+export interface MessageQueue {
+  enqueue(envelope: Envelope, message: Buffer | Buffer[]): Promise<void>;
+}
