@@ -111,16 +111,16 @@ export class ClientSession {
     });
     const session = new ClientSession(target, connection);
     try {
-      await new Promise<void>((resolve, reject) => connection.connect((error) => (error ? reject(error) : resolve())));
+      await settle(connection, (done) => connection.connect(done));
       if (settings.auth) {
-        await new Promise<void>((resolve, reject) =>
-          connection.login({ user: settings.auth!.user, pass: settings.auth!.pass }, (error) => (error ? reject(error) : resolve())),
-        );
+        const { user, pass } = settings.auth;
+        await settle(connection, (done) => connection.login({ user, pass }, (error) => done(error ?? undefined)));
       }
     } catch (error) {
       connection.close();
       const answer = toAnswer(error as NodemailerError);
-      // A 5xx greeting or EHLO is the host's problem, not the mail's: the next MX may take it.
+      // A refused or broken greeting, EHLO or TLS is the host's problem, not the mail's: the
+      // next MX may take it. A refused login is ours to fix, and every host would refuse it.
       throw new SessionError(answer, !/^AUTH/i.test((error as NodemailerError).command ?? ''));
     }
     return session;
@@ -176,13 +176,12 @@ export class ClientSession {
   }
 
   async #reset(): Promise<void> {
-    await new Promise<void>((resolve, reject) =>
-      this.#connection.reset((error) => {
-        if (!error) return resolve();
-        this.#broken = true;
-        reject(new SessionError(toAnswer(error as NodemailerError), false));
-      }),
-    );
+    try {
+      await settle(this.#connection, (done) => this.#connection.reset((error) => done(error ?? undefined)));
+    } catch (error) {
+      this.#broken = true;
+      throw new SessionError(toAnswer(error as NodemailerError), false);
+    }
   }
 
   close(): void {
@@ -190,6 +189,30 @@ export class ClientSession {
     this.#connection.close();
     this.#broken = true;
   }
+}
+
+/**
+ * Runs one step of the connection. nodemailer reports a failed connect, TLS upgrade or a
+ * dropped connection as an "error" event rather than through the step's callback, so both
+ * are listened to; whichever comes first settles the step.
+ */
+function settle(connection: SMTPConnection, step: (done: (error?: Error) => void) => void): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const onError = (error: Error) => finish(error);
+    const onEnd = () => finish(Object.assign(new Error('Connection closed by the remote host'), { code: 'ECONNECTION' }));
+    let finished = false;
+    function finish(error?: Error) {
+      if (finished) return;
+      finished = true;
+      connection.off('error', onError);
+      connection.off('end', onEnd);
+      if (error) reject(error);
+      else resolve();
+    }
+    connection.on('error', onError);
+    connection.on('end', onEnd);
+    step(finish);
+  });
 }
 
 /** A reply such as "550 5.1.1 <x@y>: no such user" becomes {550, "5.1.1", text}. */

@@ -1,0 +1,63 @@
+import { startDns, type TestDns, type ZoneEntry } from './dns.ts';
+import { startSinks, type Sink, type SinkOptions } from './sink.ts';
+import { startTestServer, type TestServer } from './server.ts';
+import { Spool } from '../../src/queue/spool.ts';
+
+// popgate with its outbound queue switched on, a real DNS server for its lookups, and real
+// SMTP sinks on loopback addresses standing in for the rest of the Internet.
+
+export interface OutboundWorld {
+  server: TestServer;
+  dns: TestDns;
+  sinks: Sink[];
+  /** Queues a message as the SMTP server would after an authorized relay. */
+  queue(from: string, to: string[], message: string | Buffer, authorizedUser?: string): Promise<string>;
+  close(): Promise<void>;
+}
+
+export async function startOutboundWorld(options: {
+  zone: Record<string, ZoneEntry>;
+  sinks: SinkOptions[];
+  config?: Record<string, unknown>;
+  outbound?: Record<string, unknown>;
+}): Promise<OutboundWorld> {
+  const dns = await startDns(options.zone);
+  const sinks = await startSinks(options.sinks);
+  const server = await startTestServer({
+    dns: { servers: [dns.address], timeout: '2s' },
+    outbound: {
+      enabled: true,
+      port: sinks[0]?.port ?? 25,
+      retry_schedule: ['300ms'],
+      connect_timeout: '2s',
+      command_timeout: '5s',
+      ...options.outbound,
+    },
+    ...options.config,
+  });
+  return {
+    server,
+    dns,
+    sinks,
+    async queue(from, to, message, authorizedUser) {
+      const id = Spool.newId();
+      await server.app.queue.enqueue({ id, from, to, receivedAt: Date.now(), clientIp: '192.0.2.10', authorizedUser }, Buffer.isBuffer(message) ? message : Buffer.from(message));
+      return id;
+    },
+    async close() {
+      await server.close();
+      await Promise.all([dns.close(), ...sinks.map((s) => s.close())]);
+    },
+  };
+}
+
+/** Polls until `check` returns a value (not undefined/false), or fails after `timeoutMs`. */
+export async function until<T>(check: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 10_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
