@@ -330,7 +330,8 @@ export class DeliveryScheduler {
       } catch (error) {
         if (!(error instanceof SessionError)) throw error;
         last = Object.assign(error, { target });
-        if (error.answer.code < 500) allRefusedPermanently = false;
+        // A refused login (relayhost) is a setting to fix, never a reason to bounce.
+        if (error.answer.code < 500 || !error.tryNextHost) allRefusedPermanently = false;
         this.#log.info(
           { event: 'connect_failed', host: target.host, ip: target.ip, port: target.port, reply: error.answer.text },
           `cannot use ${target.host} [${target.ip}]:${target.port}`,

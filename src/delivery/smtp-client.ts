@@ -39,10 +39,13 @@ export class SessionError extends Error {
   readonly answer: Answer;
   /** The next host may do better (refused, timed out, greeting 4xx/5xx, TLS failed). */
   readonly tryNextHost: boolean;
-  constructor(answer: Answer, tryNextHost: boolean) {
+  /** STARTTLS or the TLS handshake failed. */
+  readonly tlsFailed: boolean;
+  constructor(answer: Answer, tryNextHost: boolean, tlsFailed = false) {
     super(answer.text);
     this.answer = answer;
     this.tryNextHost = tryNextHost;
+    this.tlsFailed = tlsFailed;
   }
 }
 
@@ -79,7 +82,7 @@ export class ClientSession {
     } catch (error) {
       // RFC 7435: opportunistic TLS that fails falls back to plaintext on a new connection,
       // as Postfix's "may" level does; a broken TLS stack must not stop the mail.
-      if (settings.tls === 'opportunistic' && error instanceof SessionError && error.answer.code === 0 && error.answer.text.startsWith('ETLS')) {
+      if (settings.tls === 'opportunistic' && error instanceof SessionError && error.tlsFailed) {
         return await ClientSession.#open(target, settings, 'none');
       }
       throw error;
@@ -118,10 +121,17 @@ export class ClientSession {
       }
     } catch (error) {
       connection.close();
-      const answer = toAnswer(error as NodemailerError);
+      const failure = error as NodemailerError;
+      let answer = toAnswer(failure);
+      const tlsFailed = failure.code === 'ETLS' || failure.command === 'STARTTLS';
+      if (tlsFailed) {
+        // TLS that we require but cannot have is our policy, not the recipient's address:
+        // the mail waits (as Postfix's "encrypt" level does) instead of bouncing.
+        answer = { code: 0, status: '4.7.0', text: `TLS failed with this host (STARTTLS: ${answer.text})` };
+      }
       // A refused or broken greeting, EHLO or TLS is the host's problem, not the mail's: the
       // next MX may take it. A refused login is ours to fix, and every host would refuse it.
-      throw new SessionError(answer, !/^AUTH/i.test((error as NodemailerError).command ?? ''));
+      throw new SessionError(answer, !/^AUTH/i.test(failure.command ?? ''), tlsFailed);
     }
     return session;
   }

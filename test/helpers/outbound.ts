@@ -2,6 +2,8 @@ import { startDns, type TestDns, type ZoneEntry } from './dns.ts';
 import { startSinks, type Sink, type SinkOptions } from './sink.ts';
 import { startTestServer, type TestServer } from './server.ts';
 import { Spool } from '../../src/queue/spool.ts';
+import pino from 'pino';
+import type { Logger } from '../../src/log/logger.ts';
 
 // popgate with its outbound queue switched on, a real DNS server for its lookups, and real
 // SMTP sinks on loopback addresses standing in for the rest of the Internet.
@@ -19,7 +21,9 @@ export async function startOutboundWorld(options: {
   zone: Record<string, ZoneEntry>;
   sinks: SinkOptions[];
   config?: Record<string, unknown>;
-  outbound?: Record<string, unknown>;
+  /** Outbound config keys; a function when they depend on the sinks' port. */
+  outbound?: Record<string, unknown> | ((sinks: Sink[]) => Record<string, unknown>);
+  log?: Logger;
 }): Promise<OutboundWorld> {
   const dns = await startDns(options.zone);
   const sinks = await startSinks(options.sinks);
@@ -31,10 +35,10 @@ export async function startOutboundWorld(options: {
       retry_schedule: ['300ms'],
       connect_timeout: '2s',
       command_timeout: '5s',
-      ...options.outbound,
+      ...(typeof options.outbound === 'function' ? options.outbound(sinks) : options.outbound),
     },
     ...options.config,
-  });
+  }, { log: options.log });
   return {
     server,
     dns,
@@ -60,4 +64,11 @@ export async function until<T>(check: () => T | undefined | false | Promise<T | 
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 25));
   }
+}
+
+/** A real pino logger whose JSON lines a test can read. */
+export function capturingLogger(): { log: Logger; lines: Record<string, unknown>[] } {
+  const lines: Record<string, unknown>[] = [];
+  const log = pino({ level: 'debug' }, { write: (text: string) => void lines.push(JSON.parse(text)) });
+  return { log, lines };
 }

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfig } from '../../src/config/load.ts';
-import { silentLogger, createLogger } from '../../src/log/logger.ts';
+import { silentLogger, createLogger, type Logger } from '../../src/log/logger.ts';
 import { startApp, type App } from '../../src/server/app.ts';
 
 export interface TestServer {
@@ -20,7 +20,7 @@ export interface TestServer {
 export const PASSWORD = 'correct horse battery';
 
 /** popgate on ephemeral loopback ports with a fresh data dir; `overrides` are config keys. */
-export async function startTestServer(overrides: Record<string, unknown> = {}): Promise<TestServer> {
+export async function startTestServer(overrides: Record<string, unknown> = {}, options: { log?: Logger } = {}): Promise<TestServer> {
   const dir = mkdtempSync(join(tmpdir(), 'popgate-test-'));
   const raw = deepMerge(
     {
@@ -38,7 +38,7 @@ export async function startTestServer(overrides: Record<string, unknown> = {}): 
     overrides,
   );
   const config = parseConfig(raw, 'test');
-  const log = process.env.POPGATE_TEST_LOG ? createLogger(process.env.POPGATE_TEST_LOG) : silentLogger();
+  const log = options.log ?? (process.env.POPGATE_TEST_LOG ? createLogger(process.env.POPGATE_TEST_LOG) : silentLogger());
   const app = await startApp(config, log);
   const portOf = (list: string[]) => (list[0] ? Number(list[0].split(':').pop()) : 0);
   const domains = new Set<string>();

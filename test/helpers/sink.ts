@@ -63,9 +63,9 @@ export async function startSink(options: SinkOptions): Promise<Sink> {
   };
   const settings: SMTPServerOptions = {
     logger: false,
-    hideSTARTTLS: options.starttls === false,
     authOptional: !options.auth,
-    disabledCommands: options.auth ? [] : ['AUTH'],
+    // Disabled, not just hidden: a hidden STARTTLS still works when a client insists.
+    disabledCommands: [...(options.auth ? [] : ['AUTH']), ...(options.starttls === false ? ['STARTTLS'] : [])],
     allowInsecureAuth: true,
     size: 50 * 1024 * 1024,
     onConnect(_session, callback) {
