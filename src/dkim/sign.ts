@@ -19,9 +19,14 @@ export class DkimSigner {
   async sign(message: Buffer): Promise<SignResult> {
     const fromDomain = headerFromDomain(message);
     if (!fromDomain) return { signed: false, reason: 'no key' };
-    const key = candidateDomains(fromDomain)
-      .map((domain) => this.#keys.get(domain))
-      .find((k) => k !== undefined);
+    let key;
+    try {
+      key = candidateDomains(fromDomain)
+        .map((domain) => this.#keys.get(domain))
+        .find((k) => k !== undefined);
+    } catch (error) {
+      return { signed: false, reason: 'failed', error: `cannot read the DKIM key for ${fromDomain}: ${(error as Error).message}` };
+    }
     if (!key) return { signed: false, reason: 'no key' };
     try {
       const result = await dkimSign(message, {
