@@ -10,6 +10,9 @@ import { MaildirStore } from '../mailstore/maildir.ts';
 import { resolveConfig } from './config.ts';
 import { readPassword, UsageError } from './password.ts';
 import { serve } from './serve.ts';
+import { QueueError, registerQueueCommands } from './queue.ts';
+import { registerDkimCommands } from './dkim.ts';
+import { DkimKeyError } from '../dkim/keys.ts';
 import { createPopBeforeSmtp } from '../server/app.ts';
 import type { PopBeforeSmtp } from '../relay-auth/pop-before-smtp.ts';
 import { silentLogger } from '../log/logger.ts';
@@ -172,6 +175,9 @@ relay
     }),
   );
 
+registerQueueCommands(program, () => resolveConfig(configFlag(), true).config);
+registerDkimCommands(program, () => resolveConfig(configFlag(), true).config);
+
 async function withPopBeforeSmtp(fn: (pbs: PopBeforeSmtp) => Promise<void>): Promise<void> {
   const { config } = resolveConfig(configFlag(), true);
   const db = openDatabase(config.data_dir);
@@ -208,7 +214,7 @@ try {
     console.error(`popgate: config error: ${error.message}`);
     process.exit(2);
   }
-  if (error instanceof AccountError || error instanceof UsageError) {
+  if (error instanceof AccountError || error instanceof UsageError || error instanceof QueueError || error instanceof DkimKeyError) {
     console.error(`popgate: ${error.message}`);
     process.exit(1);
   }
