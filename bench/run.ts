@@ -11,6 +11,7 @@ import { MaildirStore } from '../src/mailstore/maildir.ts';
 import { runConnects, runLogins, runRetr, type Endpoint, type SessionResult, type RetrResult } from './pop3-load.ts';
 import { median, Samples, summarize } from './stats.ts';
 import { MessageSet, relayLag, runAccept, type AcceptResult } from './smtp-load.ts';
+import { runQueueDelivery } from './queue-load.ts';
 
 // `npm run bench`: popgate's POP3 and SMTP performance on this machine. Starts popgate as a
 // child process (so the load generator does not share its event loop) on a temporary data dir
@@ -30,7 +31,12 @@ import { MessageSet, relayLag, runAccept, type AcceptResult } from './smtp-load.
 // (per mailbox), --logins N, --smtp-messages N (1 KB messages per SMTP run; the 100 KB rows
 // send 15% of that), --lag-samples N (relay-lag samples per run), --only TEXT (just the
 // workloads whose name contains TEXT, e.g. "retr", "login", "smtp", "accept" or "lag"),
-// --cpu-prof DIR (profile the popgate child with node --cpu-prof).
+// --cpu-prof DIR (profile the popgate child with node --cpu-prof), --queue-messages N (messages
+// per outbound queue run).
+//
+// Outbound queue: a popgate child starts with N 1 KB messages queued and delivers them through
+// the transport map to a local sink SMTP server (bench/queue-load.ts); messages/s from the
+// child accepting connections to the sink's last 250, for 1 and 10 destinations and with DKIM.
 //
 // SMTP workloads: MAIL/RCPT/DATA to a local user over 10 connections, with and without
 // PIPELINING; popgate answers 250 only once the message and its Maildir entry are fsync'd, so
@@ -39,7 +45,7 @@ import { MessageSet, relayLag, runAccept, type AcceptResult } from './smtp-load.
 // first 250 to RCPT TO a remote address over SMTP from the same (fresh) loopback address.
 
 const USAGE = `usage: node bench/run.ts [--quick] [--json] [--runs N] [--pipeline N] [--messages N] [--logins N]
-                         [--smtp-messages N] [--lag-samples N] [--only TEXT] [--cpu-prof DIR]
+                         [--smtp-messages N] [--lag-samples N] [--queue-messages N] [--only TEXT] [--cpu-prof DIR]
                          [--target HOST:PORT [--user ADDRESS ...] [--password PASSWORD]]
                          [--smtp-target HOST:PORT --smtp-to ADDRESS [--smtp-from ADDRESS]]`;
 
@@ -60,6 +66,7 @@ const { values: args } = parseArgs({
     'smtp-to': { type: 'string' },
     'smtp-from': { type: 'string' },
     'cpu-prof': { type: 'string' },
+    'queue-messages': { type: 'string' },
     only: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -105,6 +112,8 @@ const smtpSettings = {
   /** Unmeasured 1 KB messages before the first SMTP row, so the JITs are warm. */
   warmUp: quick ? 50 : 300,
 };
+
+const queueMessages = positive('queue-messages', args['queue-messages'], quick ? 200 : 2000);
 
 // The table goes to stdout, unless the JSON does; progress always goes to stderr.
 const tableOut = args.json ? process.stderr : process.stdout;
@@ -572,6 +581,30 @@ async function runSmtpWorkloads(target: SmtpTarget): Promise<void> {
   await measureRelayLag(target, 'relay lag, POP3 +OK to SMTP RCPT 250');
 }
 
+// --- outbound queue ---
+
+async function runQueueWorkloads(): Promise<void> {
+  const rowsWanted = [
+    { label: 'queue delivery 1 KB to a sink, 1 destination', domains: 1, dkim: false },
+    { label: 'queue delivery 1 KB to a sink, 10 destinations', domains: 10, dkim: false },
+    { label: 'queue delivery 1 KB to a sink, 10 destinations, DKIM RSA-2048', domains: 10, dkim: true },
+  ].filter((row) => selected(row.label));
+  for (const row of rowsWanted) {
+    const perSecond: number[] = [];
+    const drained: number[] = [];
+    for (let i = 0; i < settings.runs; i++) {
+      const result = await runQueueDelivery({ messages: queueMessages, size: 1024, domains: row.domains, dkim: row.dkim, cpuProfDir: args['cpu-prof'] });
+      perSecond.push(result.messagesPerSecond);
+      drained.push(queueMessages / (result.drainedMs / 1000));
+      progress(
+        `  ${row.label}, run ${i + 1}/${settings.runs}: ${fmt(result.messagesPerSecond)} msg/s (${result.delivered} delivered in ${fmt(result.deliveredMs / 1000)} s` +
+          ` over ${result.connections} connections${row.dkim ? `, ${result.signed} signed` : ''}; queue empty after ${fmt(result.drainedMs / 1000)} s)`,
+      );
+    }
+    addRow(row.label, 'msg/s', perSecond, undefined, { drainedPerSecond: drained });
+  }
+}
+
 // --- output ---
 
 function fmt(value: number): string {
@@ -637,6 +670,13 @@ function printTable(info: ReturnType<typeof machine>, target: string, messageByt
       '       after the 354 (RFC 2920).' + (smtpEndpoint ? " popgate answers 250 only after the Maildir file and its directory are" : ''),
     );
     if (smtpEndpoint) out.push("       fsync'd; afterwards every message that got 250 was found in the Maildir, once, byte for byte.");
+  }
+  if (has('queue delivery')) {
+    out.push(
+      `queue delivery = popgate starts with ${queueMessages} queued 1 KB messages (one recipient each) and delivers them over SMTP to a`,
+      '       local sink through the transport map: messages/s from popgate accepting connections to the last 250 at the sink.',
+      '       The queue index and spool are updated and removed as in production; one log line per attempt goes to a file.',
+    );
   }
   if (has('relay lag')) {
     out.push(
@@ -704,6 +744,8 @@ async function main(): Promise<void> {
       lag: { pop3: endpoint, user: RELAY_USER, password: PASSWORD },
     });
     await stopServer();
+    progress('outbound queue:');
+    await runQueueWorkloads();
     if (server && server.exitCode !== 0) throw new Error(`popgate exited with ${server.exitCode ?? server.signalCode} on SIGTERM:\n${serverOutput}`);
     if (serverOutput.trim() !== '') progress(`server output (warnings and errors):\n${serverOutput.trim()}`);
   }

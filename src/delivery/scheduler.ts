@@ -31,6 +31,8 @@ export interface DeliverySettings {
   clientFor(route: Extract<Route, { ok: true }>): ClientSettings;
   /** How often the queue is looked at even when nothing woke the scheduler (CLI changes). */
   pollMs: number;
+  /** How long a message being delivered stays claimed if its delivery never ends. */
+  leaseMs: number;
 }
 
 export interface DeliveryDeps {
@@ -90,7 +92,9 @@ export class DeliveryScheduler {
     this.#maxInFlight = Math.max(100, settings.maxConnections * 10);
   }
 
-  start(): void {
+  /** Whatever the last run was delivering when it stopped (or crashed) is due again at once. */
+  async start(): Promise<void> {
+    await this.#deps.queue.store.releaseLeases(Date.now());
     this.#stopped = false;
     this.wake();
   }
@@ -139,8 +143,8 @@ export class DeliveryScheduler {
         this.#again = false;
         const room = this.#maxInFlight - this.#inFlight.size;
         if (room <= 0) break;
-        const due = await this.#deps.queue.store.due(Date.now(), room, this.#inFlight);
-        for (const message of due) this.#track(message);
+        const due = await this.#deps.queue.store.claim(Date.now(), room, this.#settings.leaseMs);
+        for (const message of due) if (!this.#inFlight.has(message.id)) this.#track(message);
         if (due.length === room) this.#again = true;
       } while (this.#again && !this.#stopped);
       const next = await this.#nextDueAt();
@@ -155,9 +159,7 @@ export class DeliveryScheduler {
 
   async #nextDueAt(): Promise<number | undefined> {
     if (this.#inFlight.size >= this.#maxInFlight) return undefined;
-    // Messages in flight are due already; what matters is the first one that is not.
-    const upcoming = await this.#deps.queue.store.due(Number.MAX_SAFE_INTEGER, 1, this.#inFlight);
-    return upcoming[0]?.nextAttemptAt;
+    return this.#deps.queue.store.nextDueAt();
   }
 
   #track(message: QueuedMessage): void {

@@ -14,6 +14,7 @@ interface MessageRow {
   next_attempt_at: number;
   last_error: string | null;
   warned: number;
+  leased: number;
 }
 
 interface RecipientRow {
@@ -37,7 +38,7 @@ export class SqliteQueueStore implements QueueStore {
   readonly #db: DatabaseSync;
   readonly #insertMessage: StatementSync;
   readonly #insertRecipient: StatementSync;
-  readonly #due: StatementSync;
+  readonly #claim: StatementSync;
   readonly #recipientsOf: StatementSync;
   readonly #updateRecipient: StatementSync;
 
@@ -63,7 +64,8 @@ export class SqliteQueueStore implements QueueStore {
       attempts INTEGER NOT NULL DEFAULT 0,
       next_attempt_at INTEGER NOT NULL,
       last_error TEXT,
-      warned INTEGER NOT NULL DEFAULT 0
+      warned INTEGER NOT NULL DEFAULT 0,
+      leased INTEGER NOT NULL DEFAULT 0
     ) STRICT`);
     db.exec('CREATE INDEX IF NOT EXISTS queue_messages_due ON queue_messages (next_attempt_at)');
     db.exec(`CREATE TABLE IF NOT EXISTS queue_recipients (
@@ -81,7 +83,13 @@ export class SqliteQueueStore implements QueueStore {
        VALUES (?, ?, ?, ?, ?, ?, ?)`,
     );
     this.#insertRecipient = db.prepare(`INSERT OR IGNORE INTO queue_recipients (message_id, address, state) VALUES (?, ?, 'pending')`);
-    this.#due = db.prepare('SELECT * FROM queue_messages WHERE next_attempt_at <= ? ORDER BY next_attempt_at, received_at LIMIT ?');
+    // A leased message's next attempt moves to the lease's end, so the due range of the index
+    // holds only messages nobody is delivering: a claim costs the same with 1 or 1,000 in flight.
+    this.#claim = db.prepare(
+      `UPDATE queue_messages SET leased = 1, next_attempt_at = ?1
+       WHERE id IN (SELECT id FROM queue_messages WHERE next_attempt_at <= ?2 ORDER BY next_attempt_at, received_at LIMIT ?3)
+       RETURNING *`,
+    );
     this.#recipientsOf = db.prepare('SELECT * FROM queue_recipients WHERE message_id = ? ORDER BY rowid');
     this.#updateRecipient = db.prepare(
       `UPDATE queue_recipients SET state = ?, status = ?, diagnostic = ?, remote_mta = ?, updated_at = ? WHERE message_id = ? AND address = ?`,
@@ -99,10 +107,16 @@ export class SqliteQueueStore implements QueueStore {
     return new Set((this.#db.prepare('SELECT id FROM queue_messages').all() as { id: string }[]).map((row) => row.id));
   }
 
-  async due(now: number, limit: number, skip: ReadonlySet<string>): Promise<QueuedMessage[]> {
-    // Over-fetch by the number in flight, so the ones being delivered cannot crowd out the rest.
-    const rows = this.#due.all(now, limit + skip.size) as unknown as MessageRow[];
-    return rows.filter((row) => !skip.has(row.id)).slice(0, limit).map((row) => this.#toMessage(row));
+  async claim(now: number, limit: number, leaseMs: number): Promise<QueuedMessage[]> {
+    let rows: MessageRow[] = [];
+    this.#transaction(() => {
+      rows = this.#claim.all(now + leaseMs, now, limit) as unknown as MessageRow[];
+    });
+    return rows.sort((a, b) => a.received_at - b.received_at).map((row) => this.#toMessage(row));
+  }
+
+  async releaseLeases(now: number): Promise<number> {
+    return Number(this.#db.prepare('UPDATE queue_messages SET leased = 0, next_attempt_at = ? WHERE leased = 1').run(now).changes);
   }
 
   async nextDueAt(): Promise<number | undefined> {
@@ -126,7 +140,7 @@ export class SqliteQueueStore implements QueueStore {
   }
 
   async scheduleRetry(id: string, attempts: number, nextAttemptAt: number, lastError: string | undefined): Promise<void> {
-    this.#db.prepare('UPDATE queue_messages SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?').run(attempts, nextAttemptAt, lastError ?? null, id);
+    this.#db.prepare('UPDATE queue_messages SET attempts = ?, next_attempt_at = ?, last_error = ?, leased = 0 WHERE id = ?').run(attempts, nextAttemptAt, lastError ?? null, id);
   }
 
   async markWarned(id: string): Promise<void> {
@@ -136,8 +150,8 @@ export class SqliteQueueStore implements QueueStore {
   async retryNow(id: string | undefined, now: number): Promise<number> {
     const result =
       id === undefined
-        ? this.#db.prepare('UPDATE queue_messages SET next_attempt_at = ? WHERE next_attempt_at > ?').run(now, now)
-        : this.#db.prepare('UPDATE queue_messages SET next_attempt_at = min(next_attempt_at, ?) WHERE id = ?').run(now, id);
+        ? this.#db.prepare('UPDATE queue_messages SET next_attempt_at = ? WHERE next_attempt_at > ? AND leased = 0').run(now, now)
+        : this.#db.prepare('UPDATE queue_messages SET next_attempt_at = min(next_attempt_at, ?) WHERE id = ? AND leased = 0').run(now, id);
     return Number(result.changes);
   }
 

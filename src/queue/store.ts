@@ -53,8 +53,14 @@ export interface QueueStore {
   /** Indexes a spooled message with every recipient pending, due at once. Idempotent. */
   add(envelope: Envelope, size: number): Promise<void>;
   ids(): Promise<Set<string>>;
-  /** Messages due by `now`, oldest first, skipping the ones being delivered. */
-  due(now: number, limit: number, skip: ReadonlySet<string>): Promise<QueuedMessage[]>;
+  /**
+   * Takes up to `limit` messages due by `now`, oldest first, and leases them: they are not due
+   * again until `leaseMs` has passed or the lease ends (scheduleRetry, remove, releaseLeases).
+   * A lease keeps a message from being picked twice, also by another node of a cluster.
+   */
+  claim(now: number, limit: number, leaseMs: number): Promise<QueuedMessage[]>;
+  /** Ends every lease (at start: whatever the last run was delivering is due again). */
+  releaseLeases(now: number): Promise<number>;
   /** When the next message falls due (undefined for an empty queue). */
   nextDueAt(): Promise<number | undefined>;
   get(id: string): Promise<QueuedMessage | undefined>;
@@ -62,7 +68,7 @@ export interface QueueStore {
   updateRecipients(id: string, updates: RecipientUpdate[], now: number): Promise<void>;
   scheduleRetry(id: string, attempts: number, nextAttemptAt: number, lastError: string | undefined): Promise<void>;
   markWarned(id: string): Promise<void>;
-  /** Makes messages due now: one (by id) or all. Returns how many. */
+  /** Makes messages due now: one (by id) or all, except those being delivered. Returns how many. */
   retryNow(id: string | undefined, now: number): Promise<number>;
   remove(id: string): Promise<void>;
   close(): Promise<void>;

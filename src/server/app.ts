@@ -145,7 +145,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     await app.close();
     throw error;
   }
-  if (config.outbound.enabled) delivery.start();
+  if (config.outbound.enabled) await delivery.start();
   else log.warn({ event: 'outbound_disabled' }, 'outbound.enabled = false: relayed mail is queued but not delivered');
   return app;
 }
@@ -197,6 +197,8 @@ export function createDeliveryScheduler(
       delayWarningMs: outbound.delay_warning,
       bounceReturnLimit: outbound.bounce_size_limit,
       pollMs: 2000,
+      // Longer than any one attempt can take (connect, commands, DATA), so a live delivery keeps it.
+      leaseMs: Math.max(15 * 60_000, 4 * (outbound.connect_timeout + outbound.command_timeout)),
       clientFor: (route) =>
         route.via === 'relayhost'
           ? {
