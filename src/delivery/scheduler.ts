@@ -68,7 +68,6 @@ interface Destination {
   workers: number;
 }
 
-const DEFERRED_UNTIL_RETRY = 'deferred';
 
 export class DeliveryScheduler {
   readonly #settings: DeliverySettings;
@@ -177,6 +176,7 @@ export class DeliveryScheduler {
   /** One attempt at every pending recipient of a message, then the decision. */
   async #process(message: QueuedMessage): Promise<void> {
     const pending = message.recipients.filter((r) => r.state === 'pending').map((r) => r.address);
+    let updates: RecipientUpdate[] = [];
     if (pending.length > 0) {
       let prepared: Promise<Prepared> | undefined;
       const prepare = () => (prepared ??= this.#prepare(message));
@@ -185,21 +185,19 @@ export class DeliveryScheduler {
         const domain = address.slice(address.lastIndexOf('@') + 1).toLowerCase();
         byDomain.set(domain, [...(byDomain.get(domain) ?? []), address]);
       }
-      const jobs: Promise<void>[] = [];
+      const jobs: Promise<RecipientUpdate[]>[] = [];
       for (const [domain, recipients] of byDomain) {
         jobs.push(
-          (async () => {
-            const updates = (await this.#deps.policy.isLocalDomain(domain))
-              ? await this.#deliverLocally(message, recipients, prepare)
-              : await new Promise<RecipientUpdate[]>((resolve) => this.#submit({ message, domain, recipients, prepare, done: resolve }));
-            if (updates.length > 0) await this.#deps.queue.store.updateRecipients(message.id, updates, Date.now());
-          })(),
+          (async () =>
+            (await this.#deps.policy.isLocalDomain(domain))
+              ? this.#deliverLocally(message, recipients, prepare)
+              : new Promise<RecipientUpdate[]>((resolve) => this.#submit({ message, domain, recipients, prepare, done: resolve })))(),
         );
       }
-      await Promise.all(jobs);
+      updates = (await Promise.all(jobs)).flat();
     }
     // Stopping: what was not answered stays due and is tried first after the restart.
-    if (!this.#stopped) await this.#decide(message.id);
+    if (!this.#stopped) await this.#decide(message, updates);
   }
 
   async #prepare(message: QueuedMessage): Promise<Prepared> {
@@ -393,86 +391,95 @@ export class DeliveryScheduler {
 
   // --- after an attempt: done, retry, or bounce ---
 
-  async #decide(id: string): Promise<void> {
-    const store = this.#deps.queue.store;
-    const message = await store.get(id);
-    if (!message) return; // deleted by an operator meanwhile
+  /**
+   * Decides from the attempt's answers (held in memory, so a finished message costs one
+   * write: its removal): done, bounce some recipients, or try again later. A crash before
+   * the write repeats the attempt, which RFC 5321 §6.1 accepts; nothing is lost.
+   */
+  async #decide(message: QueuedMessage, updates: RecipientUpdate[]): Promise<void> {
     const now = Date.now();
     const age = now - message.receivedAt;
-    const pending = message.recipients.filter((r) => r.state === 'pending');
-    if (pending.length > 0 && age >= this.#settings.maxLifetimeMs) {
+    const byAddress = new Map(updates.map((u) => [u.address, u]));
+    const recipients: RecipientUpdate[] = message.recipients.map((r) => byAddress.get(r.address) ?? r);
+    const changed = new Set(byAddress.keys());
+    if (age >= this.#settings.maxLifetimeMs) {
       // RFC 5321 §4.5.4.1: give up after the configured time and tell the sender.
       const days = Math.round((age / 86_400_000) * 10) / 10;
-      await store.updateRecipients(
-        id,
-        pending.map((r) => ({ ...r, state: 'failed' as const, status: r.status?.startsWith('4.') ? r.status : '4.4.7', diagnostic: `gave up after ${days} days: ${r.diagnostic ?? 'no answer'}` })),
-        now,
-      );
-      return this.#decide(id);
-    }
-    const failed = message.recipients.filter((r) => r.state === 'failed');
-    if (failed.length > 0) await this.#bounce(message, failed.map((r) => ({ address: r.address, action: 'failed', status: r.status ?? '5.0.0', diagnostic: r.diagnostic, remoteMta: r.remoteMta })));
-    if (pending.length > 0) {
-      if (this.#settings.delayWarningMs > 0 && !message.warned && message.from !== '' && age >= this.#settings.delayWarningMs) {
-        await this.#bounce(
-          message,
-          pending.map((r) => ({ address: r.address, action: 'delayed', status: r.status?.startsWith('4.') ? r.status : '4.0.0', diagnostic: r.diagnostic, remoteMta: r.remoteMta })),
-        );
-        await store.markWarned(id);
+      for (const [i, r] of recipients.entries()) {
+        if (r.state !== 'pending') continue;
+        recipients[i] = { ...r, state: 'failed', status: r.status?.startsWith('4.') ? r.status : '4.4.7', diagnostic: `gave up after ${days} days: ${r.diagnostic ?? 'no answer'}` };
+        changed.add(r.address);
       }
-      const schedule = this.#settings.retryScheduleMs;
-      const wait = schedule[Math.min(message.attempts, schedule.length - 1)];
-      const next = Math.min(now + wait, message.receivedAt + this.#settings.maxLifetimeMs);
-      const lastError = pending[0].diagnostic;
-      await store.scheduleRetry(id, message.attempts + 1, next, lastError);
-      this.#log.info({ event: 'queue_retry', queueId: id, pending: pending.length, attempts: message.attempts + 1, nextAttemptAt: new Date(next).toISOString() }, DEFERRED_UNTIL_RETRY);
+    }
+    const failed = recipients.filter((r) => r.state === 'failed');
+    if (failed.length > 0) {
+      await this.#bounce(message, failed.map((r) => ({ address: r.address, action: 'failed', status: r.status ?? '5.0.0', diagnostic: r.diagnostic, remoteMta: r.remoteMta })));
+      for (const [i, r] of recipients.entries()) {
+        if (r.state !== 'failed') continue;
+        recipients[i] = { ...r, state: 'bounced' };
+        changed.add(r.address);
+      }
+    }
+    const pending = recipients.filter((r) => r.state === 'pending');
+    if (pending.length === 0) {
+      await this.#deps.queue.remove(message.id);
+      this.#log.debug(
+        { event: 'queue_done', queueId: message.id, delivered: recipients.filter((r) => r.state === 'delivered').length, bounced: recipients.filter((r) => r.state === 'bounced').length },
+        'message left the queue',
+      );
       return;
     }
-    await this.#deps.queue.remove(id);
+    let warned = message.warned;
+    if (this.#settings.delayWarningMs > 0 && !warned && message.from !== '' && age >= this.#settings.delayWarningMs) {
+      await this.#bounce(
+        message,
+        pending.map((r) => ({ address: r.address, action: 'delayed', status: r.status?.startsWith('4.') ? r.status : '4.0.0', diagnostic: r.diagnostic, remoteMta: r.remoteMta })),
+      );
+      warned = true;
+    }
+    const schedule = this.#settings.retryScheduleMs;
+    const wait = schedule[Math.min(message.attempts, schedule.length - 1)];
+    const next = Math.min(now + wait, message.receivedAt + this.#settings.maxLifetimeMs);
+    await this.#deps.queue.store.recordAttempt(
+      message.id,
+      recipients.filter((r) => changed.has(r.address)),
+      { attempts: message.attempts + 1, nextAttemptAt: next, lastError: pending[0].diagnostic, warned },
+      now,
+    );
     this.#log.info(
-      {
-        event: 'queue_done',
-        queueId: id,
-        delivered: message.recipients.filter((r) => r.state === 'delivered').length,
-        bounced: message.recipients.filter((r) => r.state !== 'delivered').length,
-      },
-      'message left the queue',
+      { event: 'queue_retry', queueId: message.id, pending: pending.length, attempts: message.attempts + 1, nextAttemptAt: new Date(next).toISOString() },
+      'deferred: the pending recipients are tried again later',
     );
   }
 
   /**
-   * A DSN to the envelope sender (RFC 3464), queued like any message; then the recipients
+   * A DSN to the envelope sender (RFC 3464), queued like any message before the recipients
    * count as bounced. Never to the null sender (RFC 5321 §4.5.5): that would loop.
    */
   async #bounce(message: QueuedMessage, recipients: DsnRecipient[]): Promise<void> {
     const failed = recipients.filter((r) => r.action === 'failed');
-    if (message.from !== '') {
-      const raw = await this.#deps.queue.read(message.id);
-      const dsn = buildDsn({
-        reportingMta: this.#settings.hostname,
-        queueId: message.id,
-        to: message.from,
-        arrivalDate: message.receivedAt,
-        recipients,
-        original: raw,
-        returnLimit: this.#settings.bounceReturnLimit,
-        retryUntil: message.receivedAt + this.#settings.maxLifetimeMs,
-      });
-      const id = Spool.newId();
-      await this.#deps.queue.enqueue({ id, from: '', to: [message.from], receivedAt: Date.now(), clientIp: '127.0.0.1' }, dsn);
-      this.#log.info(
-        { event: failed.length > 0 ? 'bounce' : 'delay_warning', queueId: message.id, dsnId: id, to: message.from, recipients: recipients.map((r) => r.address) },
-        failed.length > 0 ? 'bounce queued for the sender' : 'delay warning queued for the sender',
-      );
-    } else if (failed.length > 0) {
-      this.#log.warn({ event: 'bounce_discarded', queueId: message.id, recipients: failed.map((r) => r.address) }, 'undeliverable message with a null sender: no bounce is sent');
+    if (message.from === '') {
+      if (failed.length > 0) {
+        this.#log.warn({ event: 'bounce_discarded', queueId: message.id, recipients: failed.map((r) => r.address) }, 'undeliverable message with a null sender: no bounce is sent');
+      }
+      return;
     }
-    if (failed.length > 0) {
-      await this.#deps.queue.store.updateRecipients(
-        message.id,
-        message.recipients.filter((r) => failed.some((f) => f.address === r.address)).map((r) => ({ ...r, state: 'bounced' as const })),
-        Date.now(),
-      );
-    }
+    const raw = await this.#deps.queue.read(message.id);
+    const dsn = buildDsn({
+      reportingMta: this.#settings.hostname,
+      queueId: message.id,
+      to: message.from,
+      arrivalDate: message.receivedAt,
+      recipients,
+      original: raw,
+      returnLimit: this.#settings.bounceReturnLimit,
+      retryUntil: message.receivedAt + this.#settings.maxLifetimeMs,
+    });
+    const id = Spool.newId();
+    await this.#deps.queue.enqueue({ id, from: '', to: [message.from], receivedAt: Date.now(), clientIp: '127.0.0.1' }, dsn);
+    this.#log.info(
+      { event: failed.length > 0 ? 'bounce' : 'delay_warning', queueId: message.id, dsnId: id, to: message.from, recipients: recipients.map((r) => r.address) },
+      failed.length > 0 ? 'bounce queued for the sender' : 'delay warning queued for the sender',
+    );
   }
 }

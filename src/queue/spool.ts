@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { syncDirectory, writeDurably } from '../fs/durable.ts';
 
@@ -75,8 +75,8 @@ export class Spool {
    * `sweep` deletes, never an envelope without its message.
    */
   async remove(id: string): Promise<void> {
-    await rm(join(this.dir, `${id}.json`), { force: true });
-    await rm(join(this.dir, `${id}.eml`), { force: true });
+    await unlinkIfThere(join(this.dir, `${id}.json`));
+    await unlinkIfThere(join(this.dir, `${id}.eml`));
   }
 
   /**
@@ -111,5 +111,13 @@ export class Spool {
     await rm(join(this.dir, 'tmp'), { recursive: true, force: true });
     this.#ready = undefined;
     return { complete: envelopes, dropped };
+  }
+}
+
+async function unlinkIfThere(path: string): Promise<void> {
+  try {
+    await unlink(path);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
   }
 }

@@ -104,7 +104,7 @@ export class SqliteQueueStore implements QueueStore {
   }
 
   async ids(): Promise<Set<string>> {
-    return new Set((this.#db.prepare('SELECT id FROM queue_messages').all() as { id: string }[]).map((row) => row.id));
+    return new Set((this.#sql('SELECT id FROM queue_messages').all() as { id: string }[]).map((row) => row.id));
   }
 
   async claim(now: number, limit: number, leaseMs: number): Promise<QueuedMessage[]> {
@@ -116,21 +116,21 @@ export class SqliteQueueStore implements QueueStore {
   }
 
   async releaseLeases(now: number): Promise<number> {
-    return Number(this.#db.prepare('UPDATE queue_messages SET leased = 0, next_attempt_at = ? WHERE leased = 1').run(now).changes);
+    return Number(this.#sql('UPDATE queue_messages SET leased = 0, next_attempt_at = ? WHERE leased = 1').run(now).changes);
   }
 
   async nextDueAt(): Promise<number | undefined> {
-    const row = this.#db.prepare('SELECT min(next_attempt_at) AS at FROM queue_messages').get() as { at: number | null };
+    const row = this.#sql('SELECT min(next_attempt_at) AS at FROM queue_messages').get() as { at: number | null };
     return row.at ?? undefined;
   }
 
   async get(id: string): Promise<QueuedMessage | undefined> {
-    const row = this.#db.prepare('SELECT * FROM queue_messages WHERE id = ?').get(id) as MessageRow | undefined;
+    const row = this.#sql('SELECT * FROM queue_messages WHERE id = ?').get(id) as MessageRow | undefined;
     return row && this.#toMessage(row);
   }
 
   async list(): Promise<QueuedMessage[]> {
-    return (this.#db.prepare('SELECT * FROM queue_messages ORDER BY received_at, id').all() as unknown as MessageRow[]).map((row) => this.#toMessage(row));
+    return (this.#sql('SELECT * FROM queue_messages ORDER BY received_at, id').all() as unknown as MessageRow[]).map((row) => this.#toMessage(row));
   }
 
   async updateRecipients(id: string, updates: RecipientUpdate[], now: number): Promise<void> {
@@ -140,23 +140,31 @@ export class SqliteQueueStore implements QueueStore {
   }
 
   async scheduleRetry(id: string, attempts: number, nextAttemptAt: number, lastError: string | undefined): Promise<void> {
-    this.#db.prepare('UPDATE queue_messages SET attempts = ?, next_attempt_at = ?, last_error = ?, leased = 0 WHERE id = ?').run(attempts, nextAttemptAt, lastError ?? null, id);
+    this.#sql('UPDATE queue_messages SET attempts = ?, next_attempt_at = ?, last_error = ?, leased = 0 WHERE id = ?').run(attempts, nextAttemptAt, lastError ?? null, id);
+  }
+
+  async recordAttempt(id: string, updates: RecipientUpdate[], next: { attempts: number; nextAttemptAt: number; lastError?: string; warned: boolean }, now: number): Promise<void> {
+    this.#transaction(() => {
+      for (const u of updates) this.#updateRecipient.run(u.state, u.status ?? null, u.diagnostic ?? null, u.remoteMta ?? null, now, id, u.address);
+      this.#sql('UPDATE queue_messages SET attempts = ?, next_attempt_at = ?, last_error = ?, warned = ?, leased = 0 WHERE id = ?')
+        .run(next.attempts, next.nextAttemptAt, next.lastError ?? null, next.warned ? 1 : 0, id);
+    });
   }
 
   async markWarned(id: string): Promise<void> {
-    this.#db.prepare('UPDATE queue_messages SET warned = 1 WHERE id = ?').run(id);
+    this.#sql('UPDATE queue_messages SET warned = 1 WHERE id = ?').run(id);
   }
 
   async retryNow(id: string | undefined, now: number): Promise<number> {
     const result =
       id === undefined
-        ? this.#db.prepare('UPDATE queue_messages SET next_attempt_at = ? WHERE next_attempt_at > ? AND leased = 0').run(now, now)
-        : this.#db.prepare('UPDATE queue_messages SET next_attempt_at = min(next_attempt_at, ?) WHERE id = ? AND leased = 0').run(now, id);
+        ? this.#sql('UPDATE queue_messages SET next_attempt_at = ? WHERE next_attempt_at > ? AND leased = 0').run(now, now)
+        : this.#sql('UPDATE queue_messages SET next_attempt_at = min(next_attempt_at, ?) WHERE id = ? AND leased = 0').run(now, id);
     return Number(result.changes);
   }
 
   async remove(id: string): Promise<void> {
-    this.#db.prepare('DELETE FROM queue_messages WHERE id = ?').run(id);
+    this.#sql('DELETE FROM queue_messages WHERE id = ?').run(id);
   }
 
   async close(): Promise<void> {
@@ -187,6 +195,18 @@ export class SqliteQueueStore implements QueueStore {
       warned: row.warned === 1,
       recipients,
     };
+  }
+
+  readonly #statements = new Map<string, StatementSync>();
+
+  /** Prepared once per SQL text: preparing is most of the cost of a small statement. */
+  #sql(text: string): StatementSync {
+    let statement = this.#statements.get(text);
+    if (!statement) {
+      statement = this.#db.prepare(text);
+      this.#statements.set(text, statement);
+    }
+    return statement;
   }
 
   #transaction(work: () => void): void {

@@ -68,6 +68,8 @@ export interface QueueStore {
   updateRecipients(id: string, updates: RecipientUpdate[], now: number): Promise<void>;
   scheduleRetry(id: string, attempts: number, nextAttemptAt: number, lastError: string | undefined): Promise<void>;
   markWarned(id: string): Promise<void>;
+  /** After an attempt that leaves recipients pending: their answers and the next attempt, at once. */
+  recordAttempt(id: string, updates: RecipientUpdate[], next: { attempts: number; nextAttemptAt: number; lastError?: string; warned: boolean }, now: number): Promise<void>;
   /** Makes messages due now: one (by id) or all, except those being delivered. Returns how many. */
   retryNow(id: string | undefined, now: number): Promise<number>;
   remove(id: string): Promise<void>;
