@@ -277,43 +277,60 @@ export class DeliveryScheduler {
     try {
       while (destination.jobs.length > 0 && !this.#stopped) {
         const job = destination.jobs.shift()!;
-        const prepared = await job.prepare();
-        if (!prepared.outgoing) {
-          job.done(job.recipients.map((address) => this.#update(job.message, address, prepared.problem!, undefined)));
-          continue;
-        }
-        if (!session || !session.usable || session.sent >= this.#settings.maxMessagesPerConnection) {
-          if (session) this.#close(session);
-          session = undefined;
-          const route = await this.#deps.router.route(job.domain);
-          if (!route.ok) {
-            const answer: Answer = { code: 0, status: route.status, text: route.reason };
-            job.done(job.recipients.map((address) => this.#update(job.message, address, answer, undefined, route.permanent)));
-            continue;
-          }
-          const opened = await this.#open(route);
-          if (opened instanceof SessionError) {
-            // The next hop is unreachable: every job waiting for it now would fail the same
-            // way, so they are answered at once and retried on their own schedules.
-            for (const waiting of [job, ...destination.jobs.splice(0)]) {
-              waiting.done(waiting.recipients.map((address) => this.#update(waiting.message, address, opened.answer, opened.target, opened.permanent)));
-            }
-            continue;
-          }
-          session = opened.session;
-        }
         try {
-          const answers = await session.send(job.message.from, job.recipients, prepared.outgoing);
-          job.done(answers.map((a) => this.#update(job.message, a.recipient, a, session)));
+          session = await this.#send(job, destination, session);
         } catch (error) {
-          if (!(error instanceof SessionError)) throw error;
-          job.done(job.recipients.map((address) => this.#update(job.message, address, error.answer, session)));
-          this.#close(session);
+          // A local fault (the spool file unreadable, say) must not strand the other jobs:
+          // this one is answered as deferred and the worker carries on.
+          this.#log.error({ event: 'queue_error', queueId: job.message.id, err: error }, 'delivery failed on our side; the message stays queued');
+          const answer: Answer = { code: 0, status: '4.3.0', text: `local error: ${(error as Error).message}` };
+          job.done(job.recipients.map((address) => this.#update(job.message, address, answer, undefined, false)));
+          if (session) this.#close(session);
           session = undefined;
         }
       }
     } finally {
       if (session) this.#close(session);
+    }
+  }
+
+  /** Sends one job, opening a session if needed; returns the session to reuse, if any. */
+  async #send(job: Job, destination: Destination, current: ClientSession | undefined): Promise<ClientSession | undefined> {
+    const prepared = await job.prepare();
+    if (!prepared.outgoing) {
+      job.done(job.recipients.map((address) => this.#update(job.message, address, prepared.problem!, undefined)));
+      return current;
+    }
+    let session = current;
+    if (!session || !session.usable || session.sent >= this.#settings.maxMessagesPerConnection) {
+      if (session) this.#close(session);
+      session = undefined;
+      const route = await this.#deps.router.route(job.domain);
+      if (!route.ok) {
+        const answer: Answer = { code: 0, status: route.status, text: route.reason };
+        job.done(job.recipients.map((address) => this.#update(job.message, address, answer, undefined, route.permanent)));
+        return undefined;
+      }
+      const opened = await this.#open(route);
+      if (opened instanceof SessionError) {
+        // The next hop is unreachable: every job waiting for it now would fail the same
+        // way, so they are answered at once and retried on their own schedules.
+        for (const waiting of [job, ...destination.jobs.splice(0)]) {
+          waiting.done(waiting.recipients.map((address) => this.#update(waiting.message, address, opened.answer, opened.target, opened.permanent)));
+        }
+        return undefined;
+      }
+      session = opened.session;
+    }
+    try {
+      const answers = await session.send(job.message.from, job.recipients, prepared.outgoing);
+      job.done(answers.map((a) => this.#update(job.message, a.recipient, a, session)));
+      return session;
+    } catch (error) {
+      if (!(error instanceof SessionError)) throw error;
+      job.done(job.recipients.map((address) => this.#update(job.message, address, error.answer, session)));
+      this.#close(session);
+      return undefined;
     }
   }
 
