@@ -195,11 +195,20 @@ function formatLeft(ms: number): string {
 
 /** The effective config as TOML, with durations written back as "10m" and not milliseconds. */
 function printable(config: Config): Record<string, unknown> {
-  const durations = new Set(['idle_timeout', 'failure_delay', 'lockout_window', 'lockout_duration', 'window', 'shutdown_grace']);
+  // Keys whose values are durations (numbers of ms inside), printed back as "5m" so the
+  // output is itself a valid config; secrets are never printed.
+  const durations = new Set([
+    'idle_timeout', 'failure_delay', 'lockout_window', 'lockout_duration', 'window', 'shutdown_grace', 'error_delay',
+    'timeout', 'connect_timeout', 'command_timeout', 'retry_schedule', 'max_lifetime', 'delay_warning',
+  ]);
+  const secrets = new Set(['relayhost_password']);
+  const asDuration = (v: unknown): unknown => (typeof v === 'number' ? formatDuration(v) : Array.isArray(v) ? v.map(asDuration) : v);
   const walk = (value: unknown): unknown => {
     if (Array.isArray(value)) return value.map(walk);
     if (value && typeof value === 'object') {
-      return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, durations.has(k) && typeof v === 'number' ? formatDuration(v) : walk(v)]));
+      return Object.fromEntries(
+        Object.entries(value).map(([k, v]) => [k, secrets.has(k) && v !== '' ? '(set, not shown)' : durations.has(k) ? asDuration(v) : walk(v)]),
+      );
     }
     return value;
   };

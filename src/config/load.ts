@@ -64,6 +64,11 @@ function describeIssues(issues: z.core.$ZodIssue[]): string {
         const prefix = key ? `${key}.` : '';
         return issue.keys.map((k) => `${prefix}${k}: unknown key (check the spelling against docs/configuration.md)`).join('\n');
       }
+      if (issue.code === 'invalid_key') {
+        // A record key that fails its own rule: zod nests the reason.
+        const inner = (issue as { issues?: { message: string }[] }).issues?.[0]?.message;
+        return `${key || '(top level)'}: ${inner ?? issue.message}`;
+      }
       return `${key || '(top level)'}: ${issue.message}`;
     })
     .join('\n');
@@ -85,6 +90,9 @@ function checkConsistency(config: Config, source: string): void {
         `${source}: outbound.relayhost_tls: must be "starttls" or "tls" when outbound.relayhost_user is set, so the password never crosses the network unencrypted`,
       );
     }
+  }
+  if (config.outbound.relayhost_user !== '' && config.outbound.relayhost === '') {
+    throw new ConfigError(`${source}: outbound.relayhost_user: a login needs outbound.relayhost (the smarthost it is for)`);
   }
   if ((config.outbound.relayhost_user === '') !== (config.outbound.relayhost_password === '')) {
     throw new ConfigError(`${source}: outbound.relayhost_${config.outbound.relayhost_user === '' ? 'user' : 'password'}: must be set together with outbound.relayhost_${config.outbound.relayhost_user === '' ? 'password' : 'user'}`);

@@ -123,7 +123,10 @@ export class ClientSession {
       connection.close();
       const failure = error as NodemailerError;
       let answer = toAnswer(failure);
-      const tlsFailed = failure.code === 'ETLS' || failure.command === 'STARTTLS';
+      // nodemailer reports a handshake that fails after "220 Ready to start TLS" as a socket
+      // error (ESOCKET/CONN), only its `upgrading` flag tells it apart.
+      const upgrading = (connection as unknown as { upgrading?: boolean }).upgrading === true;
+      const tlsFailed = failure.code === 'ETLS' || failure.command === 'STARTTLS' || upgrading;
       if (tlsFailed) {
         // TLS that we require but cannot have is our policy, not the recipient's address:
         // the mail waits (as Postfix's "encrypt" level does) instead of bouncing.
@@ -225,10 +228,13 @@ function settle(connection: SMTPConnection, step: (done: (error?: Error) => void
   });
 }
 
+const MAX_REPLY_TEXT = 512;
+
 /** A reply such as "550 5.1.1 <x@y>: no such user" becomes {550, "5.1.1", text}. */
 function toAnswer(error: NodemailerError): Answer {
   const code = error.responseCode ?? 0;
-  const text = (error.response ?? error.message ?? '').replace(/\s+/g, ' ').trim();
+  // A remote reply is bounded (it lands in the index, the log and a bounce's 998-octet lines).
+  const text = (error.response ?? error.message ?? '').replace(/\s+/g, ' ').trim().slice(0, MAX_REPLY_TEXT);
   if (code === 0) return { code: 0, status: '4.4.1', text: describeConnectionError(error) };
   const enhanced = /^\d{3}[ -]([245]\.\d{1,3}\.\d{1,3})\b/.exec(text)?.[1];
   const cls = String(code)[0];
