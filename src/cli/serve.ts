@@ -7,8 +7,6 @@ export async function serve(config: Config, options: { dev: boolean; source: str
   const log = createLogger(config.log.level);
   log.info({ event: 'start', config: options.source, data_dir: config.data_dir, pid: process.pid }, 'popgate starting');
   const app = await startApp(config, log);
-  const notYet = (['submission', 'submissions'] as const).filter((key) => config[key].listen.length > 0);
-  if (notYet.length > 0) log.info({ event: 'not_started', services: notYet }, 'submission with SMTP AUTH is not part of this release yet');
   if (options.dev) await bootstrapDemo(app);
 
   let stopping = false;

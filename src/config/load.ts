@@ -97,6 +97,9 @@ function checkConsistency(config: Config, source: string): void {
   if ((config.outbound.relayhost_user === '') !== (config.outbound.relayhost_password === '')) {
     throw new ConfigError(`${source}: outbound.relayhost_${config.outbound.relayhost_user === '' ? 'user' : 'password'}: must be set together with outbound.relayhost_${config.outbound.relayhost_user === '' ? 'password' : 'user'}`);
   }
+  if (config.submissions.listen.length > 0 && !hasTls) {
+    throw new ConfigError(`${source}: submissions.listen: implicit TLS needs a certificate: set tls.cert and tls.key (or tls.self_signed = true for testing)`);
+  }
   if (config.auth.default_domain !== '' && !/^[a-z0-9.-]+$/i.test(config.auth.default_domain)) {
     throw new ConfigError(`${source}: auth.default_domain: "${config.auth.default_domain}" is not a domain name`);
   }

@@ -68,9 +68,10 @@ export const configSchema = z.strictObject({
       max_errors: positiveInt.default(10),
       error_delay: duration.prefault('250ms'),
       postmaster: z.string().default(''),
+      auth: z.boolean().default(false),
     })
     .prefault({}),
-  submission: z.strictObject({ listen: listenList.default([]) }).prefault({}),
+  submission: z.strictObject({ listen: listenList.default([]), pop_before_smtp: z.boolean().default(true) }).prefault({}),
   submissions: z.strictObject({ listen: listenList.default([]) }).prefault({}),
   tls: z
     .strictObject({

@@ -76,6 +76,24 @@ export class MailPolicy {
     return { ok: true, sender, relayUser: grant.users[0], relayExpiresAt: grant.expiresAt };
   }
 
+  /**
+   * MAIL FROM after SMTP AUTH: the sender must be one of the user's addresses or aliases
+   * (RFC 6409 §6.1), so a stolen password cannot send as anyone. The null sender is allowed.
+   */
+  async authenticatedSender(user: string, text: string): Promise<SenderVerdict | { ok: false; reply: Reply; reason: string }> {
+    const parsed = parseSender(text);
+    if (!parsed.ok) return { ok: false, reply: { code: parsed.code, enhanced: parsed.enhanced, text: parsed.reason }, reason: 'bad sender syntax' };
+    const sender = 'nullSender' in parsed ? '' : parsed.address;
+    if (sender !== '' && !(await this.#accounts.sendableAddresses(user)).includes(sender)) {
+      return {
+        ok: false,
+        reply: { code: 553, enhanced: '5.7.1', text: `Sender address <${sender}> is not yours: send from ${user} or one of its aliases` },
+        reason: 'authenticated user sending as someone else',
+      };
+    }
+    return { ok: true, sender, relayUser: user };
+  }
+
   /** RCPT TO: local recipients for everyone, others only for an authorized client. */
   async recipient(text: string, relayUser: string | undefined, senderRefusal?: Reply): Promise<RecipientVerdict> {
     const parsed = parseRecipient(text);

@@ -109,11 +109,15 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       idleTimeoutMs: config.smtp.idle_timeout,
       maxErrors: config.smtp.max_errors,
       errorDelayMs: config.smtp.error_delay,
+      plaintextWithoutTls: config.auth.plaintext_without_tls,
+      defaultDomain: config.auth.default_domain,
+      authOnPort25: config.smtp.auth,
+      popBeforeSmtpOnSubmission: config.submission.pop_before_smtp,
     },
-    { policy, mailstore, queue, log, tls: () => secureContext },
+    { policy, mailstore, queue, log, tls: () => secureContext, accounts, guard },
   );
 
-  const addresses: Record<string, string[]> = { pop3: [], pop3s: [], smtp: [] };
+  const addresses: Record<string, string[]> = { pop3: [], pop3s: [], smtp: [], submission: [], submissions: [] };
   const delivery = createDeliveryScheduler(config, { queue, policy, mailstore, log }, () => addresses.smtp);
   queue.onEnqueue(() => delivery.wake());
   const app: App = {
@@ -141,6 +145,9 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     for (const entry of config.pop3.listen) addresses.pop3.push(formatListenAddress(await pop3.listen(parseListenAddress(entry) as ListenAddress, false)));
     for (const entry of config.smtp.listen) addresses.smtp.push(formatListenAddress(await smtp.listen(parseListenAddress(entry) as ListenAddress)));
     for (const entry of config.pop3s.listen) addresses.pop3s.push(formatListenAddress(await pop3.listen(parseListenAddress(entry) as ListenAddress, true)));
+    for (const role of ['submission', 'submissions'] as const) {
+      for (const entry of config[role].listen) addresses[role].push(formatListenAddress(await smtp.listen(parseListenAddress(entry) as ListenAddress, role)));
+    }
   } catch (error) {
     await app.close();
     throw error;

@@ -3,7 +3,9 @@ import type { TLSSocket } from 'node:tls';
 import type { Logger } from '../log/logger.ts';
 import type { Reply } from '../policy/mail-policy.ts';
 import { rfc5322Date } from '../mail/date.ts';
+import { isLoopback } from '../net/ip.ts';
 import { Spool } from '../queue/spool.ts';
+import type { SmtpRole } from './server.ts';
 import { DataReader } from './data-reader.ts';
 import type { SmtpServer } from './server.ts';
 
@@ -19,6 +21,8 @@ const EMPTY = Buffer.alloc(0);
 interface Transaction {
   sender: string;
   relayUser?: string;
+  /** The relay right comes from SMTP AUTH (not a POP-before-SMTP grant). */
+  authenticated: boolean;
   senderRefusal?: Reply;
   /** Local mailboxes, deduplicated across recipients. */
   mailboxes: Set<string>;
@@ -37,7 +41,7 @@ export class SmtpSession {
   #stream: Socket | TLSSocket;
   readonly ip: string;
   readonly id: string;
-  readonly #log: Logger;
+  #log: Logger;
 
   #closed = false;
   #secure = false;
@@ -51,12 +55,18 @@ export class SmtpSession {
 
   #helo: string | undefined;
   #esmtp = false;
+  readonly #role: SmtpRole;
+  /** The account logged in with AUTH (RFC 4954), if any. */
+  #authUser: string | undefined;
+  /** Set while an AUTH exchange waits for the client's next line (RFC 4954 §4). */
+  #authContinuation: ((line: string) => Promise<void>) | undefined;
   #transaction: Transaction | undefined;
   /** Set while DATA is being received. */
   #data: DataReader | undefined;
 
-  constructor(server: SmtpServer, socket: Socket, ip: string, id: string) {
+  constructor(server: SmtpServer, socket: Socket, ip: string, id: string, role: SmtpRole = 'smtp') {
     this.#server = server;
+    this.#role = role;
     this.#raw = socket;
     this.#stream = socket;
     this.ip = ip;
@@ -78,6 +88,26 @@ export class SmtpSession {
     this.#log.info({ event: 'connect' }, 'smtp session started');
     this.#attach(this.#raw);
     this.#reply(220, '', `${this.#options.hostname} ESMTP popgate ready`);
+  }
+
+  /** Port 465 (RFC 8314): TLS first, then the greeting. */
+  startImplicitTls(): void {
+    const tls = this.#server.wrapTls(this.#raw);
+    this.#stream = tls;
+    const timer = setTimeout(() => this.#raw.destroy(), this.#options.handshakeTimeoutMs);
+    timer.unref();
+    tls.once('secure', () => {
+      clearTimeout(timer);
+      this.#secure = true;
+      this.#log.info({ event: 'connect', tls: true, protocol: tls.getProtocol() }, 'smtps session started');
+      this.#reply(220, '', `${this.#options.hostname} ESMTP popgate ready`);
+    });
+    tls.on('error', (error) => {
+      clearTimeout(timer);
+      this.#log.info({ event: 'tls_error', reason: error.message }, 'TLS error');
+      this.#raw.destroy();
+    });
+    this.#attach(tls);
   }
 
   #attach(stream: Socket | TLSSocket): void {
@@ -144,6 +174,11 @@ export class SmtpSession {
   }
 
   async #command(line: string): Promise<void> {
+    const continuation = this.#authContinuation;
+    if (continuation) {
+      this.#authContinuation = undefined;
+      return continuation(line);
+    }
     if (line.includes('\0')) return this.#error(500, '5.5.2', 'Invalid characters in command');
     const space = line.indexOf(' ');
     const verb = (space === -1 ? line : line.slice(0, space)).toUpperCase();
@@ -174,8 +209,9 @@ export class SmtpSession {
       case 'QUIT':
         this.#reply(221, '2.0.0', `${this.#options.hostname} closing connection`);
         return this.#end();
-      case 'BDAT':
       case 'AUTH':
+        return this.#auth(argument);
+      case 'BDAT':
       case 'EXPN':
       case 'ETRN':
       case 'TURN':
@@ -223,6 +259,7 @@ export class SmtpSession {
       'ENHANCEDSTATUSCODES',
     ];
     if (!this.#secure && this.#server.deps.tls()) lines.push('STARTTLS');
+    if (this.#authOffered() && this.#authAllowedNow() && !this.#authUser) lines.push('AUTH PLAIN LOGIN');
     lines.push('HELP');
     this.#stream.write(lines.map((text, i) => `250${i === lines.length - 1 ? ' ' : '-'}${text}\r\n`).join(''));
   }
@@ -238,6 +275,7 @@ export class SmtpSession {
     this.#helo = undefined;
     this.#esmtp = false;
     this.#transaction = undefined;
+    this.#authContinuation = undefined;
     this.#raw.removeAllListeners('data');
     const tls = this.#server.wrapTls(this.#raw);
     this.#stream = tls;
@@ -254,6 +292,86 @@ export class SmtpSession {
       this.#raw.destroy();
     });
     this.#attach(tls);
+  }
+
+  // --- SMTP AUTH (RFC 4954): PLAIN (RFC 4616) and LOGIN ---
+
+  #authOffered(): boolean {
+    return this.#role !== 'smtp' || this.#options.authOnPort25;
+  }
+
+  /** Passwords only over TLS, except where auth.plaintext_without_tls allows (as for POP3). */
+  #authAllowedNow(): boolean {
+    if (this.#secure) return true;
+    const mode = this.#options.plaintextWithoutTls;
+    return mode === 'anywhere' || (mode === 'loopback' && isLoopback(this.ip));
+  }
+
+  async #auth(argument: string): Promise<void> {
+    if (!this.#authOffered()) return this.#error(502, '5.5.1', 'AUTH is not available on this port: use the submission port (587 or 465)');
+    if (!this.#helo || !this.#esmtp) return this.#error(503, '5.5.1', 'Say EHLO first');
+    if (this.#authUser) return this.#error(503, '5.5.1', 'Already authenticated');
+    if (this.#transaction) return this.#error(503, '5.5.1', 'AUTH is not allowed during a mail transaction');
+    if (!this.#authAllowedNow()) return this.#error(538, '5.7.11', 'Encryption required: turn on STARTTLS (or SSL/TLS on port 465) in your mail program, then log in');
+    const [mechanism = '', initial] = argument.split(' ');
+    switch (mechanism.toUpperCase()) {
+      case 'PLAIN':
+        if (initial !== undefined) return this.#authPlain(initial);
+        this.#authContinuation = (line) => this.#authPlain(line);
+        return this.#reply(334, '', '');
+      case 'LOGIN':
+        if (initial !== undefined) return this.#authLoginPassword(initial);
+        this.#authContinuation = (line) => this.#authLoginPassword(line);
+        return this.#reply(334, '', Buffer.from('Username:').toString('base64'));
+      default:
+        return this.#error(504, '5.5.4', 'Unknown mechanism: use PLAIN or LOGIN');
+    }
+  }
+
+  async #authPlain(response: string): Promise<void> {
+    if (response === '*') return this.#error(501, '5.0.0', 'Authentication cancelled');
+    const decoded = decodeBase64(response);
+    const parts = decoded?.split('\0');
+    if (!parts || parts.length !== 3) return this.#error(501, '5.5.2', 'Cannot decode the AUTH PLAIN response');
+    return this.#authenticate(parts[1], parts[2], 'PLAIN');
+  }
+
+  async #authLoginPassword(userResponse: string): Promise<void> {
+    if (userResponse === '*') return this.#error(501, '5.0.0', 'Authentication cancelled');
+    const user = decodeBase64(userResponse);
+    if (user === undefined) return this.#error(501, '5.5.2', 'Cannot decode the user name');
+    this.#authContinuation = async (line) => {
+      if (line === '*') return this.#error(501, '5.0.0', 'Authentication cancelled');
+      const password = decodeBase64(line);
+      if (password === undefined) return this.#error(501, '5.5.2', 'Cannot decode the password');
+      return this.#authenticate(user, password, 'LOGIN');
+    };
+    this.#reply(334, '', Buffer.from('Password:').toString('base64'));
+  }
+
+  /** The same guard as POP3: a locked-out address gets no answer on its guess. */
+  async #authenticate(name: string, password: string, mechanism: string): Promise<void> {
+    const deps = this.#server.deps;
+    const verdict = await deps.guard.check(this.ip);
+    if (verdict.locked) {
+      const minutes = Math.max(1, Math.ceil(verdict.retryAfterMs / 60_000));
+      this.#log.warn({ event: 'login_refused_locked', mechanism }, 'AUTH refused: address locked out');
+      return this.#reply(454, '4.7.0', `Too many failed logins from your address: try again in ${minutes} minute${minutes === 1 ? '' : 's'}`);
+    }
+    const trimmed = name.trim();
+    const address = !trimmed.includes('@') && this.#options.defaultDomain ? `${trimmed}@${this.#options.defaultDomain}` : trimmed;
+    const user = address === '' || password === '' ? undefined : await deps.accounts.authenticate(address, password);
+    if (!user) {
+      const { delayMs, locked } = await deps.guard.failure(this.ip, address || undefined);
+      this.#log.info({ event: 'login_failed', user: address, mechanism, locked }, 'smtp auth failed');
+      if (delayMs > 0) await Promise.race([sleep(delayMs), this.#closedPromise]);
+      return this.#error(535, '5.7.8', 'Authentication failed: check your user name (your full e-mail address) and password');
+    }
+    await deps.guard.success(this.ip, user.address);
+    this.#authUser = user.address;
+    this.#log = this.#log.child({ user: user.address });
+    this.#log.info({ event: 'login', mechanism, tls: this.#secure, role: this.#role }, 'smtp auth');
+    this.#reply(235, '2.7.0', 'Authentication successful');
   }
 
   // --- the mail transaction ---
@@ -280,14 +398,21 @@ export class SmtpSession {
         return this.#error(555, '5.5.4', `Parameter ${name} is not supported`);
       }
     }
-    const verdict = await this.#server.deps.policy.sender(this.ip, match[1]);
+    const policy = this.#server.deps.policy;
+    const verdict = this.#authUser ? await policy.authenticatedSender(this.#authUser, match[1]) : await policy.sender(this.ip, match[1]);
     if (!verdict.ok) {
       this.#log.info({ event: 'mail_refused', from: match[1], reason: verdict.reason }, 'sender refused');
       return this.#error(verdict.reply.code, verdict.reply.enhanced, verdict.reply.text);
     }
+    if (this.#role !== 'smtp' && !this.#authUser && !(verdict.relayUser && this.#options.popBeforeSmtpOnSubmission)) {
+      // RFC 6409 §4.3: submission is for authorized clients only.
+      this.#log.info({ event: 'mail_refused', from: match[1], reason: 'submission without authentication' }, 'sender refused');
+      return this.#error(530, '5.7.0', 'Authentication required: log in with your e-mail address and password (SMTP AUTH)');
+    }
     this.#transaction = {
       sender: verdict.sender,
       relayUser: verdict.relayUser,
+      authenticated: this.#authUser !== undefined,
       senderRefusal: verdict.senderRefusal,
       mailboxes: new Set(),
       remote: new Set(),
@@ -385,8 +510,13 @@ export class SmtpSession {
 
   /** RFC 5321 §4.4 trace, naming the POP-before-SMTP user so abuse reports reach an account. */
   #traceHeader(id: string, transaction: Transaction): string {
-    const protocol = `${this.#esmtp ? 'ESMTP' : 'SMTP'}${this.#secure ? 'S' : ''}`;
-    const auth = transaction.relayUser ? `\r\n\t(authorized by POP-before-SMTP login of ${transaction.relayUser})` : '';
+    // RFC 3848: ESMTPA / ESMTPSA for an authenticated session.
+    const protocol = `${this.#esmtp ? 'ESMTP' : 'SMTP'}${this.#secure ? 'S' : ''}${transaction.authenticated ? 'A' : ''}`;
+    const auth = !transaction.relayUser
+      ? ''
+      : transaction.authenticated
+        ? `\r\n\t(authenticated as ${transaction.relayUser})`
+        : `\r\n\t(authorized by POP-before-SMTP login of ${transaction.relayUser})`;
     const recipient = transaction.recipients.length === 1 ? `\r\n\tfor <${transaction.recipients[0]}>` : '';
     const helo = (this.#helo ?? 'unknown').replace(/[^\x21-\x7e]/g, '?');
     return `Received: from ${helo} ([${this.ip}])\r\n\tby ${this.#options.hostname} (popgate) with ${protocol} id ${id}${auth}${recipient};\r\n\t${rfc5322Date(new Date())}\r\n`;
@@ -453,4 +583,12 @@ export class SmtpSession {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Strict base64 (RFC 4954 §4): undefined when it is not. */
+function decodeBase64(text: string): string | undefined {
+  const trimmed = text.trim();
+  if (trimmed === '=') return '';
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(trimmed) || trimmed.length % 4 !== 0) return undefined;
+  return Buffer.from(trimmed, 'base64').toString('utf8');
 }
