@@ -78,6 +78,7 @@ export const configSchema = z.strictObject({
       cert: z.string().default(''),
       key: z.string().default(''),
       self_signed: z.boolean().default(false),
+      reload_check: duration.prefault('1m'),
     })
     .prefault({}),
   auth: z

@@ -25,7 +25,7 @@ import { parseNextHop, type NextHop } from '../net/next-hop.ts';
 import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { SmtpServer } from '../smtp/server.ts';
-import { loadSecureContext, resolveTlsFiles } from '../tls/context.ts';
+import { loadSecureContext, resolveTlsFiles, tlsFilesStamp } from '../tls/context.ts';
 
 /** A running popgate: every service of one config, wired to the embedded backends. */
 export interface App {
@@ -117,6 +117,12 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     { policy, mailstore, queue, log, tls: () => secureContext, accounts, guard },
   );
 
+  // Renewed certificates (certbot, ACME clients) are picked up without a restart or SIGHUP.
+  let tlsStamp = tlsFiles ? tlsFilesStamp(tlsFiles) : '';
+  const tlsWatcher = setInterval(() => {
+    if (tlsFiles && tlsFilesStamp(tlsFiles) !== tlsStamp) app.reloadTls();
+  }, config.tls.reload_check);
+  tlsWatcher.unref();
   const addresses: Record<string, string[]> = { pop3: [], pop3s: [], smtp: [], submission: [], submissions: [] };
   const delivery = createDeliveryScheduler(config, { queue, policy, mailstore, log }, () => addresses.smtp);
   queue.onEnqueue(() => delivery.wake());
@@ -132,10 +138,19 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     addresses,
     onLogin,
     reloadTls() {
-      if (tlsFiles) secureContext = loadSecureContext(tlsFiles);
+      if (!tlsFiles) return;
+      // A half-written or mismatched pair keeps the certificate in use (and says so).
+      tlsStamp = tlsFilesStamp(tlsFiles); // one attempt (and one log line) per change
+      try {
+        secureContext = loadSecureContext(tlsFiles);
+        log.info({ event: 'tls_reloaded', cert: tlsFiles.cert }, 'TLS certificate reloaded');
+      } catch (error) {
+        log.error({ event: 'tls_reload_failed', cert: tlsFiles.cert, err: error }, 'cannot load the new TLS certificate: still serving the previous one');
+      }
     },
     async close() {
       clearInterval(sweeper);
+      clearInterval(tlsWatcher);
       await Promise.all([pop3.close(config.shutdown_grace), smtp.close(config.shutdown_grace), delivery.stop(config.shutdown_grace)]);
       await queue.store.close();
       db.close();

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import type { Config } from '../config/schema.ts';
@@ -34,4 +34,19 @@ export async function resolveTlsFiles(config: Config, log?: (message: string) =>
 
 export function loadSecureContext(files: TlsFiles): SecureContext {
   return createSecureContext({ cert: readFileSync(files.cert), key: readFileSync(files.key), minVersion: TLS_MIN_VERSION });
+}
+
+/**
+ * The files' identity (size and modification time, following symlinks as certbot's live/
+ * links need): a change means a renewed certificate to load.
+ */
+export function tlsFilesStamp(files: TlsFiles): string {
+  try {
+    return [files.cert, files.key].map((path) => {
+      const info = statSync(path);
+      return `${info.size}:${info.mtimeMs}:${info.ino}`;
+    }).join('|');
+  } catch {
+    return 'unreadable';
+  }
 }
