@@ -87,6 +87,7 @@ export const configSchema = z.strictObject({
       default_domain: z.string().default(''),
       failure_delay: duration.prefault('2s'),
       lockout_threshold: positiveInt.default(10),
+      account_lockout_threshold: positiveInt.default(20),
       lockout_window: duration.prefault('15m'),
       lockout_duration: duration.prefault('15m'),
       trusted_networks: z.array(network).default([]),

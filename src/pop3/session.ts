@@ -356,13 +356,13 @@ export class Pop3Session {
     mechanism: string,
   ): Promise<void> {
     const deps = this.#server.deps;
-    const verdict = await deps.guard.check(this.ip);
+    const address = this.#loginAddress(name);
+    const verdict = await deps.guard.check(this.ip, address);
     if (verdict.locked) {
       const minutes = Math.max(1, Math.ceil(verdict.retryAfterMs / 60_000));
-      this.#log.warn({ event: 'login_refused_locked', mechanism }, 'login refused: address locked out');
-      return this.#reply(`-ERR [AUTH] Too many failed logins from your address: try again in ${minutes} minute${minutes === 1 ? '' : 's'}`);
+      this.#log.warn({ event: 'login_refused_locked', mechanism, user: address }, 'login refused: locked out');
+      return this.#reply(`-ERR [AUTH] Too many failed logins ${verdict.scope === 'address' ? 'from your address' : 'for this account'}: try again in ${minutes} minute${minutes === 1 ? '' : 's'}`);
     }
-    const address = this.#loginAddress(name);
     const user = await verify(address);
     if (!user) return this.#failLogin(address, mechanism);
     if (this.#isClosed()) return;

@@ -64,6 +64,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     {
       failureDelayMs: config.auth.failure_delay,
       threshold: config.auth.lockout_threshold,
+      accountThreshold: config.auth.account_lockout_threshold,
       windowMs: config.auth.lockout_window,
       lockoutMs: config.auth.lockout_duration,
       trustedNetworks: config.auth.trusted_networks,

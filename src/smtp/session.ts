@@ -352,14 +352,14 @@ export class SmtpSession {
   /** The same guard as POP3: a locked-out address gets no answer on its guess. */
   async #authenticate(name: string, password: string, mechanism: string): Promise<void> {
     const deps = this.#server.deps;
-    const verdict = await deps.guard.check(this.ip);
-    if (verdict.locked) {
-      const minutes = Math.max(1, Math.ceil(verdict.retryAfterMs / 60_000));
-      this.#log.warn({ event: 'login_refused_locked', mechanism }, 'AUTH refused: address locked out');
-      return this.#reply(454, '4.7.0', `Too many failed logins from your address: try again in ${minutes} minute${minutes === 1 ? '' : 's'}`);
-    }
     const trimmed = name.trim();
     const address = !trimmed.includes('@') && this.#options.defaultDomain ? `${trimmed}@${this.#options.defaultDomain}` : trimmed;
+    const verdict = await deps.guard.check(this.ip, address);
+    if (verdict.locked) {
+      const minutes = Math.max(1, Math.ceil(verdict.retryAfterMs / 60_000));
+      this.#log.warn({ event: 'login_refused_locked', mechanism, user: address }, 'AUTH refused: locked out');
+      return this.#reply(454, '4.7.0', `Too many failed logins ${verdict.scope === 'address' ? 'from your address' : 'for this account'}: try again in ${minutes} minute${minutes === 1 ? '' : 's'}`);
+    }
     const user = address === '' || password === '' ? undefined : await deps.accounts.authenticate(address, password);
     if (!user) {
       const { delayMs, locked } = await deps.guard.failure(this.ip, address || undefined);

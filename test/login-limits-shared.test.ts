@@ -1,0 +1,76 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { Pop3Client } from './helpers/pop3-client.ts';
+import { PASSWORD, startTestServer, type TestServer } from './helpers/server.ts';
+import { SmtpClient } from './helpers/smtp-client.ts';
+
+// Failed logins are counted per address and per account, together across POP3 and SMTP AUTH:
+// guessing from one address is stopped, and so is guessing at one account from many.
+
+const plain = (user: string, password: string) => `AUTH PLAIN ${Buffer.from(`\0${user}\0${password}`).toString('base64')}`;
+
+describe('shared brute-force limits', () => {
+  let server: TestServer;
+  let submissionPort: number;
+  before(async () => {
+    server = await startTestServer({
+      submission: { listen: ['127.0.0.1:0'] },
+      auth: { failure_delay: '10ms', lockout_threshold: 3, account_lockout_threshold: 5, lockout_window: '1m', lockout_duration: '1m', trusted_networks: ['127.0.0.99/32'] },
+    });
+    submissionPort = Number(server.app.addresses.submission[0].split(':').pop());
+    for (const user of ['alice', 'bob', 'carol']) await server.addUser(`${user}@example.test`);
+  });
+  after(() => server.close());
+
+  async function pop3(localAddress: string): Promise<Pop3Client> {
+    const client = await Pop3Client.connect(server.pop3Port, { localAddress });
+    await client.line();
+    return client;
+  }
+  async function smtp(localAddress: string): Promise<SmtpClient> {
+    const client = await SmtpClient.connect(submissionPort, localAddress);
+    await client.hello();
+    return client;
+  }
+
+  test('failures from one address count across POP3 and SMTP AUTH, then both refuse even the right password', async () => {
+    const p = await pop3('127.0.0.31');
+    assert.match(await p.login('bob@example.test', 'wrong 1'), /^-ERR \[AUTH\] Login failed/);
+    assert.match(await p.login('carol@example.test', 'wrong 2'), /^-ERR \[AUTH\] Login failed/);
+    const s = await smtp('127.0.0.31');
+    assert.match(await s.command(plain('carol@example.test', 'wrong 3')), /^535 5\.7\.8/);
+    assert.match(await s.command(plain('carol@example.test', PASSWORD)), /^454 4\.7\.0 Too many failed logins from your address/);
+    assert.match(await p.login('carol@example.test', PASSWORD), /^-ERR \[AUTH\] Too many failed logins from your address/);
+    s.socket.destroy();
+    p.socket.destroy();
+  });
+
+  test('guesses at one account spread over many addresses lock the account, on every protocol; other accounts still log in', async () => {
+    for (let i = 0; i < 5; i++) {
+      const address = `127.0.0.${40 + i}`;
+      if (i % 2 === 0) {
+        const p = await pop3(address);
+        assert.match(await p.login('alice@example.test', `guess ${i}`), /^-ERR \[AUTH\] Login failed/);
+        p.socket.destroy();
+      } else {
+        const s = await smtp(address);
+        assert.match(await s.command(plain('alice@example.test', `guess ${i}`)), /^535 /);
+        s.socket.destroy();
+      }
+    }
+    const fresh = await pop3('127.0.0.50');
+    assert.match(await fresh.login('alice@example.test', PASSWORD), /^-ERR \[AUTH\] Too many failed logins for this account: try again in 1 minute/);
+    const s = await smtp('127.0.0.51');
+    assert.match(await s.command(plain('alice@example.test', PASSWORD)), /^454 4\.7\.0 Too many failed logins for this account/);
+    assert.match(await fresh.login('bob@example.test', PASSWORD), /^\+OK Logged in/);
+    s.socket.destroy();
+    fresh.socket.destroy();
+  });
+
+  test('a trusted network is never slowed or locked out', async () => {
+    const p = await pop3('127.0.0.99');
+    for (let i = 0; i < 6; i++) assert.match(await p.login('carol@example.test', `typo ${i}`), /^-ERR \[AUTH\] Login failed/);
+    assert.match(await p.login('carol@example.test', PASSWORD), /^\+OK Logged in/);
+    p.socket.destroy();
+  });
+});
