@@ -12,6 +12,7 @@ import { runConnects, runLogins, runRetr, type Endpoint, type SessionResult, typ
 import { median, Samples, summarize } from './stats.ts';
 import { MessageSet, relayLag, runAccept, type AcceptResult } from './smtp-load.ts';
 import { runQueueDelivery } from './queue-load.ts';
+import { runSubmission } from './submission-load.ts';
 
 // `npm run bench`: popgate's POP3 and SMTP performance on this machine. Starts popgate as a
 // child process (so the load generator does not share its event loop) on a temporary data dir
@@ -136,6 +137,9 @@ const INBOUND_SENDER = 'sender@example.org';
  */
 const ACCEPT_SOURCE = '127.0.0.2';
 const smtpSinks = ['smtp-warmup', 'smtp-1k', 'smtp-1k-pipe', 'smtp-100k', 'smtp-100k-pipe'].map((local) => `${local}@${HOSTNAME}`);
+/** The mailbox authenticated submission sends to (local, so the outbound queue is not measured here). */
+const SUBMISSION_SINK = `submission-sink@${HOSTNAME}`;
+let submissionEndpoint: Endpoint | undefined;
 let smtpEndpoint: Endpoint | undefined;
 
 // --- cleanup: the child server and the temporary data dir go away whatever happens ---
@@ -236,6 +240,7 @@ async function setUp(): Promise<{ endpoint: Endpoint; configPath: string; messag
   dataDir = mkdtempSync(join(tmpdir(), 'popgate-bench-'));
   const port = await freePort();
   const smtpPort = await freePort();
+  const submissionPort = await freePort();
   const configPath = join(dataDir, 'popgate.toml');
   const config = {
     hostname: HOSTNAME,
@@ -247,7 +252,9 @@ async function setUp(): Promise<{ endpoint: Endpoint; configPath: string; messag
     // Limits opened up so the benchmark measures the server, not its abuse protection;
     // [pop_before_smtp] keeps its defaults (10 minute sliding window, /32 keys).
     smtp: { listen: [`127.0.0.1:${smtpPort}`], max_connections_per_ip: 10_000, max_errors: 1000, error_delay: '0ms' },
-    submission: { listen: [] },
+    submission: { listen: [`127.0.0.1:${submissionPort}`] },
+    // A certificate for STARTTLS on submission (the other rows do not use TLS).
+    tls: { self_signed: true },
     submissions: { listen: [] },
   };
   writeFileSync(configPath, stringify(config) + '\n');
@@ -262,6 +269,7 @@ async function setUp(): Promise<{ endpoint: Endpoint; configPath: string; messag
       ...Array.from({ length: settings.concurrentClients }, (_, i) => loginUser(i)),
       RELAY_USER,
       ...smtpSinks,
+      SUBMISSION_SINK,
     ];
     for (const user of users) {
       await accounts.addUser(user, PASSWORD);
@@ -292,6 +300,7 @@ async function setUp(): Promise<{ endpoint: Endpoint; configPath: string; messag
   );
   progress(`setup: ${total} messages (${(messageBytes / 1e6).toFixed(1)} MB) delivered in ${((performance.now() - started) / 1000).toFixed(1)} s`);
   smtpEndpoint = { host: '127.0.0.1', port: smtpPort };
+  submissionEndpoint = { host: '127.0.0.1', port: submissionPort };
   return { endpoint: { host: '127.0.0.1', port }, configPath, messageBytes };
 }
 
@@ -581,6 +590,22 @@ async function runSmtpWorkloads(target: SmtpTarget): Promise<void> {
   await measureRelayLag(target, 'relay lag, POP3 +OK to SMTP RCPT 250');
 }
 
+async function measureSubmission(): Promise<void> {
+  const clients = settings.concurrentClients;
+  const label = `submission 1 KB, ${clients} clients, STARTTLS + AUTH PLAIN per message`;
+  if (!selected(label) || !submissionEndpoint) return;
+  const total = quick ? 50 : 500;
+  const perSecond: number[] = [];
+  const samples = new Samples();
+  for (let i = 0; i < settings.runs; i++) {
+    const result = await runSubmission({ endpoint: submissionEndpoint, clients, total, user: RELAY_USER, password: PASSWORD, to: SUBMISSION_SINK, size: 1024 });
+    perSecond.push(result.messagesPerSecond);
+    for (const ms of result.latency) samples.push(ms);
+    progress(`  ${label}, run ${i + 1}/${settings.runs}: ${fmt(result.messagesPerSecond)} msg/s (${result.sent} messages, each on its own TLS connection with a login, in ${fmt(result.elapsedMs / 1000)} s)`);
+  }
+  addRow(label, 'msg/s', perSecond, samples);
+}
+
 // --- outbound queue ---
 
 async function runQueueWorkloads(): Promise<void> {
@@ -671,6 +696,12 @@ function printTable(info: ReturnType<typeof machine>, target: string, messageByt
     );
     if (smtpEndpoint) out.push("       fsync'd; afterwards every message that got 250 was found in the Maildir, once, byte for byte.");
   }
+  if (has('submission')) {
+    out.push(
+      'submission = nodemailer sends each 1 KB message on a new connection to the port 587 role: EHLO, STARTTLS, EHLO, AUTH PLAIN',
+      '       (scrypt N=2^14 password check), MAIL, RCPT to a local mailbox, DATA, QUIT; latency per message.',
+    );
+  }
   if (has('queue delivery')) {
     out.push(
       `queue delivery = popgate starts with ${queueMessages} queued 1 KB messages (one recipient each) and delivers them over SMTP to a`,
@@ -743,6 +774,7 @@ async function main(): Promise<void> {
       maildirOf: (address) => mailstore.pathOf(address),
       lag: { pop3: endpoint, user: RELAY_USER, password: PASSWORD },
     });
+    await measureSubmission();
     await stopServer();
     progress('outbound queue:');
     await runQueueWorkloads();
