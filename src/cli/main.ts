@@ -16,6 +16,7 @@ import { DkimKeyError } from '../dkim/keys.ts';
 import { createPopBeforeSmtp } from '../server/app.ts';
 import type { PopBeforeSmtp } from '../relay-auth/pop-before-smtp.ts';
 import { silentLogger } from '../log/logger.ts';
+import { SqliteSendLimitStore } from '../policy/send-limits.ts';
 
 // popgate's command line. Administrative commands open the same SQLite file as the server
 // (WAL mode), so they work while it runs.
@@ -174,6 +175,47 @@ relay
       console.log(`revoked ${removed} grant(s) for ${address}; it must log in to POP3 again before relaying`);
     }),
   );
+
+const limits = program.command('limits').description('sending limits per user (relayed mail over the last hour and day)');
+limits
+  .command('show [user]')
+  .description('messages and recipients each user relayed in the last hour and day, against the limits')
+  .action((user?: string) =>
+    withSendLimitStore(async (store, config) => {
+      const now = Date.now();
+      const rows = user ? [await store.usage(user, now)] : await store.list(now);
+      const l = config.limits;
+      console.log(`limits: ${l.messages_per_hour} messages/hour, ${l.messages_per_day} messages/day, ${l.recipients_per_day} recipients/day`);
+      if (rows.length === 0) {
+        console.log('no relayed mail in the last day');
+        return;
+      }
+      for (const r of rows) {
+        const over = r.messagesLastHour >= l.messages_per_hour || r.messagesLastDay >= l.messages_per_day || r.recipientsLastDay >= l.recipients_per_day;
+        console.log(`${r.user}	${r.messagesLastHour} this hour	${r.messagesLastDay} today	${r.recipientsLastDay} recipients today${over ? '\tLIMITED' : ''}`);
+      }
+      console.log('login lockouts live in the running server\'s memory: see the "lockout" lines of its log');
+    }),
+  );
+limits
+  .command('reset [user]')
+  .description('forget a user\'s counts (or everyone\'s), so they may send again at once')
+  .action((user?: string) =>
+    withSendLimitStore(async (store) => {
+      const removed = await store.reset(user);
+      console.log(`cleared ${removed} counted message(s)${user ? ` of ${user}` : ''}; sending is allowed again at once`);
+    }),
+  );
+
+async function withSendLimitStore<T>(fn: (store: SqliteSendLimitStore, config: Config) => Promise<T>): Promise<T> {
+  const { config } = resolveConfig(configFlag(), true);
+  const db = openDatabase(config.data_dir);
+  try {
+    return await fn(new SqliteSendLimitStore(db), config);
+  } finally {
+    db.close();
+  }
+}
 
 registerQueueCommands(program, () => resolveConfig(configFlag(), true).config);
 registerDkimCommands(program, () => resolveConfig(configFlag(), true).config);

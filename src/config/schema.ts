@@ -145,6 +145,14 @@ export const configSchema = z.strictObject({
       selector: z.string().regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/i, 'must be a DNS label such as "popgate2026"').default('popgate'),
     })
     .prefault({}),
+  limits: z
+    .strictObject({
+      messages_per_hour: positiveInt.default(300),
+      messages_per_day: positiveInt.default(1000),
+      recipients_per_day: positiveInt.default(2000),
+      exempt_users: z.array(z.string()).default([]),
+    })
+    .prefault({}),
   shutdown_grace: duration.prefault('5s'),
 });
 

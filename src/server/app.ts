@@ -13,6 +13,7 @@ import { PopBeforeSmtp } from '../relay-auth/pop-before-smtp.ts';
 import { SqliteRelayAuthStore } from '../relay-auth/sqlite.ts';
 import { Pop3Server, type LoginEvent } from '../pop3/server.ts';
 import { MailPolicy } from '../policy/mail-policy.ts';
+import { SendLimits, SqliteSendLimitStore } from '../policy/send-limits.ts';
 import { Spool } from '../queue/spool.ts';
 import { OutboundQueue } from '../queue/queue.ts';
 import { SqliteQueueStore } from '../queue/sqlite.ts';
@@ -99,6 +100,9 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     windowMs: config.pop_before_smtp.window,
     postmaster: config.smtp.postmaster,
   });
+  const sendLimits = createSendLimits(config, db, log);
+  const limitSweeper = setInterval(() => void sendLimits.sweep().catch((error) => log.error({ err: error }, 'send-limit sweep failed')), 600_000);
+  limitSweeper.unref();
   const smtp = new SmtpServer(
     {
       hostname: config.hostname,
@@ -115,7 +119,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       authOnPort25: config.smtp.auth,
       popBeforeSmtpOnSubmission: config.submission.pop_before_smtp,
     },
-    { policy, mailstore, queue, log, tls: () => secureContext, accounts, guard },
+    { policy, mailstore, queue, log, tls: () => secureContext, accounts, guard, sendLimits },
   );
 
   // Renewed certificates (certbot, ACME clients) are picked up without a restart or SIGHUP.
@@ -152,6 +156,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     async close() {
       clearInterval(sweeper);
       clearInterval(tlsWatcher);
+      clearInterval(limitSweeper);
       await Promise.all([pop3.close(config.shutdown_grace), smtp.close(config.shutdown_grace), delivery.stop(config.shutdown_grace)]);
       await queue.store.close();
       db.close();
@@ -247,4 +252,17 @@ function isOwnEndpoint(listening: string[], ip: string, port: number): boolean {
     const wildcard = host === '0.0.0.0' || host === '::';
     return wildcard && (local.has(ip) || (isIP(ip) === 4 && ip.startsWith('127.')));
   });
+}
+
+export function createSendLimits(config: Config, db: DatabaseSync, log: Logger): SendLimits {
+  return new SendLimits(
+    new SqliteSendLimitStore(db),
+    {
+      messagesPerHour: config.limits.messages_per_hour,
+      messagesPerDay: config.limits.messages_per_day,
+      recipientsPerDay: config.limits.recipients_per_day,
+      exemptUsers: config.limits.exempt_users,
+    },
+    log,
+  );
 }

@@ -3,6 +3,7 @@ import { TLSSocket, type SecureContext } from 'node:tls';
 import type { AccountStore } from '../accounts/store.ts';
 import type { Logger } from '../log/logger.ts';
 import type { LoginGuard } from '../policy/login-guard.ts';
+import type { SendLimits } from '../policy/send-limits.ts';
 import type { Mailstore } from '../mailstore/store.ts';
 import { ServiceListeners } from '../net/service.ts';
 import type { ListenAddress } from '../net/listen.ts';
@@ -42,6 +43,8 @@ export interface SmtpDependencies {
   tls: () => SecureContext | undefined;
   accounts: AccountStore;
   guard: LoginGuard;
+  /** Sending limits per user for relayed mail; absent: none. */
+  sendLimits?: SendLimits;
 }
 
 /** The port 25 role: inbound mail for local domains, relay for POP-before-SMTP clients. */

@@ -409,6 +409,13 @@ export class SmtpSession {
       this.#log.info({ event: 'mail_refused', from: match[1], reason: 'submission without authentication' }, 'sender refused');
       return this.#error(530, '5.7.0', 'Authentication required: log in with your e-mail address and password (SMTP AUTH)');
     }
+    const limits = this.#server.deps.sendLimits;
+    const overLimit = verdict.relayUser && limits ? await limits.checkMessage(verdict.relayUser) : undefined;
+    if (overLimit) {
+      // Refused, never queued: a compromised account must not fill the queue with spam.
+      this.#log.info({ event: 'mail_refused', from: match[1], reason: 'sending limit' }, 'sender refused');
+      return this.#error(overLimit.code, overLimit.enhanced, overLimit.text);
+    }
     this.#transaction = {
       sender: verdict.sender,
       relayUser: verdict.relayUser,
@@ -437,6 +444,11 @@ export class SmtpSession {
       this.#log.info({ event: 'rcpt_refused', from: transaction.sender, to: match[1], reason: verdict.reason }, 'recipient refused');
       return this.#error(verdict.reply.code, verdict.reply.enhanced, verdict.reply.text);
     }
+    const limits = this.#server.deps.sendLimits;
+    if (verdict.kind === 'remote' && transaction.relayUser && limits) {
+      const overLimit = await limits.checkRecipient(transaction.relayUser, transaction.relayedRecipients.length);
+      if (overLimit) return this.#reply(overLimit.code, overLimit.enhanced, overLimit.text);
+    }
     transaction.recipients.push(verdict.address);
     if (verdict.kind === 'local') {
       verdict.mailboxes.forEach((m) => transaction.mailboxes.add(m));
@@ -444,7 +456,10 @@ export class SmtpSession {
     } else {
       transaction.remote.add(verdict.address);
       transaction.relayedRecipients.push(verdict.address);
-      this.#log.info({ event: 'relay_use', user: transaction.relayUser, to: verdict.address }, 'relay allowed by POP-before-SMTP grant');
+      this.#log.info(
+        { event: 'relay_use', user: transaction.relayUser, to: verdict.address },
+        transaction.authenticated ? 'relay allowed by SMTP AUTH' : 'relay allowed by POP-before-SMTP grant',
+      );
     }
     this.#reply(250, '2.1.5', 'Recipient OK');
   }
@@ -486,6 +501,11 @@ export class SmtpSession {
     } catch (error) {
       this.#log.error({ ...logged, err: error, outcome: 'failed' }, 'delivery failed');
       return this.#reply(451, '4.3.0', 'Message not accepted: local error, please try again later');
+    }
+    if (transaction.relayUser && transaction.relayedRecipients.length > 0) {
+      await this.#server.deps.sendLimits?.recordSent(transaction.relayUser, transaction.relayedRecipients.length).catch((error) => {
+        this.#log.error({ err: error }, 'cannot record the message for the sending limits');
+      });
     }
     this.#log.info({ ...logged, outcome: 'accepted', mailboxes: [...transaction.mailboxes], queued: [...transaction.remote] }, 'message accepted');
     this.#reply(250, '2.0.0', `OK: queued as ${id}`);
