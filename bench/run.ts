@@ -247,11 +247,11 @@ async function setUp(): Promise<{ endpoint: Endpoint; configPath: string; messag
     data_dir: dataDir,
     shutdown_grace: '1s',
     log: { level: 'warn' },
-    pop3: { listen: [`127.0.0.1:${port}`] },
+    pop3: { listen: [`127.0.0.1:${port}`], max_connection_rate_per_ip: 0 },
     pop3s: { listen: [] },
     // Limits opened up so the benchmark measures the server, not its abuse protection;
     // [pop_before_smtp] keeps its defaults (10 minute sliding window, /32 keys).
-    smtp: { listen: [`127.0.0.1:${smtpPort}`], max_connections_per_ip: 10_000, max_errors: 1000, error_delay: '0ms' },
+    smtp: { listen: [`127.0.0.1:${smtpPort}`], max_connections_per_ip: 10_000, max_connection_rate_per_ip: 0, max_errors: 1000, error_delay: '0ms' },
     submission: { listen: [`127.0.0.1:${submissionPort}`] },
     // A certificate for STARTTLS on submission (the other rows do not use TLS).
     tls: { self_signed: true },

@@ -1,6 +1,6 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from '../log/logger.ts';
-import { normalizeIp } from './ip.ts';
+import { NetworkList, normalizeIp } from './ip.ts';
 import type { ListenAddress } from './listen.ts';
 
 // What every protocol service shares: listeners, the limits on connections in total and per
@@ -20,9 +20,12 @@ export interface ServiceSettings {
   name: string;
   maxConnections: number;
   maxConnectionsPerIp: number;
+  /** New connections per client address per minute (0: no limit); trusted networks exempt. */
+  maxConnectionRatePerIp?: number;
+  trustedNetworks?: readonly string[];
   /** The protocol's words for refusing a connection. */
   shuttingDownReply: string;
-  tooManyReply: (scope: 'from your address' | 'on this server') => string;
+  tooManyReply: (scope: 'from your address' | 'on this server' | 'from your address in a short time') => string;
 }
 
 export class ServiceListeners<Session extends ServiceSession, Context> {
@@ -32,6 +35,9 @@ export class ServiceListeners<Session extends ServiceSession, Context> {
   readonly #servers: Server[] = [];
   readonly #sessions = new Set<Session>();
   readonly #perIp = new Map<string, number>();
+  /** Token buckets for the connection rate: capacity = rate, refilled over a minute. */
+  readonly #rate = new Map<string, { tokens: number; at: number }>();
+  readonly #trusted: NetworkList;
   #nextId = 0;
   #closing = false;
 
@@ -39,6 +45,7 @@ export class ServiceListeners<Session extends ServiceSession, Context> {
     this.#settings = settings;
     this.#log = log;
     this.#createSession = createSession;
+    this.#trusted = new NetworkList(settings.trustedNetworks ?? []);
   }
 
   get size(): number {
@@ -73,6 +80,10 @@ export class ServiceListeners<Session extends ServiceSession, Context> {
       this.#log.warn({ event: 'connection_refused', service: this.#settings.name, ip, reason: `too many connections ${scope}` }, 'connection refused');
       return this.#refuse(socket, this.#settings.tooManyReply(scope));
     }
+    if (!this.#withinRate(ip)) {
+      this.#log.warn({ event: 'connection_refused', service: this.#settings.name, ip, reason: 'connection rate' }, 'connection refused');
+      return this.#refuse(socket, this.#settings.tooManyReply('from your address in a short time'));
+    }
     this.#perIp.set(ip, perIp + 1);
     const id = `${this.#settings.name[0]}${(++this.#nextId).toString(36)}${process.pid.toString(36)}`;
     const session = this.#createSession(socket, ip, id, context);
@@ -83,6 +94,27 @@ export class ServiceListeners<Session extends ServiceSession, Context> {
       if (left <= 0) this.#perIp.delete(ip);
       else this.#perIp.set(ip, left);
     };
+  }
+
+  #withinRate(ip: string): boolean {
+    const rate = this.#settings.maxConnectionRatePerIp ?? 0;
+    if (rate <= 0 || this.#trusted.has(ip)) return true;
+    const now = Date.now();
+    let bucket = this.#rate.get(ip);
+    if (!bucket) {
+      if (this.#rate.size >= 100_000) {
+        // Under a flood of addresses, forget the full buckets (nothing is lost by that).
+        for (const [key, b] of this.#rate) if (b.tokens + ((now - b.at) * rate) / 60_000 >= rate) this.#rate.delete(key);
+        if (this.#rate.size >= 100_000) this.#rate.clear();
+      }
+      bucket = { tokens: rate, at: now };
+      this.#rate.set(ip, bucket);
+    }
+    bucket.tokens = Math.min(rate, bucket.tokens + ((now - bucket.at) * rate) / 60_000);
+    bucket.at = now;
+    if (bucket.tokens < 1) return false;
+    bucket.tokens -= 1;
+    return true;
   }
 
   #refuse(socket: Socket, reply: string): void {

@@ -22,6 +22,8 @@ export interface Pop3Options {
   hostname: string;
   maxConnections: number;
   maxConnectionsPerIp: number;
+  maxConnectionRatePerIp?: number;
+  trustedNetworks?: readonly string[];
   idleTimeoutMs: number;
   maxLineLength: number;
   apop: boolean;
@@ -53,13 +55,15 @@ export class Pop3Server {
   readonly #listeners: ServiceListeners<Pop3Session, { implicitTls: boolean }>;
 
   constructor(options: Pop3Options, deps: Pop3Dependencies) {
-    this.options = { handshakeTimeoutMs: 30_000, maxErrors: 20, ...options };
+    this.options = { handshakeTimeoutMs: 30_000, maxErrors: 20, maxConnectionRatePerIp: 0, trustedNetworks: [], ...options };
     this.deps = deps;
     this.#listeners = new ServiceListeners(
       {
         name: 'pop3',
         maxConnections: this.options.maxConnections,
         maxConnectionsPerIp: this.options.maxConnectionsPerIp,
+        maxConnectionRatePerIp: this.options.maxConnectionRatePerIp,
+        trustedNetworks: this.options.trustedNetworks,
         shuttingDownReply: '-ERR [SYS/TEMP] Server is shutting down, try again in a minute',
         tooManyReply: (scope) => `-ERR [SYS/TEMP] Too many connections ${scope}, try again later`,
       },

@@ -19,6 +19,8 @@ export interface SmtpOptions {
   maxLineLength: number;
   maxConnections: number;
   maxConnectionsPerIp: number;
+  maxConnectionRatePerIp?: number;
+  trustedNetworks?: readonly string[];
   idleTimeoutMs: number;
   maxErrors: number;
   errorDelayMs: number;
@@ -54,13 +56,15 @@ export class SmtpServer {
   readonly #listeners: ServiceListeners<SmtpSession, SmtpRole>;
 
   constructor(options: SmtpOptions, deps: SmtpDependencies) {
-    this.options = { handshakeTimeoutMs: 30_000, plaintextWithoutTls: 'loopback', defaultDomain: '', authOnPort25: false, popBeforeSmtpOnSubmission: true, ...options };
+    this.options = { handshakeTimeoutMs: 30_000, maxConnectionRatePerIp: 0, trustedNetworks: [], plaintextWithoutTls: 'loopback', defaultDomain: '', authOnPort25: false, popBeforeSmtpOnSubmission: true, ...options };
     this.deps = deps;
     this.#listeners = new ServiceListeners(
       {
         name: 'smtp',
         maxConnections: options.maxConnections,
         maxConnectionsPerIp: options.maxConnectionsPerIp,
+        maxConnectionRatePerIp: options.maxConnectionRatePerIp,
+        trustedNetworks: options.trustedNetworks,
         shuttingDownReply: '421 4.3.2 Server is shutting down, try again later',
         tooManyReply: (scope) => `421 4.7.0 Too many connections ${scope}, try again later`,
       },

@@ -26,9 +26,10 @@ export async function startTestServer(overrides: Record<string, unknown> = {}, o
     {
       hostname: 'mail.example.test',
       data_dir: dir,
-      pop3: { listen: ['127.0.0.1:0'] },
+      // Tests open connections quickly from 127.0.0.1; the rate limit has its own test.
+      pop3: { listen: ['127.0.0.1:0'], max_connection_rate_per_ip: 0 },
       pop3s: { listen: ['127.0.0.1:0'] },
-      smtp: { listen: [] },
+      smtp: { listen: [], max_connection_rate_per_ip: 0 },
       tls: { self_signed: true },
       auth: { failure_delay: '10ms' },
       shutdown_grace: '200ms',
