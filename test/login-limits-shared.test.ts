@@ -1,5 +1,10 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
+import { MAIN, NODE } from './helpers/process.ts';
 import { Pop3Client } from './helpers/pop3-client.ts';
 import { PASSWORD, startTestServer, type TestServer } from './helpers/server.ts';
 import { SmtpClient } from './helpers/smtp-client.ts';
@@ -7,6 +12,7 @@ import { SmtpClient } from './helpers/smtp-client.ts';
 // Failed logins are counted per address and per account, together across POP3 and SMTP AUTH:
 // guessing from one address is stopped, and so is guessing at one account from many.
 
+const run = promisify(execFile);
 const plain = (user: string, password: string) => `AUTH PLAIN ${Buffer.from(`\0${user}\0${password}`).toString('base64')}`;
 
 describe('shared brute-force limits', () => {
@@ -65,6 +71,20 @@ describe('shared brute-force limits', () => {
     assert.match(await fresh.login('bob@example.test', PASSWORD), /^\+OK Logged in/);
     s.socket.destroy();
     fresh.socket.destroy();
+  });
+
+  test('popgate limits show names the locked account and address; limits reset lets them in again', async () => {
+    const config = join(server.dir, 'popgate.toml');
+    writeFileSync(config, `data_dir = "${server.dir}"\n[auth]\nlockout_threshold = 3\naccount_lockout_threshold = 5\nlockout_window = "1m"\nlockout_duration = "1m"\n`);
+    const shown = await run(NODE, [MAIN, '--config', config, 'limits', 'show']);
+    assert.match(shown.stdout, /account alice@example\.test\t\d+ failed login\(s\)\tLOCKED for /);
+    assert.match(shown.stdout, /address 127\.0\.0\.31\t3 failed login\(s\)\tLOCKED for /);
+    const one = await run(NODE, [MAIN, '--config', config, 'limits', 'show', '127.0.0.31']);
+    assert.doesNotMatch(one.stdout, /alice/);
+    await run(NODE, [MAIN, '--config', config, 'limits', 'reset', 'alice@example.test']);
+    const p = await pop3('127.0.0.52');
+    assert.match(await p.login('alice@example.test', PASSWORD), /^\+OK Logged in/);
+    p.socket.destroy();
   });
 
   test('a trusted network is never slowed or locked out', async () => {

@@ -83,7 +83,7 @@ describe('sending limits', () => {
     assert.match(shown.stdout, /alice@example\.test\t2 this hour\t2 today\t2 recipients today\tLIMITED/);
     assert.match(shown.stdout, /bob@example\.test\t1 this hour/);
     const reset = await run(NODE, [MAIN, '--config', config, 'limits', 'reset', 'alice@example.test']);
-    assert.match(reset.stdout, /cleared 2 counted message\(s\) of alice@example\.test/);
+    assert.match(reset.stdout, /cleared 2 counted message\(s\) and 0 failed-login record\(s\) of alice@example\.test/);
     const alice = await loggedIn('alice@example.test');
     assert.match(await alice.send('alice@example.test', ['again@remote.example'], body(3)), /^250 /);
     alice.socket.destroy();

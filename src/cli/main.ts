@@ -13,7 +13,8 @@ import { serve } from './serve.ts';
 import { QueueError, registerQueueCommands } from './queue.ts';
 import { registerDkimCommands } from './dkim.ts';
 import { DkimKeyError } from '../dkim/keys.ts';
-import { createPopBeforeSmtp } from '../server/app.ts';
+import { createLoginGuard, createPopBeforeSmtp } from '../server/app.ts';
+import type { SqliteLoginGuard } from '../policy/sqlite-login-guard.ts';
 import type { PopBeforeSmtp } from '../relay-auth/pop-before-smtp.ts';
 import { silentLogger } from '../log/logger.ts';
 import { SqliteSendLimitStore } from '../policy/send-limits.ts';
@@ -176,43 +177,53 @@ relay
     }),
   );
 
-const limits = program.command('limits').description('sending limits per user (relayed mail over the last hour and day)');
+const limits = program.command('limits').description('sending limits per user and failed-login lockouts per address and account');
 limits
-  .command('show [user]')
-  .description('messages and recipients each user relayed in the last hour and day, against the limits')
-  .action((user?: string) =>
-    withSendLimitStore(async (store, config) => {
+  .command('show [subject]')
+  .description('a user\'s (or every user\'s) relayed mail against the sending limits, and failed logins and lockouts (of an address or account)')
+  .action((subject?: string) =>
+    withLimits(async (store, guard, config) => {
       const now = Date.now();
-      const rows = user ? [await store.usage(user, now)] : await store.list(now);
       const l = config.limits;
-      console.log(`limits: ${l.messages_per_hour} messages/hour, ${l.messages_per_day} messages/day, ${l.recipients_per_day} recipients/day`);
-      if (rows.length === 0) {
-        console.log('no relayed mail in the last day');
-        return;
-      }
-      for (const r of rows) {
+      const isAddress = subject !== undefined && !subject.includes('@');
+      console.log(`sending limits: ${l.messages_per_hour} messages/hour, ${l.messages_per_day} messages/day, ${l.recipients_per_day} recipients/day`);
+      const rows = isAddress ? [] : subject ? [await store.usage(subject, now)] : await store.list(now);
+      if (!isAddress && rows.every((r) => r.messagesLastDay === 0)) console.log('  no relayed mail in the last day');
+      for (const r of rows.filter((row) => row.messagesLastDay > 0)) {
         const over = r.messagesLastHour >= l.messages_per_hour || r.messagesLastDay >= l.messages_per_day || r.recipientsLastDay >= l.recipients_per_day;
-        console.log(`${r.user}	${r.messagesLastHour} this hour	${r.messagesLastDay} today	${r.recipientsLastDay} recipients today${over ? '\tLIMITED' : ''}`);
+        console.log(`${r.user}\t${r.messagesLastHour} this hour\t${r.messagesLastDay} today\t${r.recipientsLastDay} recipients today${over ? '\tLIMITED' : ''}`);
       }
-      console.log('login lockouts live in the running server\'s memory: see the "lockout" lines of its log');
+      const a = config.auth;
+      console.log(`login limits: ${a.lockout_threshold} failures per address or ${a.account_lockout_threshold} per account within ${formatDuration(a.lockout_window)} lock out for ${formatDuration(a.lockout_duration)}`);
+      const wanted = subject === undefined ? undefined : new Set([`ip ${subject}`, `user ${subject.toLowerCase()}`]);
+      const lockouts = (await guard.list(now)).filter((row) => !wanted || wanted.has(row.key));
+      if (lockouts.length === 0) console.log('  no recent failed logins');
+      for (const row of lockouts) {
+        const [kind, name] = [row.key.slice(0, row.key.indexOf(' ')), row.key.slice(row.key.indexOf(' ') + 1)];
+        const state = row.lockedUntil ? `LOCKED for ${formatLeft(row.lockedUntil - now)}` : 'not locked';
+        console.log(`${kind === 'ip' ? 'address' : 'account'} ${name}\t${row.failures} failed login(s)\t${state}`);
+      }
     }),
   );
 limits
-  .command('reset [user]')
-  .description('forget a user\'s counts (or everyone\'s), so they may send again at once')
-  .action((user?: string) =>
-    withSendLimitStore(async (store) => {
-      const removed = await store.reset(user);
-      console.log(`cleared ${removed} counted message(s)${user ? ` of ${user}` : ''}; sending is allowed again at once`);
+  .command('reset [subject]')
+  .description('forget the sending counts of a user, and the failed logins and lockout of a user or address (everything without one)')
+  .action((subject?: string) =>
+    withLimits(async (store, guard) => {
+      const sent = subject === undefined || subject.includes('@') ? await store.reset(subject) : 0;
+      const logins = await guard.reset(subject);
+      console.log(`cleared ${sent} counted message(s) and ${logins} failed-login record(s)${subject ? ` of ${subject}` : ''}: sending and logging in are allowed again at once`);
     }),
   );
 
-async function withSendLimitStore<T>(fn: (store: SqliteSendLimitStore, config: Config) => Promise<T>): Promise<T> {
+async function withLimits<T>(fn: (store: SqliteSendLimitStore, guard: SqliteLoginGuard, config: Config) => Promise<T>): Promise<T> {
   const { config } = resolveConfig(configFlag(), true);
   const db = openDatabase(config.data_dir);
+  const guard = createLoginGuard(config, silentLogger());
   try {
-    return await fn(new SqliteSendLimitStore(db), config);
+    return await fn(new SqliteSendLimitStore(db), guard, config);
   } finally {
+    guard.close();
     db.close();
   }
 }

@@ -8,7 +8,7 @@ import type { Logger } from '../log/logger.ts';
 import { LocalMaildropLocks } from '../mailstore/store.ts';
 import { MaildirStore } from '../mailstore/maildir.ts';
 import { formatListenAddress, parseListenAddress, type ListenAddress } from '../net/listen.ts';
-import { MemoryLoginGuard } from '../policy/login-guard.ts';
+import { SqliteLoginGuard } from '../policy/sqlite-login-guard.ts';
 import { PopBeforeSmtp } from '../relay-auth/pop-before-smtp.ts';
 import { SqliteRelayAuthStore } from '../relay-auth/sqlite.ts';
 import { Pop3Server, type LoginEvent } from '../pop3/server.ts';
@@ -61,17 +61,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     );
   }
 
-  const guard = new MemoryLoginGuard(
-    {
-      failureDelayMs: config.auth.failure_delay,
-      threshold: config.auth.lockout_threshold,
-      accountThreshold: config.auth.account_lockout_threshold,
-      windowMs: config.auth.lockout_window,
-      lockoutMs: config.auth.lockout_duration,
-      trustedNetworks: config.auth.trusted_networks,
-    },
-    log,
-  );
+  // Shared by POP3 and SMTP AUTH; in the database so `popgate limits` sees it.
+  const guard = createLoginGuard(config, log);
   const popBeforeSmtp = createPopBeforeSmtp(config, db, log);
   // The grant is recorded before POP3 answers "+OK", so SMTP sees it with zero lag.
   const onLogin: ((event: LoginEvent) => Promise<void>)[] = [async (event) => void (await popBeforeSmtp.onLogin(event))];
@@ -103,7 +94,10 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     postmaster: config.smtp.postmaster,
   });
   const sendLimits = createSendLimits(config, db, log);
-  const limitSweeper = setInterval(() => void sendLimits.sweep().catch((error) => log.error({ err: error }, 'send-limit sweep failed')), 600_000);
+  const limitSweeper = setInterval(() => {
+    void sendLimits.sweep().catch((error) => log.error({ err: error }, 'send-limit sweep failed'));
+    void guard.sweep().catch((error) => log.error({ err: error }, 'login-limit sweep failed'));
+  }, 600_000);
   limitSweeper.unref();
   const smtp = new SmtpServer(
     {
@@ -163,6 +157,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       clearInterval(limitSweeper);
       await Promise.all([pop3.close(config.shutdown_grace), smtp.close(config.shutdown_grace), delivery.stop(config.shutdown_grace)]);
       await queue.store.close();
+      guard.close();
       db.close();
     },
   };
@@ -266,6 +261,21 @@ export function createSendLimits(config: Config, db: DatabaseSync, log: Logger):
       messagesPerDay: config.limits.messages_per_day,
       recipientsPerDay: config.limits.recipients_per_day,
       exemptUsers: config.limits.exempt_users,
+    },
+    log,
+  );
+}
+
+export function createLoginGuard(config: Config, log: Logger): SqliteLoginGuard {
+  return SqliteLoginGuard.open(
+    config.data_dir,
+    {
+      failureDelayMs: config.auth.failure_delay,
+      threshold: config.auth.lockout_threshold,
+      accountThreshold: config.auth.account_lockout_threshold,
+      windowMs: config.auth.lockout_window,
+      lockoutMs: config.auth.lockout_duration,
+      trustedNetworks: config.auth.trusted_networks,
     },
     log,
   );
