@@ -195,3 +195,36 @@ async function until(check: () => boolean, timeoutMs = 5000): Promise<void> {
   }
 }
 
+
+describe('switches', () => {
+  test('smtp.auth = true offers AUTH on the port 25 role too', async () => {
+    const server = await startTestServer({ smtp: { listen: ['127.0.0.1:0'], auth: true } });
+    try {
+      await server.addUser('eve@example.test');
+      const client = await SmtpClient.connect(server.smtpPort);
+      assert.match(await client.hello(), /AUTH PLAIN LOGIN/, 'on loopback without TLS, as auth.plaintext_without_tls = "loopback" allows');
+      assert.match(await client.command(`AUTH PLAIN ${plain('eve@example.test', PASSWORD)}`), /^235 /);
+      assert.match(await client.send('eve@example.test', ['friend@remote.example'], message('eve@example.test', 'port 25 auth')), /^250 /);
+      client.socket.destroy();
+    } finally {
+      await server.close();
+    }
+  });
+
+  test('submission.pop_before_smtp = false: a POP3 login is not enough on submission', async () => {
+    const server = await startTestServer({ submission: { listen: ['127.0.0.1:0'], pop_before_smtp: false } });
+    try {
+      await server.addUser('frank@example.test');
+      const pop = await Pop3Client.connect(server.pop3Port);
+      await pop.line();
+      await pop.login('frank@example.test', PASSWORD);
+      await pop.command('QUIT');
+      const client = await SmtpClient.connect(portOf(server, 'submission'));
+      await client.hello();
+      assert.match(await client.command('MAIL FROM:<frank@example.test>'), /^530 5\.7\.0 Authentication required/);
+      client.socket.destroy();
+    } finally {
+      await server.close();
+    }
+  });
+});
