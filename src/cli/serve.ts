@@ -55,7 +55,10 @@ async function bootstrapDemo(app: App): Promise<void> {
   } else {
     lines.push('', `  Domains: ${domains.join(', ')}   (accounts: npm run popgate -- user list)`);
   }
-  lines.push('', `  POP3 ${app.addresses.pop3.join(' ') || '-'}   POP3S ${app.addresses.pop3s.join(' ') || '-'}   SMTP ${app.addresses.smtp.join(' ') || '-'}`, '  Stop with Ctrl-C.', '');
+  lines.push('', `  POP3 ${app.addresses.pop3.join(' ') || '-'}   POP3S ${app.addresses.pop3s.join(' ') || '-'}   SMTP ${app.addresses.smtp.join(' ') || '-'}`,
+    `  Submission (SMTP AUTH) ${app.addresses.submission.join(' ') || '-'} STARTTLS   ${app.addresses.submissions.join(' ') || '-'} TLS`,
+    '  Stop with Ctrl-C.',
+    '');
   process.stdout.write(lines.filter((line) => typeof line === 'string').join('\n') + '\n');
 }
 
