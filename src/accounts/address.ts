@@ -34,3 +34,9 @@ export function parseAddress(input: string): Address | undefined {
   if (!local.split('.').every((atom) => ATEXT.test(atom))) return undefined;
   return { local, domain, address: `${local}@${domain}` };
 }
+
+/** A login name as typed: a bare "alice" gets auth.default_domain when one is set. */
+export function loginAddress(name: string, defaultDomain: string): string {
+  const trimmed = name.trim();
+  return !trimmed.includes('@') && defaultDomain !== '' ? `${trimmed}@${defaultDomain}` : trimmed;
+}

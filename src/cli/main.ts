@@ -5,7 +5,7 @@ import { AccountError } from '../accounts/store.ts';
 import { ConfigError } from '../config/load.ts';
 import { formatDuration } from '../config/duration.ts';
 import type { Config } from '../config/schema.ts';
-import { openDatabase } from '../db/sqlite.ts';
+import { openCountersDatabase, openDatabase } from '../db/sqlite.ts';
 import { MaildirStore } from '../mailstore/maildir.ts';
 import { resolveConfig } from './config.ts';
 import { readPassword, UsageError } from './password.ts';
@@ -218,13 +218,11 @@ limits
 
 async function withLimits<T>(fn: (store: SqliteSendLimitStore, guard: SqliteLoginGuard, config: Config) => Promise<T>): Promise<T> {
   const { config } = resolveConfig(configFlag(), true);
-  const db = openDatabase(config.data_dir);
-  const guard = createLoginGuard(config, silentLogger());
+  const counters = openCountersDatabase(config.data_dir);
   try {
-    return await fn(new SqliteSendLimitStore(db), guard, config);
+    return await fn(new SqliteSendLimitStore(counters), createLoginGuard(config, counters, silentLogger()), config);
   } finally {
-    guard.close();
-    db.close();
+    counters.close();
   }
 }
 

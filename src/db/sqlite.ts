@@ -8,10 +8,26 @@ import { DatabaseSync } from 'node:sqlite';
  */
 export function openDatabase(dataDir: string): DatabaseSync {
   mkdirSync(dataDir, { recursive: true });
-  const db = new DatabaseSync(join(dataDir, 'popgate.sqlite'));
+  const db = openSqlite(join(dataDir, 'popgate.sqlite'), 'FULL');
+  db.exec('PRAGMA foreign_keys = ON');
+  return db;
+}
+
+/**
+ * A second connection to the same file for counters (failed logins, sending limits): its
+ * commits do not wait for the disk, so a flood of failed logins or relayed mail adds no
+ * fsync each. A power cut can forget the last counts, which only forgives a little.
+ */
+export function openCountersDatabase(dataDir: string): DatabaseSync {
+  mkdirSync(dataDir, { recursive: true });
+  return openSqlite(join(dataDir, 'popgate.sqlite'), 'NORMAL');
+}
+
+/** Any popgate SQLite file: WAL, a busy timeout, and the durability the caller needs. */
+export function openSqlite(path: string, synchronous: 'FULL' | 'NORMAL'): DatabaseSync {
+  const db = new DatabaseSync(path);
   db.exec('PRAGMA busy_timeout = 5000');
   db.exec('PRAGMA journal_mode = WAL');
-  db.exec('PRAGMA synchronous = FULL');
-  db.exec('PRAGMA foreign_keys = ON');
+  db.exec(`PRAGMA synchronous = ${synchronous}`);
   return db;
 }

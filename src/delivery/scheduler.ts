@@ -68,7 +68,6 @@ interface Destination {
   workers: number;
 }
 
-
 export class DeliveryScheduler {
   readonly #settings: DeliverySettings;
   readonly #deps: DeliveryDeps;
@@ -177,9 +176,11 @@ export class DeliveryScheduler {
   async #process(message: QueuedMessage): Promise<void> {
     const pending = message.recipients.filter((r) => r.state === 'pending').map((r) => r.address);
     let updates: RecipientUpdate[] = [];
+    // The spool file is read (and signed) once per attempt, by whichever needs it first;
+    // a bounce reuses the same bytes.
+    let prepared: Promise<Prepared> | undefined;
+    const prepare = () => (prepared ??= this.#prepare(message));
     if (pending.length > 0) {
-      let prepared: Promise<Prepared> | undefined;
-      const prepare = () => (prepared ??= this.#prepare(message));
       const byDomain = new Map<string, string[]>();
       for (const address of pending) {
         const domain = address.slice(address.lastIndexOf('@') + 1).toLowerCase();
@@ -197,7 +198,7 @@ export class DeliveryScheduler {
       updates = (await Promise.all(jobs)).flat();
     }
     // Stopping: what was not answered stays due and is tried first after the restart.
-    if (!this.#stopped) await this.#decide(message, updates);
+    if (!this.#stopped) await this.#decide(message, updates, async () => (await prepare()).raw);
   }
 
   async #prepare(message: QueuedMessage): Promise<Prepared> {
@@ -413,7 +414,7 @@ export class DeliveryScheduler {
    * write: its removal): done, bounce some recipients, or try again later. A crash before
    * the write repeats the attempt, which RFC 5321 §6.1 accepts; nothing is lost.
    */
-  async #decide(message: QueuedMessage, updates: RecipientUpdate[]): Promise<void> {
+  async #decide(message: QueuedMessage, updates: RecipientUpdate[], original: () => Promise<Buffer>): Promise<void> {
     const now = Date.now();
     const age = now - message.receivedAt;
     const byAddress = new Map(updates.map((u) => [u.address, u]));
@@ -430,7 +431,7 @@ export class DeliveryScheduler {
     }
     const failed = recipients.filter((r) => r.state === 'failed');
     if (failed.length > 0) {
-      await this.#bounce(message, failed.map((r) => ({ address: r.address, action: 'failed', status: r.status ?? '5.0.0', diagnostic: r.diagnostic, remoteMta: r.remoteMta })));
+      await this.#bounce(message, original, failed.map((r) => ({ address: r.address, action: 'failed', status: r.status ?? '5.0.0', diagnostic: r.diagnostic, remoteMta: r.remoteMta })));
       for (const [i, r] of recipients.entries()) {
         if (r.state !== 'failed') continue;
         recipients[i] = { ...r, state: 'bounced' };
@@ -450,6 +451,7 @@ export class DeliveryScheduler {
     if (this.#settings.delayWarningMs > 0 && !warned && message.from !== '' && age >= this.#settings.delayWarningMs) {
       await this.#bounce(
         message,
+        original,
         pending.map((r) => ({ address: r.address, action: 'delayed', status: r.status?.startsWith('4.') ? r.status : '4.0.0', diagnostic: r.diagnostic, remoteMta: r.remoteMta })),
       );
       warned = true;
@@ -473,7 +475,7 @@ export class DeliveryScheduler {
    * A DSN to the envelope sender (RFC 3464), queued like any message before the recipients
    * count as bounced. Never to the null sender (RFC 5321 §4.5.5): that would loop.
    */
-  async #bounce(message: QueuedMessage, recipients: DsnRecipient[]): Promise<void> {
+  async #bounce(message: QueuedMessage, original: () => Promise<Buffer>, recipients: DsnRecipient[]): Promise<void> {
     const failed = recipients.filter((r) => r.action === 'failed');
     if (message.from === '') {
       if (failed.length > 0) {
@@ -481,7 +483,7 @@ export class DeliveryScheduler {
       }
       return;
     }
-    const raw = await this.#deps.queue.read(message.id);
+    const raw = await original();
     const dsn = buildDsn({
       reportingMta: this.#settings.hostname,
       queueId: message.id,

@@ -1,13 +1,12 @@
-import { join } from 'node:path';
-import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import type { Logger } from '../log/logger.ts';
 import { NetworkList } from '../net/ip.ts';
 import type { GuardVerdict, LoginGuard, LoginGuardSettings } from './login-guard.ts';
 
 // The login guard in the embedded database, so `popgate limits show/reset` sees and clears
-// what the server counts, and lockouts survive a restart. Its own connection commits without
-// fsync (synchronous = NORMAL): a flood of failed logins must not become a flood of disk
-// syncs, and a count lost to a power cut only forgives a few guesses.
+// what the server counts, and lockouts survive a restart. It is given the counters
+// connection (openCountersDatabase): a flood of failed logins must not become a flood of
+// disk syncs.
 
 export interface LockoutRow {
   /** "ip 192.0.2.7" or "user alice@example.net". */
@@ -27,14 +26,6 @@ export class SqliteLoginGuard implements LoginGuard {
   readonly #lockout: StatementSync;
   readonly #lock: StatementSync;
   readonly #unlock: StatementSync;
-
-  static open(dataDir: string, settings: LoginGuardSettings, log: Logger): SqliteLoginGuard {
-    const db = new DatabaseSync(join(dataDir, 'popgate.sqlite'));
-    db.exec('PRAGMA busy_timeout = 5000');
-    db.exec('PRAGMA journal_mode = WAL');
-    db.exec('PRAGMA synchronous = NORMAL');
-    return new SqliteLoginGuard(db, settings, log);
-  }
 
   constructor(db: DatabaseSync, settings: LoginGuardSettings, log: Logger) {
     this.#db = db;
@@ -87,7 +78,9 @@ export class SqliteLoginGuard implements LoginGuard {
     return { delayMs: this.#settings.failureDelayMs * Math.min(highest, 5), locked };
   }
 
-  // Failures are not forgiven by a success (see MemoryLoginGuard): they age out of the window.
+  // Failures are not forgiven by a success: otherwise whoever holds one valid account could
+  // interleave good logins with guesses at other accounts' passwords and never be locked out.
+  // They age out of the window instead.
   async success(): Promise<void> {}
 
   /** Addresses and accounts with recent failures or a lockout. */
@@ -122,9 +115,6 @@ export class SqliteLoginGuard implements LoginGuard {
     this.#db.prepare('DELETE FROM login_lockouts WHERE until <= ?').run(now);
   }
 
-  close(): void {
-    if (this.#db.isOpen) this.#db.close();
-  }
 }
 
 function keysOf(ip: string, user: string | undefined): [string, 'address' | 'account'][] {

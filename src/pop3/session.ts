@@ -2,7 +2,8 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from '../log/logger.ts';
-import { isLoopback } from '../net/ip.ts';
+import { loginAddress } from '../accounts/address.ts';
+import { plaintextLoginAllowed } from '../policy/login-guard.ts';
 import type { StoredMessage } from '../mailstore/store.ts';
 import type { Pop3Server } from './server.ts';
 import { MultilineEncoder } from './transfer.ts';
@@ -257,9 +258,7 @@ export class Pop3Session {
 
   /** RFC 2595 §2 and RFC 8314: passwords in the clear only over TLS, unless the config allows it. */
   #plaintextAllowed(): boolean {
-    if (this.#secure) return true;
-    const mode = this.#options.plaintextWithoutTls;
-    return mode === 'anywhere' || (mode === 'loopback' && isLoopback(this.ip));
+    return plaintextLoginAllowed(this.#options.plaintextWithoutTls, this.ip, this.#secure);
   }
 
   #plaintextRefusal(): string {
@@ -412,9 +411,7 @@ export class Pop3Session {
   }
 
   #loginAddress(name: string): string {
-    const trimmed = name.trim();
-    const domain = this.#options.defaultDomain;
-    return !trimmed.includes('@') && domain !== '' ? `${trimmed}@${domain}` : trimmed;
+    return loginAddress(name, this.#options.defaultDomain);
   }
 
   #stls(): void {

@@ -1,6 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import type { DatabaseSync, StatementSync } from 'node:sqlite';
+import { openSqlite } from '../db/sqlite.ts';
 import type { Envelope, QueuedMessage, QueuedRecipient, QueueStore, RecipientState, RecipientUpdate } from './store.ts';
 
 interface MessageRow {
@@ -45,14 +46,11 @@ export class SqliteQueueStore implements QueueStore {
   static open(dataDir: string): SqliteQueueStore {
     const dir = join(dataDir, 'queue');
     mkdirSync(dir, { recursive: true, mode: 0o700 });
-    return new SqliteQueueStore(new DatabaseSync(join(dir, 'index.sqlite')));
+    return new SqliteQueueStore(openSqlite(join(dir, 'index.sqlite'), 'NORMAL'));
   }
 
   constructor(db: DatabaseSync) {
     this.#db = db;
-    db.exec('PRAGMA busy_timeout = 5000');
-    db.exec('PRAGMA journal_mode = WAL');
-    db.exec('PRAGMA synchronous = NORMAL');
     db.exec('PRAGMA foreign_keys = ON');
     db.exec(`CREATE TABLE IF NOT EXISTS queue_messages (
       id TEXT PRIMARY KEY,

@@ -3,7 +3,7 @@ import type { SecureContext } from 'node:tls';
 import { SqliteAccountStore } from '../accounts/sqlite.ts';
 import type { AccountStore } from '../accounts/store.ts';
 import type { Config } from '../config/schema.ts';
-import { openDatabase } from '../db/sqlite.ts';
+import { openCountersDatabase, openDatabase } from '../db/sqlite.ts';
 import type { Logger } from '../log/logger.ts';
 import { LocalMaildropLocks } from '../mailstore/store.ts';
 import { MaildirStore } from '../mailstore/maildir.ts';
@@ -62,7 +62,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   }
 
   // Shared by POP3 and SMTP AUTH; in the database so `popgate limits` sees it.
-  const guard = createLoginGuard(config, log);
+  const counters = openCountersDatabase(config.data_dir);
+  const guard = createLoginGuard(config, counters, log);
   const popBeforeSmtp = createPopBeforeSmtp(config, db, log);
   // The grant is recorded before POP3 answers "+OK", so SMTP sees it with zero lag.
   const onLogin: ((event: LoginEvent) => Promise<void>)[] = [async (event) => void (await popBeforeSmtp.onLogin(event))];
@@ -93,7 +94,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     windowMs: config.pop_before_smtp.window,
     postmaster: config.smtp.postmaster,
   });
-  const sendLimits = createSendLimits(config, db, log);
+  const sendLimits = createSendLimits(config, counters, log);
   const limitSweeper = setInterval(() => {
     void sendLimits.sweep().catch((error) => log.error({ err: error }, 'send-limit sweep failed'));
     void guard.sweep().catch((error) => log.error({ err: error }, 'login-limit sweep failed'));
@@ -157,7 +158,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       clearInterval(limitSweeper);
       await Promise.all([pop3.close(config.shutdown_grace), smtp.close(config.shutdown_grace), delivery.stop(config.shutdown_grace)]);
       await queue.store.close();
-      guard.close();
+      counters.close();
       db.close();
     },
   };
@@ -241,15 +242,15 @@ export function createDeliveryScheduler(
 
 /** Whether ip:port reaches one of our own SMTP listeners (an MX pointing back at us). */
 function isOwnEndpoint(listening: string[], ip: string, port: number): boolean {
-  const local = new Set<string>(['127.0.0.1', '::1']);
-  for (const list of Object.values(networkInterfaces())) for (const entry of list ?? []) local.add(entry.address);
   return listening.some((address) => {
     const at = address.lastIndexOf(':');
     const host = address.slice(0, at).replace(/^\[|\]$/g, '');
     if (Number(address.slice(at + 1)) !== port) return false;
     if (host === ip) return true;
-    const wildcard = host === '0.0.0.0' || host === '::';
-    return wildcard && (local.has(ip) || (isIP(ip) === 4 && ip.startsWith('127.')));
+    if (host !== '0.0.0.0' && host !== '::') return false;
+    // A wildcard listener is reached through every local address (asked only in this case).
+    if (ip === '::1' || (isIP(ip) === 4 && ip.startsWith('127.'))) return true;
+    return Object.values(networkInterfaces()).some((list) => list?.some((entry) => entry.address === ip));
   });
 }
 
@@ -266,9 +267,9 @@ export function createSendLimits(config: Config, db: DatabaseSync, log: Logger):
   );
 }
 
-export function createLoginGuard(config: Config, log: Logger): SqliteLoginGuard {
-  return SqliteLoginGuard.open(
-    config.data_dir,
+export function createLoginGuard(config: Config, counters: DatabaseSync, log: Logger): SqliteLoginGuard {
+  return new SqliteLoginGuard(
+    counters,
     {
       failureDelayMs: config.auth.failure_delay,
       threshold: config.auth.lockout_threshold,

@@ -3,7 +3,8 @@ import type { TLSSocket } from 'node:tls';
 import type { Logger } from '../log/logger.ts';
 import type { Reply } from '../policy/mail-policy.ts';
 import { rfc5322Date } from '../mail/date.ts';
-import { isLoopback } from '../net/ip.ts';
+import { loginAddress } from '../accounts/address.ts';
+import { plaintextLoginAllowed } from '../policy/login-guard.ts';
 import { Spool } from '../queue/spool.ts';
 import type { SmtpRole } from './server.ts';
 import { DataReader } from './data-reader.ts';
@@ -92,6 +93,15 @@ export class SmtpSession {
 
   /** Port 465 (RFC 8314): TLS first, then the greeting. */
   startImplicitTls(): void {
+    const tls = this.#beginTls();
+    tls.once('secure', () => {
+      this.#log.info({ event: 'connect', tls: true, protocol: tls.getProtocol() }, 'smtps session started');
+      this.#reply(220, '', `${this.#options.hostname} ESMTP popgate ready`);
+    });
+  }
+
+  /** Wraps the connection in TLS (implicit or after STARTTLS), with a handshake time limit. */
+  #beginTls(): TLSSocket {
     const tls = this.#server.wrapTls(this.#raw);
     this.#stream = tls;
     const timer = setTimeout(() => this.#raw.destroy(), this.#options.handshakeTimeoutMs);
@@ -99,8 +109,6 @@ export class SmtpSession {
     tls.once('secure', () => {
       clearTimeout(timer);
       this.#secure = true;
-      this.#log.info({ event: 'connect', tls: true, protocol: tls.getProtocol() }, 'smtps session started');
-      this.#reply(220, '', `${this.#options.hostname} ESMTP popgate ready`);
     });
     tls.on('error', (error) => {
       clearTimeout(timer);
@@ -108,7 +116,9 @@ export class SmtpSession {
       this.#raw.destroy();
     });
     this.#attach(tls);
+    return tls;
   }
+
 
   #attach(stream: Socket | TLSSocket): void {
     stream.on('data', (chunk: Buffer) => {
@@ -277,21 +287,8 @@ export class SmtpSession {
     this.#transaction = undefined;
     this.#authContinuation = undefined;
     this.#raw.removeAllListeners('data');
-    const tls = this.#server.wrapTls(this.#raw);
-    this.#stream = tls;
-    const timer = setTimeout(() => this.#raw.destroy(), this.#options.handshakeTimeoutMs);
-    timer.unref();
-    tls.once('secure', () => {
-      clearTimeout(timer);
-      this.#secure = true;
-      this.#log.info({ event: 'starttls', protocol: tls.getProtocol() }, 'TLS started');
-    });
-    tls.on('error', (error) => {
-      clearTimeout(timer);
-      this.#log.info({ event: 'tls_error', reason: error.message }, 'TLS error');
-      this.#raw.destroy();
-    });
-    this.#attach(tls);
+    const tls = this.#beginTls();
+    tls.once('secure', () => this.#log.info({ event: 'starttls', protocol: tls.getProtocol() }, 'TLS started'));
   }
 
   // --- SMTP AUTH (RFC 4954): PLAIN (RFC 4616) and LOGIN ---
@@ -302,9 +299,7 @@ export class SmtpSession {
 
   /** Passwords only over TLS, except where auth.plaintext_without_tls allows (as for POP3). */
   #authAllowedNow(): boolean {
-    if (this.#secure) return true;
-    const mode = this.#options.plaintextWithoutTls;
-    return mode === 'anywhere' || (mode === 'loopback' && isLoopback(this.ip));
+    return plaintextLoginAllowed(this.#options.plaintextWithoutTls, this.ip, this.#secure);
   }
 
   async #auth(argument: string): Promise<void> {
@@ -352,8 +347,7 @@ export class SmtpSession {
   /** The same guard as POP3: a locked-out address gets no answer on its guess. */
   async #authenticate(name: string, password: string, mechanism: string): Promise<void> {
     const deps = this.#server.deps;
-    const trimmed = name.trim();
-    const address = !trimmed.includes('@') && this.#options.defaultDomain ? `${trimmed}@${this.#options.defaultDomain}` : trimmed;
+    const address = loginAddress(name, this.#options.defaultDomain);
     const verdict = await deps.guard.check(this.ip, address);
     if (verdict.locked) {
       const minutes = Math.max(1, Math.ceil(verdict.retryAfterMs / 60_000));
