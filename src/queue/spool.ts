@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { syncDirectory, writeDurably } from '../fs/durable.ts';
+import { DirectorySyncer, writeDurably } from '../fs/durable.ts';
 
 // The outbound spool: messages accepted for remote recipients, written durably before the
 // SMTP server answers 250 (RFC 5321 §6.1). Each message is two files in data_dir/queue/:
@@ -22,6 +22,8 @@ export interface Envelope {
 export class Spool {
   readonly dir: string;
   #ready: Promise<void> | undefined;
+  // Concurrent sessions relaying at once share the fsync of the spool folder (group commit).
+  readonly #directory = new DirectorySyncer();
 
   constructor(dataDir: string) {
     this.dir = join(dataDir, 'queue');
@@ -34,11 +36,14 @@ export class Spool {
   async enqueue(envelope: Envelope, message: Buffer | Buffer[]): Promise<void> {
     await (this.#ready ??= mkdir(join(this.dir, 'tmp'), { recursive: true, mode: 0o700 }).then(() => undefined));
     const tmp = join(this.dir, 'tmp');
-    await writeDurably(join(tmp, `${envelope.id}.eml`), message);
-    await writeDurably(join(tmp, `${envelope.id}.json`), Buffer.from(JSON.stringify(envelope)));
+    // Both files are on disk before either is named in the spool, so their writes may overlap.
+    await Promise.all([
+      writeDurably(join(tmp, `${envelope.id}.eml`), message),
+      writeDurably(join(tmp, `${envelope.id}.json`), Buffer.from(JSON.stringify(envelope))),
+    ]);
     await rename(join(tmp, `${envelope.id}.eml`), join(this.dir, `${envelope.id}.eml`));
     await rename(join(tmp, `${envelope.id}.json`), join(this.dir, `${envelope.id}.json`));
-    await syncDirectory(this.dir);
+    await this.#directory.sync(this.dir);
   }
 
   async list(): Promise<Envelope[]> {
