@@ -1,4 +1,4 @@
-import type { DatabaseSync } from 'node:sqlite';
+import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import { normalizeDomain, parseAddress } from './address.ts';
 import { hashPassword, verifyPassword } from './password.ts';
 import { AccountError, type AccountStore, type Alias, type AuthenticatedUser, type User } from './store.ts';
@@ -35,6 +35,9 @@ interface UserRow {
 export class SqliteAccountStore implements AccountStore {
   readonly #db: DatabaseSync;
   readonly #ownsDb: boolean;
+  // Prepared once: MAIL and RCPT look up domains and addresses on every message, and
+  // preparing a statement costs more than running it.
+  readonly #statements = new Map<string, StatementSync>();
 
   constructor(db: DatabaseSync, ownsDb = false) {
     this.#db = db;
@@ -42,31 +45,40 @@ export class SqliteAccountStore implements AccountStore {
     db.exec(SCHEMA);
   }
 
+  #sql(text: string): StatementSync {
+    let statement = this.#statements.get(text);
+    if (!statement) {
+      statement = this.#db.prepare(text);
+      this.#statements.set(text, statement);
+    }
+    return statement;
+  }
+
   async addDomain(input: string): Promise<void> {
     const domain = requireDomain(input);
-    const result = this.#db.prepare('INSERT OR IGNORE INTO domains (name, created_at) VALUES (?, ?)').run(domain, Date.now());
+    const result = this.#sql('INSERT OR IGNORE INTO domains (name, created_at) VALUES (?, ?)').run(domain, Date.now());
     if (result.changes === 0) throw new AccountError(`domain ${domain} already exists`);
   }
 
   async removeDomain(input: string): Promise<void> {
     const domain = requireDomain(input);
     await this.#requireDomainExists(domain);
-    const users = this.#db.prepare('SELECT count(*) AS n FROM users WHERE domain = ?').get(domain) as { n: number };
-    const aliases = this.#db.prepare('SELECT count(*) AS n FROM aliases WHERE domain = ?').get(domain) as { n: number };
+    const users = this.#sql('SELECT count(*) AS n FROM users WHERE domain = ?').get(domain) as { n: number };
+    const aliases = this.#sql('SELECT count(*) AS n FROM aliases WHERE domain = ?').get(domain) as { n: number };
     if (users.n > 0 || aliases.n > 0) {
       throw new AccountError(
         `domain ${domain} still has ${users.n} user(s) and ${aliases.n} alias target(s): remove them first (popgate user list ${domain})`,
       );
     }
-    this.#db.prepare('DELETE FROM domains WHERE name = ?').run(domain);
+    this.#sql('DELETE FROM domains WHERE name = ?').run(domain);
   }
 
   async listDomains(): Promise<string[]> {
-    return (this.#db.prepare('SELECT name FROM domains ORDER BY name').all() as { name: string }[]).map((r) => r.name);
+    return (this.#sql('SELECT name FROM domains ORDER BY name').all() as { name: string }[]).map((r) => r.name);
   }
 
   async isLocalDomain(domain: string): Promise<boolean> {
-    return this.#db.prepare('SELECT 1 FROM domains WHERE name = ?').get(domain) !== undefined;
+    return this.#sql('SELECT 1 FROM domains WHERE name = ?').get(domain) !== undefined;
   }
 
   async addUser(input: string, password: string): Promise<User> {
@@ -74,7 +86,7 @@ export class SqliteAccountStore implements AccountStore {
     await this.#requireDomainExists(address.domain);
     requirePassword(password);
     if (await this.getUser(address.address)) throw new AccountError(`user ${address.address} already exists`);
-    if (this.#db.prepare('SELECT 1 FROM aliases WHERE alias = ?').get(address.address)) {
+    if (this.#sql('SELECT 1 FROM aliases WHERE alias = ?').get(address.address)) {
       throw new AccountError(`${address.address} is an alias: remove the alias first (popgate alias remove ${address.address})`);
     }
     const hash = await hashPassword(password);
@@ -90,12 +102,12 @@ export class SqliteAccountStore implements AccountStore {
     const address = await this.#requireUser(input);
     requirePassword(password);
     const hash = await hashPassword(password);
-    this.#db.prepare('UPDATE users SET password_hash = ? WHERE address = ?').run(hash, address);
+    this.#sql('UPDATE users SET password_hash = ? WHERE address = ?').run(hash, address);
   }
 
   async removeUser(input: string): Promise<void> {
     const address = await this.#requireUser(input);
-    this.#db.prepare('DELETE FROM users WHERE address = ?').run(address);
+    this.#sql('DELETE FROM users WHERE address = ?').run(address);
   }
 
   async listUsers(domainInput?: string): Promise<User[]> {
@@ -103,9 +115,9 @@ export class SqliteAccountStore implements AccountStore {
     if (domainInput !== undefined) {
       const domain = requireDomain(domainInput);
       await this.#requireDomainExists(domain);
-      rows = this.#db.prepare('SELECT address, domain, local, created_at FROM users WHERE domain = ? ORDER BY address').all(domain) as unknown as UserRow[];
+      rows = this.#sql('SELECT address, domain, local, created_at FROM users WHERE domain = ? ORDER BY address').all(domain) as unknown as UserRow[];
     } else {
-      rows = this.#db.prepare('SELECT address, domain, local, created_at FROM users ORDER BY domain, address').all() as unknown as UserRow[];
+      rows = this.#sql('SELECT address, domain, local, created_at FROM users ORDER BY domain, address').all() as unknown as UserRow[];
     }
     return rows.map(toUser);
   }
@@ -113,14 +125,14 @@ export class SqliteAccountStore implements AccountStore {
   async getUser(input: string): Promise<User | undefined> {
     const address = parseAddress(input);
     if (!address) return undefined;
-    const row = this.#db.prepare('SELECT address, domain, local, created_at FROM users WHERE address = ?').get(address.address) as UserRow | undefined;
+    const row = this.#sql('SELECT address, domain, local, created_at FROM users WHERE address = ?').get(address.address) as UserRow | undefined;
     return row && toUser(row);
   }
 
   async authenticate(input: string, password: string): Promise<AuthenticatedUser | undefined> {
     const address = parseAddress(input);
     const row = address
-      ? (this.#db.prepare('SELECT password_hash FROM users WHERE address = ?').get(address.address) as { password_hash: string } | undefined)
+      ? (this.#sql('SELECT password_hash FROM users WHERE address = ?').get(address.address) as { password_hash: string } | undefined)
       : undefined;
     const ok = await verifyPassword(password, row?.password_hash);
     return ok && address ? { address: address.address } : undefined;
@@ -129,24 +141,24 @@ export class SqliteAccountStore implements AccountStore {
   async setApopSecret(input: string, secret: string | undefined): Promise<void> {
     const address = await this.#requireUser(input);
     if (secret !== undefined) requirePassword(secret);
-    this.#db.prepare('UPDATE users SET apop_secret = ? WHERE address = ?').run(secret ?? null, address);
+    this.#sql('UPDATE users SET apop_secret = ? WHERE address = ?').run(secret ?? null, address);
   }
 
   async getApopSecret(input: string): Promise<string | undefined> {
     const address = parseAddress(input);
     if (!address) return undefined;
-    const row = this.#db.prepare('SELECT apop_secret FROM users WHERE address = ?').get(address.address) as { apop_secret: string | null } | undefined;
+    const row = this.#sql('SELECT apop_secret FROM users WHERE address = ?').get(address.address) as { apop_secret: string | null } | undefined;
     return row?.apop_secret ?? undefined;
   }
 
   async lookup(address: string): Promise<{ kind: 'user' } | { kind: 'alias'; targets: string[] } | undefined> {
-    if (this.#db.prepare('SELECT 1 FROM users WHERE address = ?').get(address)) return { kind: 'user' };
-    const rows = this.#db.prepare('SELECT target FROM aliases WHERE alias = ?').all(address) as { target: string }[];
+    if (this.#sql('SELECT 1 FROM users WHERE address = ?').get(address)) return { kind: 'user' };
+    const rows = this.#sql('SELECT target FROM aliases WHERE alias = ?').all(address) as { target: string }[];
     return rows.length > 0 ? { kind: 'alias', targets: rows.map((r) => r.target) } : undefined;
   }
 
   async sendableAddresses(user: string): Promise<string[]> {
-    const rows = this.#db.prepare('SELECT DISTINCT alias FROM aliases WHERE target = ?').all(user) as { alias: string }[];
+    const rows = this.#sql('SELECT DISTINCT alias FROM aliases WHERE target = ?').all(user) as { alias: string }[];
     return [user, ...rows.map((r) => r.alias)];
   }
 
@@ -157,7 +169,7 @@ export class SqliteAccountStore implements AccountStore {
     if (await this.getUser(alias.address)) throw new AccountError(`${alias.address} is a user; an alias cannot have the same address`);
     const targets = targetInputs.map((t) => requireAddress(t).address);
     if (targets.includes(alias.address)) throw new AccountError(`alias ${alias.address} cannot point to itself`);
-    const insert = this.#db.prepare('INSERT OR IGNORE INTO aliases (alias, domain, target) VALUES (?, ?, ?)');
+    const insert = this.#sql('INSERT OR IGNORE INTO aliases (alias, domain, target) VALUES (?, ?, ?)');
     this.#db.exec('BEGIN IMMEDIATE');
     try {
       for (const target of targets) insert.run(alias.address, alias.domain, target);
@@ -174,10 +186,10 @@ export class SqliteAccountStore implements AccountStore {
     if (targetInputs && targetInputs.length > 0) {
       changes = 0;
       for (const target of targetInputs) {
-        changes = Number(changes) + Number(this.#db.prepare('DELETE FROM aliases WHERE alias = ? AND target = ?').run(alias, requireAddress(target).address).changes);
+        changes = Number(changes) + Number(this.#sql('DELETE FROM aliases WHERE alias = ? AND target = ?').run(alias, requireAddress(target).address).changes);
       }
     } else {
-      changes = this.#db.prepare('DELETE FROM aliases WHERE alias = ?').run(alias).changes;
+      changes = this.#sql('DELETE FROM aliases WHERE alias = ?').run(alias).changes;
     }
     if (Number(changes) === 0) throw new AccountError(`no such alias: ${alias}${targetInputs?.length ? ` -> ${targetInputs.join(', ')}` : ''} (see popgate alias list)`);
   }
@@ -185,8 +197,8 @@ export class SqliteAccountStore implements AccountStore {
   async listAliases(domainInput?: string): Promise<Alias[]> {
     const rows = (
       domainInput !== undefined
-        ? this.#db.prepare('SELECT alias, target FROM aliases WHERE domain = ? ORDER BY alias, target').all(requireDomain(domainInput))
-        : this.#db.prepare('SELECT alias, target FROM aliases ORDER BY domain, alias, target').all()
+        ? this.#sql('SELECT alias, target FROM aliases WHERE domain = ? ORDER BY alias, target').all(requireDomain(domainInput))
+        : this.#sql('SELECT alias, target FROM aliases ORDER BY domain, alias, target').all()
     ) as { alias: string; target: string }[];
     const byAlias = new Map<string, string[]>();
     for (const row of rows) {
