@@ -49,6 +49,8 @@ export class SmtpSession {
   #input: Buffer = EMPTY;
   #busy = false;
   #paused = false;
+  /** The stream whose replies are held back while a pipelined group is answered. */
+  #corked: Socket | TLSSocket | undefined;
   #errors = 0;
   #shuttingDown = false;
   #closedPromise: Promise<void>;
@@ -163,24 +165,42 @@ export class SmtpSession {
         if (end > 0 && this.#input[end - 1] === 0x0d) end--;
         const line = this.#input.toString('utf8', 0, end);
         this.#input = lf + 1 === this.#input.length ? EMPTY : this.#input.subarray(lf + 1);
+        // RFC 2920 §3.1: the replies to a pipelined group go out together once the group is
+        // answered, in one segment instead of one write (and one loopback wake-up) each.
+        if (!this.#corked && this.#input.indexOf(LF) !== -1) {
+          this.#corked = this.#stream;
+          this.#corked.cork();
+        }
         try {
           await this.#command(line);
         } catch (error) {
           this.#log.error({ err: error }, 'smtp command failed');
           this.#reply(451, '4.3.0', 'Internal error, please try again later');
         }
+        // Flushed when the group is done, before message data (the client waits for 354),
+        // at once when STARTTLS swapped the stream under the held replies, and when the held
+        // replies fill the socket's buffer (a long group must not wait for a drain that a
+        // corked stream never signals).
+        if (this.#corked && (this.#data || this.#corked !== this.#stream || this.#corked.writableNeedDrain || this.#input.indexOf(LF) === -1)) this.#uncork();
         await this.#drained();
         if (this.#shuttingDown && !this.#data && this.#input.length === 0) {
           await this.abort('421 4.3.2 Server is shutting down, try again later');
         }
       }
     } finally {
+      this.#uncork();
       this.#busy = false;
       if (this.#paused && !this.#closed) {
         this.#paused = false;
         this.#stream.resume();
       }
     }
+  }
+
+  #uncork(): void {
+    const corked = this.#corked;
+    this.#corked = undefined;
+    corked?.uncork();
   }
 
   async #command(line: string): Promise<void> {
