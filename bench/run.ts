@@ -1,16 +1,16 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, connect as netConnect } from 'node:net';
 import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { stringify } from 'smol-toml';
 import { SqliteAccountStore } from '../src/accounts/sqlite.ts';
 import { openDatabase } from '../src/db/sqlite.ts';
 import { MaildirStore } from '../src/mailstore/maildir.ts';
+import { freePort, PopgateChild } from './popgate-server.ts';
 import { runConnects, runLogins, runRetr, type Endpoint, type SessionResult, type RetrResult } from './pop3-load.ts';
 import { median, Samples, summarize } from './stats.ts';
 import { MessageSet, relayLag, runAccept, type AcceptResult } from './smtp-load.ts';
+import { makeMessage, prng } from './messages.ts';
 import { runQueueDelivery } from './queue-load.ts';
 import { runSubmission } from './submission-load.ts';
 
@@ -144,24 +144,17 @@ let smtpEndpoint: Endpoint | undefined;
 
 // --- cleanup: the child server and the temporary data dir go away whatever happens ---
 
-let server: ChildProcess | undefined;
+let server: PopgateChild | undefined;
 let dataDir: string | undefined;
-let serverOutput = '';
 
 function cleanupSync(): void {
-  if (server && server.exitCode === null && server.signalCode === null) server.kill('SIGKILL');
+  server?.killSync();
   if (dataDir) rmSync(dataDir, { recursive: true, force: true });
   dataDir = undefined;
 }
 
 async function stopServer(): Promise<void> {
-  const child = server;
-  if (!child || child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-  await exited;
-  clearTimeout(timer);
+  await server?.stop();
 }
 
 let interrupted = false;
@@ -179,62 +172,6 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
 }
 
 // --- test data ---
-
-/** A small deterministic PRNG (mulberry32), so every run delivers the same mail. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-const WORDS = (
-  'the of and to in is that for it as was with be by on not he this are or his from at which but have an they you were her ' +
-  'she there been one all we their has would when if so no will can more out up about into them some could time only new ' +
-  'mailbox server message delivery account password invoice meeting report quarter budget schedule customer network ' +
-  'please regards thanks attached following update review tomorrow morning afternoon office project deadline'
-).split(' ');
-
-/** One RFC 5322 message of about `size` octets: CRLF line ends, and some lines beginning with ".". */
-function makeMessage(random: () => number, index: number, to: string, size: number): Buffer {
-  const word = () => WORDS[Math.floor(random() * WORDS.length)];
-  const date = new Date(Date.UTC(2025, 0, 1) + index * 61_000).toUTCString().replace('GMT', '+0000');
-  const lines = [
-    `Return-Path: <sender${index % 97}@example.net>`,
-    `Received: from client.example.net (client.example.net [192.0.2.${index % 250}])`,
-    `\tby mx.example.net with ESMTPS id ${index.toString(36)}x${Math.floor(random() * 1e9).toString(36)}`,
-    `\tfor <${to}>; ${date}`,
-    `From: Sender ${index % 97} <sender${index % 97}@example.net>`,
-    `To: <${to}>`,
-    `Subject: ${word()} ${word()} ${word()} #${index}`,
-    `Date: ${date}`,
-    `Message-ID: <${index}.${Math.floor(random() * 1e12).toString(36)}@example.net>`,
-    'MIME-Version: 1.0',
-    'Content-Type: text/plain; charset=utf-8',
-    'Content-Transfer-Encoding: 8bit',
-    '',
-  ];
-  let length = lines.reduce((sum, line) => sum + line.length + 2, 0);
-  const target = size * (0.9 + random() * 0.2);
-  while (length < target) {
-    let line: string;
-    const kind = random();
-    if (kind < 0.005) line = '.'; // a line of one dot: stuffed to ".." on the wire
-    else if (kind < 0.02) line = `.${word()} ${word()} ${word()}`; // leading dot, e.g. ".htaccess" or "...and so on"
-    else if (kind < 0.07) line = '';
-    else {
-      line = word();
-      while (line.length < 60 + random() * 12) line += ` ${word()}`;
-    }
-    lines.push(line);
-    length += line.length + 2;
-  }
-  return Buffer.from(lines.join('\r\n') + '\r\n');
-}
 
 async function setUp(): Promise<{ endpoint: Endpoint; configPath: string; messageBytes: number }> {
   dataDir = mkdtempSync(join(tmpdir(), 'popgate-bench-'));
@@ -304,68 +241,15 @@ async function setUp(): Promise<{ endpoint: Endpoint; configPath: string; messag
   return { endpoint: { host: '127.0.0.1', port }, configPath, messageBytes };
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const address = probe.address();
-      probe.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
-    });
-  });
-}
-
-async function startServer(configPath: string, endpoint: Endpoint): Promise<void> {
-  const root = resolve(import.meta.dirname, '..');
-  const nodeFlags = args['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${resolve(args['cpu-prof'])}`] : [];
-  const child = spawn(process.execPath, [...nodeFlags, join(root, 'src/cli/main.ts'), 'serve', '--config', configPath], {
-    cwd: root,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  server = child;
-  const keep = (chunk: Buffer) => {
-    serverOutput = (serverOutput + chunk.toString('utf8')).slice(-8000);
-  };
-  child.stdout!.on('data', keep);
-  child.stderr!.on('data', keep);
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`popgate exited during start (${child.exitCode ?? child.signalCode}):\n${serverOutput}`);
-    if (await accepts(endpoint)) break;
-    if (Date.now() > deadline) throw new Error(`popgate did not accept connections on ${endpoint.host}:${endpoint.port} within 30 s:\n${serverOutput}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  progress(`server: popgate pid ${child.pid} on ${endpoint.host}:${endpoint.port}${args['cpu-prof'] ? ` (CPU profile to ${args['cpu-prof']})` : ''}`);
-}
-
-function accepts(endpoint: Endpoint): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = netConnect({ host: endpoint.host, port: endpoint.port });
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
-}
-
 // --- workloads and results ---
 
 /**
- * CPU seconds the popgate child has used (user + system, from /proc/<pid>/stat), so a figure
- * can be given as CPU per message: on a shared, noisy machine that varies far less than the
- * wall-clock rate, and it shows what an optimisation saved.
+ * CPU seconds the popgate child has used, so a figure can be given as CPU per message: on a
+ * shared, noisy machine that varies far less than the wall-clock rate, and it shows what an
+ * optimisation saved.
  */
 function serverCpuSeconds(): { user: number; system: number } | undefined {
-  if (!server?.pid) return undefined;
-  try {
-    const stat = readFileSync(`/proc/${server.pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // utime and stime, in clock ticks (USER_HZ = 100 on Linux)
-    return { user: Number(fields[11]) / 100, system: Number(fields[12]) / 100 };
-  } catch {
-    return undefined;
-  }
+  return server?.cpuSeconds();
 }
 
 /** Microseconds of server CPU per item between two serverCpuSeconds() readings, as text for progress lines. */
@@ -792,7 +676,8 @@ async function main(): Promise<void> {
   } else {
     const { endpoint, configPath, messageBytes: bytes } = await setUp();
     messageBytes = bytes;
-    await startServer(configPath, endpoint);
+    server = await PopgateChild.start({ configPath, endpoint, cpuProfDir: args['cpu-prof'] });
+    progress(`server: popgate pid ${server.pid} on ${endpoint.host}:${endpoint.port}${args['cpu-prof'] ? ` (CPU profile to ${args['cpu-prof']})` : ''}`);
     target = `popgate child process on ${endpoint.host}:${endpoint.port} (SMTP ${smtpEndpoint!.port})${quick ? ' (--quick)' : ''}`;
     await runWorkloads(endpoint, {
       mailboxes: Array.from({ length: settings.mailboxes }, (_, i) => mailboxUser(i)),
@@ -812,8 +697,8 @@ async function main(): Promise<void> {
     await stopServer();
     progress('outbound queue:');
     await runQueueWorkloads();
-    if (server && server.exitCode !== 0) throw new Error(`popgate exited with ${server.exitCode ?? server.signalCode} on SIGTERM:\n${serverOutput}`);
-    if (serverOutput.trim() !== '') progress(`server output (warnings and errors):\n${serverOutput.trim()}`);
+    if (server.child.exitCode !== 0) throw new Error(`popgate exited with ${server.child.exitCode ?? server.child.signalCode} on SIGTERM:\n${server.output}`);
+    if (server.output.trim() !== '') progress(`server output (warnings and errors):\n${server.output.trim()}`);
   }
   printTable(info, target, messageBytes);
   if (args.json) {
@@ -829,7 +714,7 @@ try {
   // After Ctrl-C the workloads fail as the server goes away; the signal handler exits.
   if (interrupted) await new Promise(() => {});
   process.stderr.write(`bench: ${(error as Error).stack ?? error}\n`);
-  if (serverOutput.trim() !== '') process.stderr.write(`server output:\n${serverOutput.trim()}\n`);
+  if (server && server.output.trim() !== '') process.stderr.write(`server output:\n${server.output.trim()}\n`);
   await stopServer().catch(() => {});
   cleanupSync();
   process.exit(1);
