@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -29,14 +29,46 @@ test('delivery writes tmp/ -> new/ with a unique name carrying ,S=<size>', async
 test('UIDLs are the unique names and survive a restart, a move to cur/ and flag changes', async () => {
   const store = new MaildirStore(dir, 'mail.example.test');
   await store.deliver('b@example.test', Buffer.from('Subject: 1\r\n\r\n1\r\n'));
+  const [first] = readdirSync(join(store.pathOf('b@example.test'), 'new'));
   await store.deliver('b@example.test', Buffer.from('Subject: 2\r\n\r\n2\r\n'));
   const before = (await store.list('b@example.test')).map((m) => m.uidl);
   const path = store.pathOf('b@example.test');
-  const [first] = readdirSync(join(path, 'new')).sort();
-  renameSync(join(path, 'new', first), join(path, 'cur', `${first}:2,S`));
+  // Another reader (an IMAP server) sets a flag on the first message.
+  renameSync(join(path, 'cur', `${first}:2,`), join(path, 'cur', `${first}:2,S`));
   const reopened = new MaildirStore(dir, 'mail.example.test');
   assert.deepEqual((await reopened.list('b@example.test')).map((m) => m.uidl), before);
   assert.equal(before[0], first.split(',')[0]);
+});
+
+test('listing claims new mail: new/ is moved to cur/ with an empty info, as Maildir readers do', async () => {
+  const store = new MaildirStore(dir, 'mail.example.test');
+  const name = await store.deliver('claim@example.test', Buffer.from('Subject: new\r\n\r\nnew\r\n'));
+  const path = store.pathOf('claim@example.test');
+  const [listed] = await store.list('claim@example.test');
+  assert.deepEqual(readdirSync(join(path, 'new')), []);
+  assert.deepEqual(readdirSync(join(path, 'cur')), [`${name}:2,`]);
+  assert.equal(listed.ref, join(path, 'cur', `${name}:2,`));
+  assert.equal(listed.uidl, name.split(',')[0]);
+});
+
+test('a large mailbox listing is reused while cur/ is unchanged, and a change is always seen', async () => {
+  const store = new MaildirStore(dir, 'mail.example.test');
+  const path = await store.ensure('large@example.test');
+  const cur = join(path, 'cur');
+  for (let i = 0; i < 1200; i++) writeFileSync(join(cur, `${1_600_000_000 + i}.M${i}P1Q${i}Rabcdef.mail.example.test,S=12:2,`), 'Subject: x\r\n');
+  // Untouched for an hour: the listing may be kept (a folder changed just now is read every time).
+  const hourAgo = new Date(Date.now() - 3600_000);
+  utimesSync(cur, hourAgo, hourAgo);
+  const first = await store.list('large@example.test');
+  assert.equal(first.length, 1200);
+  assert.equal(await store.list('large@example.test'), first, 'the same listing, not read again');
+  // Mail arrives through another process (the folder's time changes): it is listed.
+  await new MaildirStore(dir, 'mail.example.test').deliver('large@example.test', Buffer.from('Subject: late\r\n\r\n'));
+  const after = await store.list('large@example.test');
+  assert.equal(after.length, 1201);
+  // A message removed by another program disappears from the next listing too.
+  rmSync(after[0].ref);
+  assert.equal((await store.list('large@example.test')).length, 1200);
 });
 
 test('messages are listed oldest first', async () => {

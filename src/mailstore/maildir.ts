@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, readFileSync, renameSync } from 'node:fs';
-import { mkdir, readdir, unlink } from 'node:fs/promises';
+import { mkdir, readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DirectorySyncer, writeDurably } from '../fs/durable.ts';
 import type { Mailstore, RemoveResult, StoredMessage } from './store.ts';
@@ -27,6 +27,9 @@ export class MaildirStore implements Mailstore {
   readonly #virtualSizes = new Map<string, number>();
   // Shared by every session of the process, so concurrent deliveries to a folder share fsyncs.
   readonly #directories = new DirectorySyncer();
+  // Listings of large cur/ folders, least recently used first (see list()).
+  readonly #listings = new Map<string, CachedListing>();
+  #cachedEntries = 0;
   #counter = 0;
 
   constructor(dataDir: string, hostname: string) {
@@ -86,26 +89,87 @@ export class MaildirStore implements Mailstore {
     return name;
   }
 
+  /**
+   * The maildrop, oldest first. As a Maildir reader should, listing claims new mail: new/ is
+   * moved to cur/ (with an empty ":2," info), so cur/ holds the mailbox and changes only when
+   * mail arrives or is deleted. Its listing is kept between logins and trusted while the
+   * folder's modification time is unchanged, so a login to a 100,000-message mailbox reads
+   * the folder only when something changed.
+   */
   async list(address: string): Promise<StoredMessage[]> {
     const path = await this.ensure(address);
-    const entries: { name: string; ref: string; seconds: number; micros: number }[] = [];
-    for (const sub of ['new', 'cur'] as const) {
-      const dir = join(path, sub);
-      for (const name of await readdir(dir)) {
-        if (name.startsWith('.')) continue;
-        // Delivery order: the seconds and microseconds at the start of the unique name.
-        const key = /^(\d+)\.(?:M(\d+))?/.exec(name);
-        entries.push({ name, ref: `${dir}/${name}`, seconds: key ? Number(key[1]) : Infinity, micros: key?.[2] ? Number(key[2]) : 0 });
+    const cur = join(path, 'cur');
+    await this.#claimNew(join(path, 'new'), cur);
+    const entries = await this.#listFolder(cur);
+    let missing = 0;
+    for (const entry of entries) {
+      if (entry.size >= 0) continue;
+      const size = await this.#computeVirtualSize(entry.ref.slice(entry.ref.lastIndexOf('/') + 1), entry.ref);
+      if (size === undefined) missing++; // vanished between readdir and open
+      else entry.size = size;
+    }
+    return missing === 0 ? entries : entries.filter((entry) => entry.size >= 0);
+  }
+
+  /**
+   * new/ to cur/ without fsyncs: a crash that loses a rename leaves the message in new/, where
+   * the next listing finds it again under the same UIDL; either folder is a durable home.
+   */
+  async #claimNew(newDir: string, cur: string): Promise<void> {
+    for (const name of await readdir(newDir)) {
+      if (name.charCodeAt(0) === DOT) continue;
+      try {
+        renameSync(join(newDir, name), join(cur, name.includes(':') ? name : `${name}:2,`));
+      } catch (error) {
+        // Another reader of this Maildir claimed it first: it is in cur/ now.
+        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
       }
     }
-    entries.sort((a, b) => a.seconds - b.seconds || a.micros - b.micros || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-    const messages: StoredMessage[] = [];
-    for (const { name, ref } of entries) {
-      const size = sizeFromName(name) ?? (await this.#computeVirtualSize(name, ref));
-      if (size === undefined) continue; // vanished between readdir and open
-      messages.push({ uidl: uidlOf(name), size, ref });
+  }
+
+  async #listFolder(dir: string): Promise<ListedMessage[]> {
+    // The time is read before the folder: a change during the read leaves a newer time.
+    const modified = (await stat(dir, { bigint: true })).mtimeNs;
+    const cached = this.#listings.get(dir);
+    if (cached && cached.modified === modified && cached.trusted) {
+      this.#listings.delete(dir); // most recently used last
+      this.#listings.set(dir, cached);
+      return cached.entries;
     }
-    return messages;
+    const readAt = Date.now();
+    // A login lists the whole maildrop, so each name is parsed once, by hand (no regular
+    // expressions, no splitting, no garbage beyond the entry itself), and sorted on a number.
+    const entries: ListedMessage[] = [];
+    for (const name of await readdir(dir)) {
+      if (name.charCodeAt(0) !== DOT) entries.push(parseName(name, dir));
+    }
+    entries.sort((a, b) => a.order - b.order || (a.ref < b.ref ? -1 : a.ref > b.ref ? 1 : 0));
+    this.#remember(dir, {
+      modified,
+      // File times come from a coarse clock (and from another machine's clock on shared
+      // storage): a change in the same tick as the read could leave the time as it was. So a
+      // listing is trusted only when the folder had not changed for a while before the read.
+      trusted: Number(modified / 1_000_000n) < readAt - RACY_MS,
+      entries,
+    });
+    return entries;
+  }
+
+  #remember(dir: string, listing: CachedListing): void {
+    const previous = this.#listings.get(dir);
+    if (previous) {
+      this.#cachedEntries -= previous.entries.length;
+      this.#listings.delete(dir);
+    }
+    // Small mailboxes are read again cheaply; memory goes to the large ones.
+    if (listing.entries.length < CACHE_MIN_ENTRIES) return;
+    this.#listings.set(dir, listing);
+    this.#cachedEntries += listing.entries.length;
+    for (const [oldest, old] of this.#listings) {
+      if (this.#cachedEntries <= CACHE_MAX_ENTRIES) break;
+      this.#listings.delete(oldest);
+      this.#cachedEntries -= old.entries.length;
+    }
   }
 
   read(message: StoredMessage): AsyncIterable<Buffer> {
@@ -170,16 +234,109 @@ function terminatorSize(lastByte: number): number {
   return lastByte === -1 || lastByte === 0x0a ? 0 : lastByte === 0x0d ? 1 : 2;
 }
 
-/** ",W=" is the CRLF size; ",S=" is the file size, exact only for our own CRLF files (no W means S = W). */
-function sizeFromName(name: string): number | undefined {
-  const base = name.split(':')[0];
-  const w = /,W=(\d+)/.exec(base);
-  if (w) return Number(w[1]);
-  // Our own deliveries always write CRLF and add W when it differs, so S is exact for them;
-  // for foreign files (no popgate "Q" counter) S may count LF-only lines, so it is not trusted.
-  const s = /,S=(\d+)/.exec(base);
-  if (s && /^\d+\.M\d+P\d+Q\d+R[0-9a-f]+\./.test(base)) return Number(s[1]);
-  return undefined;
+const DOT = 0x2e;
+const COMMA = 0x2c;
+const COLON = 0x3a;
+
+/** A listing is trusted only if its folder had not changed for this long before it was read. */
+const RACY_MS = 2000;
+/** Folders with fewer messages are not kept: reading them again costs little. */
+const CACHE_MIN_ENTRIES = 1000;
+/** About 150 bytes each: some 150 MB at most for the listings of the largest mailboxes. */
+const CACHE_MAX_ENTRIES = 1_000_000;
+
+interface CachedListing {
+  modified: bigint;
+  trusted: boolean;
+  entries: ListedMessage[];
+}
+
+/** A listed message, with what sorting needs; returned as the StoredMessage itself. */
+interface ListedMessage {
+  uidl: string;
+  /** The size on the wire; -1 until computed when the name does not tell it reliably. */
+  size: number;
+  ref: string;
+  /** Delivery order: seconds and microseconds at the start of the unique name (Infinity if absent). */
+  order: number;
+}
+
+/** Where the digits read by digitsAt() ended (a variable, not a returned object: no garbage per name). */
+let digitsEnd = 0;
+
+/** The number written in digits at `from`; digitsEnd tells where they end (=== from when none). */
+function digitsAt(name: string, from: number): number {
+  let value = 0;
+  let end = from;
+  for (let c = name.charCodeAt(end); c >= 0x30 && c <= 0x39; c = name.charCodeAt(++end)) value = value * 10 + (c - 0x30);
+  digitsEnd = end;
+  return value;
+}
+
+/**
+ * One pass over a Maildir name: `<seconds>.M<micros>P<pid>Q<counter>R<hex>.<host>` is our own
+ * (see #uniqueName), then `,S=<size>`, `,W=<size with CRLF>` and `:2,<flags>`. ",W=" is the CRLF
+ * size; ",S=" is the file size, exact only for our own CRLF files (no W means S = W), since a
+ * foreign file's S may count LF-only lines.
+ */
+function parseName(name: string, dir: string): ListedMessage {
+  const seconds = digitsAt(name, 0);
+  let order = Infinity;
+  let ours = false;
+  if (digitsEnd > 0 && name.charCodeAt(digitsEnd) === DOT) {
+    let micros = 0;
+    let at = digitsEnd + 1;
+    if (name.charCodeAt(at) === 0x4d /* M */) {
+      micros = digitsAt(name, at + 1);
+      ours = digitsEnd > at + 1 && name.charCodeAt(digitsEnd) === 0x50; /* P: pid */
+      at = digitsEnd;
+      if (ours) {
+        digitsAt(name, at + 1);
+        ours = digitsEnd > at + 1 && name.charCodeAt(digitsEnd) === 0x51; /* Q: counter */
+        at = digitsEnd;
+      }
+      if (ours) {
+        digitsAt(name, at + 1);
+        ours = digitsEnd > at + 1 && name.charCodeAt(digitsEnd) === 0x52; /* R: random hex */
+        at = digitsEnd;
+      }
+      if (ours) {
+        let hex = at + 1;
+        for (let c = name.charCodeAt(hex); (c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66); c = name.charCodeAt(++hex));
+        ours = hex > at + 1 && name.charCodeAt(hex) === DOT;
+      }
+    }
+    order = seconds * 1e6 + micros;
+  }
+  // The unique part ends at the first "," or ":"; the info after ":" holds no size keys.
+  let uniqueEnd = -1;
+  let baseEnd = name.length;
+  for (let i = 0; i < name.length; i++) {
+    const c = name.charCodeAt(i);
+    if (c === COMMA && uniqueEnd === -1) uniqueEnd = i;
+    else if (c === COLON) {
+      if (uniqueEnd === -1) uniqueEnd = i;
+      baseEnd = i;
+      break;
+    }
+  }
+  if (uniqueEnd === -1) uniqueEnd = name.length;
+  let size = -1;
+  const w = name.lastIndexOf(',W=', baseEnd);
+  if (w >= uniqueEnd) {
+    const value = digitsAt(name, w + 3);
+    if (digitsEnd > w + 3) size = value;
+  }
+  if (size === -1 && ours) {
+    const s = name.lastIndexOf(',S=', baseEnd);
+    if (s >= uniqueEnd) {
+      const value = digitsAt(name, s + 3);
+      if (digitsEnd > s + 3) size = value;
+    }
+  }
+  // Our unique names are printable ASCII well under 70 characters: the UIDL as is (RFC 1939 §7).
+  const uidl = ours && uniqueEnd <= 70 ? name.slice(0, uniqueEnd) : uidlOf(name);
+  return { uidl, size, ref: `${dir}/${name}`, order };
 }
 
 /**

@@ -393,7 +393,8 @@ export class Pop3Session {
     await deps.guard.success(this.ip, user.address);
     this.#user = user.address;
     this.#log = this.#log.child({ user: user.address });
-    this.#messages = messages.map((m) => ({ ...m, deleted: false }));
+    // The store may share its listing between sessions: each session marks its own copy.
+    this.#messages = messages.map((m) => ({ uidl: m.uidl, size: m.size, ref: m.ref, deleted: false }));
     this.#state = 'TRANSACTION';
     const total = this.#messages.reduce((sum, m) => sum + m.size, 0);
     this.#log.info({ event: 'login', mechanism, tls: this.#secure, messages: this.#messages.length, octets: total }, 'pop3 login');
