@@ -6,20 +6,27 @@ import { startApp, type App } from '../server/app.ts';
 export async function serve(config: Config, options: { dev: boolean; source: string }): Promise<void> {
   const log = createLogger(config.log.level);
   log.info({ event: 'start', config: options.source, data_dir: config.data_dir, pid: process.pid }, 'popgate starting');
-  const app = await startApp(config, log);
-  if (options.dev) await bootstrapDemo(app);
-
-  let stopping = false;
-  const stop = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
+  // The handlers come first: a listener accepts connections before startApp() has returned,
+  // and a SIGTERM in that moment must still shut down gracefully, not kill the process.
+  let started: App | undefined;
+  let stopping: string | undefined;
+  const stop = async (app: App, signal: string) => {
     log.info({ event: 'stop', signal }, 'popgate stopping: finishing sessions');
     await app.close();
     log.info({ event: 'stopped' }, 'popgate stopped');
     process.exit(0);
   };
-  process.on('SIGTERM', () => void stop('SIGTERM'));
-  process.on('SIGINT', () => void stop('SIGINT'));
+  const onSignal = (signal: string) => {
+    if (stopping) return;
+    stopping = signal;
+    if (started) void stop(started, signal);
+  };
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+  process.on('SIGINT', () => onSignal('SIGINT'));
+  const app = await startApp(config, log);
+  started = app;
+  if (stopping) return stop(app, stopping);
+  if (options.dev) await bootstrapDemo(app);
   process.on('SIGHUP', () => {
     try {
       app.reloadTls();
