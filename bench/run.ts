@@ -10,6 +10,9 @@ import { freePort, PopgateChild } from './popgate-server.ts';
 import { runConnects, runLogins, runRetr, type Endpoint, type SessionResult, type RetrResult } from './pop3-load.ts';
 import { median, Samples, summarize } from './stats.ts';
 import { MessageSet, relayLag, runAccept, type AcceptResult } from './smtp-load.ts';
+import { comparisonChart, comparisonTable, runComparison, type ComparisonResult } from './compare.ts';
+import { processTree, runIdle } from './idle-load.ts';
+import { runLargeMailbox } from './mailbox-load.ts';
 import { makeMessage, prng } from './messages.ts';
 import { runQueueDelivery } from './queue-load.ts';
 import { runSubmission } from './submission-load.ts';
@@ -25,6 +28,13 @@ import { runSubmission } from './submission-load.ts';
 //   npm run bench -- --smtp-target mail.example.net:25 --smtp-to someone@example.net
 //                                      the SMTP generator against a running server (it sends
 //                                      real mail to that address: thousands of messages)
+//   npm run bench -- --peers --chart docs/benchmarks.svg
+//                                      popgate beside Postfix, Dovecot and Haraka (installed from Debian and
+//                                      npm first: needs root), ratios against the targets (bench/compare.ts)
+//   npm run bench -- --target mail.example.net:110 --user big@example.net --password secret --large --only large
+//                                      login + STAT + UIDL on a (large) mailbox of a running server
+//   npm run bench -- --target host:110 --smtp-target host:25 --idle-connections 1000 --server-pid PID --only idle
+//                                      idle connections held on a running server; its RSS from /proc
 //   npm run -s bench -- --json > results.json
 //                                      JSON on stdout, the table on stderr
 //
@@ -47,8 +57,10 @@ import { runSubmission } from './submission-load.ts';
 
 const USAGE = `usage: node bench/run.ts [--quick] [--json] [--runs N] [--pipeline N] [--messages N] [--logins N]
                          [--smtp-messages N] [--lag-samples N] [--queue-messages N] [--only TEXT] [--cpu-prof DIR]
-                         [--target HOST:PORT [--user ADDRESS ...] [--password PASSWORD]]
-                         [--smtp-target HOST:PORT --smtp-to ADDRESS [--smtp-from ADDRESS]]`;
+                         [--peers [--chart FILE.svg]]
+                         [--target HOST:PORT [--user ADDRESS ...] [--password PASSWORD] [--large]]
+                         [--smtp-target HOST:PORT --smtp-to ADDRESS [--smtp-from ADDRESS]]
+                         [--idle-connections N [--server-pid PID]]`;
 
 const { values: args } = parseArgs({
   options: {
@@ -67,6 +79,11 @@ const { values: args } = parseArgs({
     'smtp-to': { type: 'string' },
     'smtp-from': { type: 'string' },
     'cpu-prof': { type: 'string' },
+    peers: { type: 'boolean', default: false },
+    chart: { type: 'string' },
+    'idle-connections': { type: 'string' },
+    'server-pid': { type: 'string' },
+    large: { type: 'boolean', default: false },
     'queue-messages': { type: 'string' },
     only: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
@@ -640,10 +657,47 @@ function printTable(info: ReturnType<typeof machine>, target: string, messageByt
 
 // --- main ---
 
+/** popgate beside Postfix, Dovecot and Haraka (bench/compare.ts), or popgate alone for the large-mailbox and idle rows. */
+async function runComparisonRows(peers: boolean): Promise<ComparisonResult> {
+  const result = await runComparison({
+    peers,
+    families: peers ? undefined : ['large', 'idle'],
+    quick,
+    runs: settings.runs,
+    only: args.only,
+    progress,
+    cpuProfDir: args['cpu-prof'],
+  });
+  return result;
+}
+
 async function main(): Promise<void> {
   const info = machine();
+  if (args.peers) {
+    const result = await runComparisonRows(true);
+    const versions = Object.values(result.versions).join(', ');
+    tableOut.write(
+      [
+        '',
+        `popgate and its peers, same machine, same run, loopback${quick ? ' (--quick)' : ''}`,
+        `machine: ${info.cores} cores, ${info.cpu}, ${info.memoryGB} GB, node ${info.node} (${info.platform})`,
+        `servers: ${versions}`,
+        `runs per workload: ${settings.runs}, alternating between the servers; medians shown`,
+        '',
+        comparisonTable(result),
+        '',
+      ].join('\n'),
+    );
+    if (args.chart) {
+      writeFileSync(args.chart, comparisonChart(result, `popgate vs Postfix ${result.versions.Postfix?.split(' ')[1] ?? ''}, Dovecot ${result.versions.Dovecot?.split(' ')[1] ?? ''}, Haraka ${result.versions.Haraka?.split(' ')[1] ?? ''} — ${info.cores} cores, loopback`));
+      progress(`chart: ${args.chart}`);
+    }
+    if (args.json) process.stdout.write(JSON.stringify({ machine: info, quick, ...result }, null, 2) + '\n');
+    return;
+  }
   let messageBytes: number | undefined;
   let target: string;
+  let comparison: ComparisonResult | undefined;
   const hostPort = (flag: string, text: string): Endpoint => {
     const match = /^\[?([^\]]+?)\]?:(\d+)$/.exec(text);
     if (!match) throw new Error(`${flag} must be host:port, not ${text}`);
@@ -658,7 +712,7 @@ async function main(): Promise<void> {
       progress(`target: ${args.target}${credentials ? ` as ${users.join(', ')}` : ' (no --user/--password: connection workloads only)'}`);
       await runWorkloads(pop3, credentials, args.messages !== undefined || quick ? settings.messagesPerMailbox : undefined);
     }
-    if (args['smtp-target']) {
+    if (args['smtp-target'] && (args['smtp-to'] || !args['idle-connections'])) {
       const to = args['smtp-to'];
       if (!to) throw new Error('--smtp-target needs --smtp-to ADDRESS: a mailbox on that server for the test messages');
       const smtp = hostPort('--smtp-target', args['smtp-target']);
@@ -672,6 +726,23 @@ async function main(): Promise<void> {
         from: args['smtp-from'] ?? INBOUND_SENDER,
         lag: loopback(pop3) && loopback(smtp) && credentials ? { pop3: pop3!, user: users[0], password: credentials.password } : undefined,
       });
+    }
+    if (args.large && pop3 && credentials) {
+      const result = await runLargeMailbox({ endpoint: pop3, user: users[0], password: credentials.password, runs: settings.runs + 1 });
+      progress(`  large mailbox (${result.messages} messages): login + STAT ${result.loginStatMs.map(fmt).join(' / ')} ms, UIDL ${result.uidlMs.map(fmt).join(' / ')} ms`);
+      addRow(`mailbox of ${result.messages} messages: login + STAT, first login`, 'ms', result.loginStatMs.slice(0, 1));
+      addRow(`mailbox of ${result.messages} messages: login + STAT, later logins`, 'ms', result.loginStatMs.slice(1));
+      addRow(`mailbox of ${result.messages} messages: UIDL`, 'ms', result.uidlMs.slice(1));
+    }
+    if (args['idle-connections']) {
+      const connections = positive('idle-connections', args['idle-connections'], 1000);
+      const smtp = args['smtp-target'] ? hostPort('--smtp-target', args['smtp-target']) : undefined;
+      const serverPid = args['server-pid'] ? positive('server-pid', args['server-pid'], 1) : undefined;
+      const result = await runIdle({ smtp, pop3, connections, pids: () => (serverPid ? processTree(serverPid) : []), perSource: 20, progress });
+      const memory = serverPid ? `, server RSS ${fmt(result.loaded.rssBytes / 1e6)} MB (before: ${fmt(result.baseline.rssBytes / 1e6)} MB)` : ' (give --server-pid PID for its memory)';
+      progress(`  idle: held ${result.held.smtp} SMTP + ${result.held.pop3} POP3, ${result.failed} failed, still open at the end ${result.stillOpen}${memory}`);
+      addRow(`idle ${connections} per protocol: new session greeting`, 'ms', [result.greeting.p50]);
+      if (serverPid) addRow(`idle ${connections} per protocol: server RSS`, 'MB', [result.loaded.rssBytes / 1e6]);
     }
   } else {
     const { endpoint, configPath, messageBytes: bytes } = await setUp();
@@ -699,11 +770,14 @@ async function main(): Promise<void> {
     await runQueueWorkloads();
     if (server.child.exitCode !== 0) throw new Error(`popgate exited with ${server.child.exitCode ?? server.child.signalCode} on SIGTERM:\n${server.output}`);
     if (server.output.trim() !== '') progress(`server output (warnings and errors):\n${server.output.trim()}`);
+    progress('large mailbox and idle connections (a fresh popgate child):');
+    comparison = await runComparisonRows(false);
   }
   printTable(info, target, messageBytes);
+  if (comparison && comparison.rows.length > 0) tableOut.write(`\n${comparisonTable(comparison)}\n`);
   if (args.json) {
     process.stdout.write(
-      JSON.stringify({ machine: info, target, quick, settings: { ...settings, smtp: smtpSettings }, messageBytes, results: rows, skipped }, null, 2) + '\n',
+      JSON.stringify({ machine: info, target, quick, settings: { ...settings, smtp: smtpSettings }, messageBytes, results: rows, skipped, largeAndIdle: comparison }, null, 2) + '\n',
     );
   }
 }
