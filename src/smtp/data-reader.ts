@@ -56,24 +56,41 @@ export class DataReader {
     let segmentStart = 0;
     let state = this.#state;
     const length = chunk.length;
-    for (let i = 0; i < length; i++) {
+    let i = 0;
+    while (i < length) {
+      if (state === MID_LINE) {
+        // Almost every byte is ordinary, and CR and LF sort below all printable ones: one
+        // comparison per byte until a line end (this loop is most of the work for large mail).
+        let byte = chunk[i];
+        while (byte > CR || (byte !== CR && byte !== LF)) {
+          if (++i === length) break;
+          byte = chunk[i];
+        }
+        if (i === length) break;
+        if (byte === CR) state = AFTER_CR;
+        else this.#bare(i); // a bare LF does not end the line
+        i++;
+        continue;
+      }
       const byte = chunk[i];
       if (state === LINE_START) {
         if (byte === DOT) {
           this.#emit(chunk, segmentStart, i);
           segmentStart = i + 1; // the stuffed dot is dropped
           state = AFTER_DOT;
-          continue;
+          i++;
+        } else {
+          state = MID_LINE; // and this byte is read as part of the line
         }
-        state = MID_LINE;
       } else if (state === AFTER_DOT) {
         if (byte === CR) {
           this.#emit(chunk, segmentStart, i);
           segmentStart = i + 1; // held back: part of the terminator if LF follows
           state = AFTER_DOT_CR;
-          continue;
+          i++;
+        } else {
+          state = MID_LINE;
         }
-        state = MID_LINE;
       } else if (state === AFTER_DOT_CR) {
         if (byte === LF) {
           this.#emit(chunk, segmentStart, segmentStart); // nothing: ".\r\n" is not content
@@ -87,17 +104,16 @@ export class DataReader {
         segmentStart = i;
         this.#bare(i - 1);
         state = MID_LINE;
-      } else if (state === AFTER_CR) {
+      } else {
+        // AFTER_CR
         if (byte === LF) {
           state = LINE_START;
-          continue;
+          i++;
+        } else {
+          this.#bare(i - 1);
+          state = MID_LINE;
         }
-        this.#bare(i - 1);
-        state = MID_LINE;
       }
-      // MID_LINE
-      if (byte === CR) state = AFTER_CR;
-      else if (byte === LF) this.#bare(i); // a bare LF does not end the line
     }
     this.#emit(chunk, segmentStart, length);
     this.#state = state;
