@@ -1,4 +1,4 @@
-import { randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
 
 // Passwords are stored as PHC-style strings: $scrypt$ln=14,r=8,p=1$<salt>$<hash> (base64, no padding).
 // scrypt runs on libuv's thread pool, so a login never blocks the event loop.
@@ -33,4 +33,54 @@ export async function verifyPassword(password: string, stored: string | undefine
   const expected = Buffer.from(match[5], 'base64url');
   const key = await derive(password, Buffer.from(match[4], 'base64url'), Number(match[1]), Number(match[2]), Number(match[3]));
   return key.length === expected.length && timingSafeEqual(key, expected) && stored !== undefined;
+}
+
+/**
+ * Remembers successful password checks for a while. POP3 clients poll every few minutes with
+ * the same password and POP-before-SMTP devices log in before each send, so without it every
+ * login pays a full scrypt (tens of ms of CPU, 16 MiB). After a successful check it keeps
+ * HMAC-SHA256(key, password) under the stored hash, with a key drawn at random per process and
+ * never written anywhere; a later login with the same password against the same stored hash
+ * matches in microseconds. Failed checks are never remembered, so every wrong guess still pays
+ * scrypt (and the login guard's delays); a password change changes the stored hash, which
+ * misses. The trade-off: someone who can read this process's memory could test guesses for
+ * the remembered accounts at HMAC speed. `auth.verified_login_cache = "0s"` turns it off.
+ */
+export class VerifiedPasswordCache {
+  readonly #ttlMs: number;
+  readonly #maxEntries: number;
+  readonly #key = randomBytes(32);
+  readonly #entries = new Map<string, { mac: Buffer; expires: number }>();
+
+  constructor(ttlMs: number, maxEntries = 100_000) {
+    this.#ttlMs = ttlMs;
+    this.#maxEntries = maxEntries;
+  }
+
+  #mac(password: string): Buffer {
+    return createHmac('sha256', this.#key).update(password.normalize('NFC')).digest();
+  }
+
+  /** True when this password was verified against this stored hash within the time to live. */
+  matches(stored: string, password: string, now = Date.now()): boolean {
+    if (this.#ttlMs <= 0) return false;
+    const entry = this.#entries.get(stored);
+    if (!entry) return false;
+    if (entry.expires <= now) {
+      this.#entries.delete(stored);
+      return false;
+    }
+    return timingSafeEqual(entry.mac, this.#mac(password));
+  }
+
+  remember(stored: string, password: string, now = Date.now()): void {
+    if (this.#ttlMs <= 0) return;
+    this.#entries.delete(stored);
+    this.#entries.set(stored, { mac: this.#mac(password), expires: now + this.#ttlMs });
+    // The oldest go first (a Map keeps insertion order).
+    for (const oldest of this.#entries.keys()) {
+      if (this.#entries.size <= this.#maxEntries) break;
+      this.#entries.delete(oldest);
+    }
+  }
 }

@@ -1,6 +1,6 @@
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import { normalizeDomain, parseAddress } from './address.ts';
-import { hashPassword, verifyPassword } from './password.ts';
+import { hashPassword, VerifiedPasswordCache, verifyPassword } from './password.ts';
 import { AccountError, type AccountStore, type Alias, type AuthenticatedUser, type User } from './store.ts';
 
 const SCHEMA = `
@@ -39,9 +39,13 @@ export class SqliteAccountStore implements AccountStore {
   // preparing a statement costs more than running it.
   readonly #statements = new Map<string, StatementSync>();
 
-  constructor(db: DatabaseSync, ownsDb = false) {
+  readonly #verified: VerifiedPasswordCache | undefined;
+
+  /** `verifiedLoginCacheMs`: how long a successful password check is remembered (0: never; see VerifiedPasswordCache). */
+  constructor(db: DatabaseSync, ownsDb = false, verifiedLoginCacheMs = 0) {
     this.#db = db;
     this.#ownsDb = ownsDb;
+    this.#verified = verifiedLoginCacheMs > 0 ? new VerifiedPasswordCache(verifiedLoginCacheMs) : undefined;
     db.exec(SCHEMA);
   }
 
@@ -134,7 +138,10 @@ export class SqliteAccountStore implements AccountStore {
     const row = address
       ? (this.#sql('SELECT password_hash FROM users WHERE address = ?').get(address.address) as { password_hash: string } | undefined)
       : undefined;
-    const ok = await verifyPassword(password, row?.password_hash);
+    const stored = row?.password_hash;
+    if (address && stored !== undefined && this.#verified?.matches(stored, password)) return { address: address.address };
+    const ok = await verifyPassword(password, stored);
+    if (ok && stored !== undefined) this.#verified?.remember(stored, password);
     return ok && address ? { address: address.address } : undefined;
   }
 

@@ -93,6 +93,7 @@ export const configSchema = z.strictObject({
       lockout_window: duration.prefault('15m'),
       lockout_duration: duration.prefault('15m'),
       trusted_networks: z.array(network).default([]),
+      verified_login_cache: duration.prefault('10m'),
     })
     .prefault({}),
   pop_before_smtp: z

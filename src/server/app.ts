@@ -49,7 +49,7 @@ export interface App {
 
 export async function startApp(config: Config, log: Logger): Promise<App> {
   const db = openDatabase(config.data_dir);
-  const accounts = new SqliteAccountStore(db);
+  const accounts = new SqliteAccountStore(db, false, config.auth.verified_login_cache);
   const mailstore = new MaildirStore(config.data_dir, config.hostname);
   const tlsFiles = await resolveTlsFiles(config, (message) => log.info({ event: 'tls_generated' }, message));
   let secureContext: SecureContext | undefined = tlsFiles && loadSecureContext(tlsFiles);
