@@ -16,10 +16,6 @@ import { MultilineEncoder } from './transfer.ts';
 
 type State = 'AUTHORIZATION' | 'TRANSACTION' | 'UPDATE' | 'CLOSED';
 
-interface Message extends StoredMessage {
-  deleted: boolean;
-}
-
 type SaslStep =
   | { mechanism: 'PLAIN' }
   | { mechanism: 'LOGIN'; username?: string };
@@ -55,7 +51,10 @@ export class Pop3Session {
 
   #user: string | undefined;
   #releaseLock: (() => Promise<void>) | undefined;
-  #messages: Message[] = [];
+  // The listing as the store returned it (it may share it between sessions, so it is never
+  // changed here), and this session's deletion marks beside it.
+  #messages: readonly StoredMessage[] = [];
+  #deleted = new Uint8Array(0);
 
   constructor(server: Pop3Server, socket: Socket, ip: string, id: string) {
     this.#server = server;
@@ -393,10 +392,11 @@ export class Pop3Session {
     await deps.guard.success(this.ip, user.address);
     this.#user = user.address;
     this.#log = this.#log.child({ user: user.address });
-    // The store may share its listing between sessions: each session marks its own copy.
-    this.#messages = messages.map((m) => ({ uidl: m.uidl, size: m.size, ref: m.ref, deleted: false }));
+    this.#messages = messages;
+    this.#deleted = new Uint8Array(messages.length);
     this.#state = 'TRANSACTION';
-    const total = this.#messages.reduce((sum, m) => sum + m.size, 0);
+    let total = 0;
+    for (const m of messages) total += m.size;
     this.#log.info({ event: 'login', mechanism, tls: this.#secure, messages: this.#messages.length, octets: total }, 'pop3 login');
     this.#reply(`+OK Logged in, ${this.#messages.length} message${this.#messages.length === 1 ? '' : 's'} (${total} octets)`);
   }
@@ -430,22 +430,22 @@ export class Pop3Session {
 
   // --- TRANSACTION state ---
 
-  #message(arg: string | undefined): Message | string {
+  /** The index of the message a command names, or the error reply. */
+  #message(arg: string | undefined): number | string {
     if (arg === undefined || !/^\d{1,9}$/.test(arg)) return '-ERR Give a message number';
     const number = Number(arg);
-    const message = this.#messages[number - 1];
-    if (!message) return `-ERR No message ${arg} (there are ${this.#messages.length})`;
-    if (message.deleted) return `-ERR Message ${number} is already deleted`;
-    return message;
+    if (number < 1 || number > this.#messages.length) return `-ERR No message ${arg} (there are ${this.#messages.length})`;
+    if (this.#deleted[number - 1]) return `-ERR Message ${number} is already deleted`;
+    return number - 1;
   }
 
   #stat(): void {
     let count = 0;
     let size = 0;
-    for (const m of this.#messages) {
-      if (!m.deleted) {
+    for (let i = 0; i < this.#messages.length; i++) {
+      if (!this.#deleted[i]) {
         count++;
-        size += m.size;
+        size += this.#messages[i].size;
       }
     }
     this.#reply(`+OK ${count} ${size}`);
@@ -459,17 +459,16 @@ export class Pop3Session {
     return this.#scanListing(args, (m) => m.uidl);
   }
 
-  async #scanListing(args: string[], value: (m: Message) => string): Promise<void> {
+  async #scanListing(args: string[], value: (m: StoredMessage) => string): Promise<void> {
     if (args.length > 0) {
-      const message = this.#message(args[0]);
-      if (typeof message === 'string') return this.#error(message);
-      return this.#reply(`+OK ${args[0].replace(/^0+(?=\d)/, '')} ${value(message)}`);
+      const index = this.#message(args[0]);
+      if (typeof index === 'string') return this.#error(index);
+      return this.#reply(`+OK ${args[0].replace(/^0+(?=\d)/, '')} ${value(this.#messages[index])}`);
     }
     let out = '+OK\r\n';
     for (let i = 0; i < this.#messages.length; i++) {
-      const m = this.#messages[i];
-      if (m.deleted) continue;
-      out += `${i + 1} ${value(m)}\r\n`;
+      if (this.#deleted[i]) continue;
+      out += `${i + 1} ${value(this.#messages[i])}\r\n`;
       if (out.length > 64 * 1024) {
         this.#stream.write(out);
         out = '';
@@ -480,19 +479,20 @@ export class Pop3Session {
   }
 
   async #retr(args: string[]): Promise<void> {
-    const message = this.#message(args[0]);
-    if (typeof message === 'string') return this.#error(message);
+    const index = this.#message(args[0]);
+    if (typeof index === 'string') return this.#error(index);
+    const message = this.#messages[index];
     await this.#send(message, `+OK ${message.size} octets`, Infinity);
   }
 
   async #top(args: string[]): Promise<void> {
     if (args.length !== 2 || !/^\d{1,9}$/.test(args[1])) return this.#error('-ERR Usage: TOP message-number line-count');
-    const message = this.#message(args[0]);
-    if (typeof message === 'string') return this.#error(message);
-    await this.#send(message, '+OK Top of message follows', Number(args[1]));
+    const index = this.#message(args[0]);
+    if (typeof index === 'string') return this.#error(index);
+    await this.#send(this.#messages[index], '+OK Top of message follows', Number(args[1]));
   }
 
-  async #send(message: Message, status: string, bodyLines: number): Promise<void> {
+  async #send(message: StoredMessage, status: string, bodyLines: number): Promise<void> {
     const encoder = new MultilineEncoder(bodyLines);
     const stream = this.#stream;
     let started = false;
@@ -531,14 +531,14 @@ export class Pop3Session {
   }
 
   #dele(args: string[]): void | Promise<void> {
-    const message = this.#message(args[0]);
-    if (typeof message === 'string') return this.#error(message);
-    message.deleted = true;
+    const index = this.#message(args[0]);
+    if (typeof index === 'string') return this.#error(index);
+    this.#deleted[index] = 1;
     this.#reply(`+OK Message ${Number(args[0])} marked for deletion`);
   }
 
   #rset(): void {
-    for (const m of this.#messages) m.deleted = false;
+    this.#deleted.fill(0);
     const total = this.#messages.reduce((sum, m) => sum + m.size, 0);
     this.#reply(`+OK ${this.#messages.length} messages (${total} octets)`);
   }
@@ -552,7 +552,7 @@ export class Pop3Session {
     }
     // RFC 1939 §6: deletions happen only here, and "+OK" only once they are durable.
     this.#state = 'UPDATE';
-    const doomed = this.#messages.filter((m) => m.deleted);
+    const doomed = this.#messages.filter((_, i) => this.#deleted[i] === 1);
     let reply: string;
     try {
       const result = doomed.length > 0 ? await this.#server.deps.mailstore.remove(this.#user!, doomed) : { removed: 0, failed: [] };
