@@ -24,6 +24,10 @@ CREATE TABLE IF NOT EXISTS aliases (
 ) STRICT;
 `;
 
+/** How long a found domain or address is remembered, and for how many at most. */
+const MEMO_MS = 1000;
+const MEMO_LIMIT = 10_000;
+
 interface UserRow {
   address: string;
   domain: string;
@@ -38,6 +42,7 @@ export class SqliteAccountStore implements AccountStore {
   // Prepared once: MAIL and RCPT look up domains and addresses on every message, and
   // preparing a statement costs more than running it.
   readonly #statements = new Map<string, StatementSync>();
+  readonly #memo = new Map<string, { value: unknown; until: number }>();
 
   readonly #verified: VerifiedPasswordCache | undefined;
 
@@ -65,6 +70,7 @@ export class SqliteAccountStore implements AccountStore {
   }
 
   async removeDomain(input: string): Promise<void> {
+    this.#memo.clear();
     const domain = requireDomain(input);
     await this.#requireDomainExists(domain);
     const users = this.#sql('SELECT count(*) AS n FROM users WHERE domain = ?').get(domain) as { n: number };
@@ -82,7 +88,11 @@ export class SqliteAccountStore implements AccountStore {
   }
 
   async isLocalDomain(domain: string): Promise<boolean> {
-    return this.#sql('SELECT 1 FROM domains WHERE name = ?').get(domain) !== undefined;
+    const key = `d:${domain}`;
+    if (this.#recentlyFound(key)) return true;
+    const found = this.#sql('SELECT 1 FROM domains WHERE name = ?').get(domain) !== undefined;
+    if (found) this.#found(key, true);
+    return found;
   }
 
   async addUser(input: string, password: string): Promise<User> {
@@ -110,6 +120,7 @@ export class SqliteAccountStore implements AccountStore {
   }
 
   async removeUser(input: string): Promise<void> {
+    this.#memo.clear();
     const address = await this.#requireUser(input);
     this.#sql('DELETE FROM users WHERE address = ?').run(address);
   }
@@ -159,9 +170,35 @@ export class SqliteAccountStore implements AccountStore {
   }
 
   async lookup(address: string): Promise<{ kind: 'user' } | { kind: 'alias'; targets: string[] } | undefined> {
-    if (this.#sql('SELECT 1 FROM users WHERE address = ?').get(address)) return { kind: 'user' };
-    const rows = this.#sql('SELECT target FROM aliases WHERE alias = ?').all(address) as { target: string }[];
-    return rows.length > 0 ? { kind: 'alias', targets: rows.map((r) => r.target) } : undefined;
+    const key = `a:${address}`;
+    const known = this.#recentlyFound(key);
+    if (known) return known as { kind: 'user' } | { kind: 'alias'; targets: string[] };
+    let found: { kind: 'user' } | { kind: 'alias'; targets: string[] } | undefined;
+    if (this.#sql('SELECT 1 FROM users WHERE address = ?').get(address)) found = { kind: 'user' };
+    else {
+      const rows = this.#sql('SELECT target FROM aliases WHERE alias = ?').all(address) as { target: string }[];
+      if (rows.length > 0) found = { kind: 'alias', targets: rows.map((r) => r.target) };
+    }
+    if (found) this.#found(key, found);
+    return found;
+  }
+
+  // Every MAIL and RCPT asks whether a domain is ours and what an address is; each answer is
+  // a query on the WAL database (several microseconds of locking, tens under load). What was
+  // found is remembered for a second. Only positive answers: an address or domain added (in
+  // this process or by the CLI) is accepted at once; one removed by the CLI may still be
+  // accepted for up to a second, one removed in this process at once (the memo is cleared).
+  #recentlyFound(key: string): unknown {
+    const entry = this.#memo.get(key);
+    if (!entry) return undefined;
+    if (entry.until > Date.now()) return entry.value;
+    this.#memo.delete(key);
+    return undefined;
+  }
+
+  #found(key: string, value: unknown): void {
+    if (this.#memo.size >= MEMO_LIMIT) this.#memo.clear();
+    this.#memo.set(key, { value, until: Date.now() + MEMO_MS });
   }
 
   async sendableAddresses(user: string): Promise<string[]> {
@@ -170,6 +207,7 @@ export class SqliteAccountStore implements AccountStore {
   }
 
   async addAlias(input: string, targetInputs: string[]): Promise<void> {
+    this.#memo.clear();
     const alias = requireAddress(input);
     await this.#requireDomainExists(alias.domain);
     if (targetInputs.length === 0) throw new AccountError('an alias needs at least one target address');
@@ -188,6 +226,7 @@ export class SqliteAccountStore implements AccountStore {
   }
 
   async removeAlias(input: string, targetInputs?: string[]): Promise<void> {
+    this.#memo.clear();
     const alias = requireAddress(input).address;
     let changes: number | bigint;
     if (targetInputs && targetInputs.length > 0) {

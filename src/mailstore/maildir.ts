@@ -1,8 +1,9 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { createReadStream, readFileSync, renameSync } from 'node:fs';
 import { mkdir, readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DirectorySyncer, writeDurably } from '../fs/durable.ts';
+import { randomHex } from '../mail/random.ts';
 import type { Mailstore, RemoveResult, StoredMessage } from './store.ts';
 
 // Maildir as specified at cr.yp.to/proto/maildir.html, with Courier/Dovecot's ",S=<size>"
@@ -31,6 +32,7 @@ export class MaildirStore implements Mailstore {
   readonly #listings = new Map<string, CachedListing>();
   #cachedEntries = 0;
   #counter = 0;
+  #lastTime = 0;
 
   constructor(dataDir: string, hostname: string) {
     this.#root = join(dataDir, 'mail');
@@ -55,10 +57,13 @@ export class MaildirStore implements Mailstore {
   }
 
   #uniqueName(): string {
-    const now = Date.now();
-    const micros = (now % 1000) * 1000 + Math.floor((performance.now() % 1) * 1000);
+    // Seconds and microseconds give the delivery order (list() sorts on them), so they only
+    // ever go forward here, even for deliveries within the same microsecond of the clock.
+    let time = Date.now() * 1000 + Math.floor((performance.now() % 1) * 1000);
+    if (time <= this.#lastTime) time = this.#lastTime + 1;
+    this.#lastTime = time;
     this.#counter = (this.#counter + 1) % 1_000_000_000;
-    return `${Math.floor(now / 1000)}.M${micros}P${process.pid}Q${this.#counter}R${randomBytes(6).toString('hex')}.${this.#host}`;
+    return `${Math.floor(time / 1e6)}.M${time % 1e6}P${process.pid}Q${this.#counter}R${randomHex(6)}.${this.#host}`;
   }
 
   async deliver(address: string, message: Buffer | Buffer[]): Promise<string> {

@@ -1,7 +1,7 @@
-import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DirectorySyncer, writeDurably } from '../fs/durable.ts';
+import { randomHex } from '../mail/random.ts';
 
 // The outbound spool: messages accepted for remote recipients, written durably before the
 // SMTP server answers 250 (RFC 5321 §6.1). Each message is two files in data_dir/queue/:
@@ -30,7 +30,7 @@ export class Spool {
   }
 
   static newId(): string {
-    return `${Date.now().toString(36).toUpperCase()}${randomBytes(5).toString('hex').toUpperCase()}`;
+    return `${Date.now().toString(36).toUpperCase()}${randomHex(5).toUpperCase()}`;
   }
 
   async enqueue(envelope: Envelope, message: Buffer | Buffer[]): Promise<void> {
