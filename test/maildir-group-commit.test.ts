@@ -3,7 +3,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { DirectorySyncer } from '../src/fs/durable.ts';
+import { DirectorySyncer, StagingFolders } from '../src/fs/durable.ts';
 import { MaildirStore } from '../src/mailstore/maildir.ts';
 
 // Group commit: concurrent deliveries to one folder share the fsync of its directory entry,
@@ -74,6 +74,29 @@ test('concurrent deliveries to one Maildir all land, once each, byte for byte', 
     const newDir = join(store.pathOf('user@example.test'), 'new');
     assert.deepEqual(readdirSync(newDir).sort(), [...names].sort());
     names.forEach((name, i) => assert.deepEqual(readFileSync(join(newDir, name)), messages[i]));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('overlapping writes to one folder are staged in separate folders, which end up empty', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'popgate-staging-'));
+  try {
+    const staging = new StagingFolders();
+    const a = staging.acquire(join(dir, 'tmp'));
+    const b = staging.acquire(join(dir, 'tmp'));
+    assert.equal(a.dir, join(dir, 'tmp'));
+    assert.equal(b.dir, join(dir, 'tmp', '1'));
+    b.release();
+    assert.equal(staging.acquire(join(dir, 'tmp')).dir, join(dir, 'tmp', '1'), 'a freed slot is reused');
+    a.release();
+
+    const store = new MaildirStore(dir, 'mx.example.test');
+    await Promise.all(Array.from({ length: 30 }, (_, i) => store.deliver('busy@example.test', Buffer.from(`Subject: ${i}\r\n\r\n`))));
+    const tmp = join(store.pathOf('busy@example.test'), 'tmp');
+    const staged = readdirSync(tmp, { recursive: true, withFileTypes: true }).filter((entry) => entry.isFile());
+    assert.deepEqual(staged, [], 'every staged file was renamed into new/');
+    assert.equal(readdirSync(join(store.pathOf('busy@example.test'), 'new')).length, 30);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

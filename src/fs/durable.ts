@@ -1,6 +1,7 @@
-import { closeSync, fsync, openSync, writevSync } from 'node:fs';
+import { closeSync, fsync, mkdirSync, openSync, writevSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { promisify } from 'node:util';
+import { join } from 'node:path';
 
 // The two halves of "on disk before we say so" (RFC 5321 §6.1): the file's bytes, and the
 // directory entry that names it. A rename is durable only once its folder is fsync'd.
@@ -107,5 +108,54 @@ export class DirectorySyncer {
     // A failed fsync fails its own callers; the next one is tried afresh for the new ones.
     directory.queued = directory.running.then(start, start);
     return directory.queued;
+  }
+}
+
+/** More staging folders than this per folder would not add parallel disk writes worth their cost. */
+const MAX_STAGING_SLOTS = 16;
+
+/**
+ * Where to write a new file before it is renamed into place: the given folder (a Maildir's
+ * tmp/) for the first write in flight, and tmp/1, tmp/2, ... (made when first needed) for
+ * writes overlapping it. On ext4 without a journal, fsync of a new file also writes its
+ * folder's block, and a create in that folder waits for that write; concurrent deliveries to
+ * one busy mailbox staged in one folder therefore queue behind each other's fsyncs (measured
+ * with ten writers of 100 KB: some 40% fewer files per second, and the waits block the event
+ * loop). Readers of Maildir never look into tmp/, so the subfolders are invisible to them.
+ */
+export class StagingFolders {
+  readonly #inUse = new Map<string, Set<number>>();
+  readonly #made = new Set<string>();
+  #spread = 0;
+
+  acquire(folder: string): { dir: string; release: () => void } {
+    let used = this.#inUse.get(folder);
+    if (!used) {
+      used = new Set();
+      this.#inUse.set(folder, used);
+    }
+    let slot = 0;
+    while (used.has(slot) && slot < MAX_STAGING_SLOTS) slot++;
+    if (slot === MAX_STAGING_SLOTS) slot = 1 + (this.#spread++ % (MAX_STAGING_SLOTS - 1)); // all busy: share
+    const taken = !used.has(slot);
+    used.add(slot);
+    const dir = slot === 0 ? folder : join(folder, String(slot));
+    if (slot > 0 && !this.#made.has(dir)) {
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      this.#made.add(dir);
+    }
+    const set = used;
+    return {
+      dir,
+      release: () => {
+        if (taken) set.delete(slot);
+        if (set.size === 0) this.#inUse.delete(folder);
+      },
+    };
+  }
+
+  /** Forgets the subfolders made so far (after their parent was removed and made again). */
+  forget(): void {
+    this.#made.clear();
   }
 }

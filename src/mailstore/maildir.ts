@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, readFileSync, renameSync } from 'node:fs';
 import { mkdir, readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DirectorySyncer, writeDurably } from '../fs/durable.ts';
+import { DirectorySyncer, StagingFolders, writeDurably } from '../fs/durable.ts';
 import { randomHex } from '../mail/random.ts';
 import type { Mailstore, RemoveResult, StoredMessage } from './store.ts';
 
@@ -28,6 +28,8 @@ export class MaildirStore implements Mailstore {
   readonly #virtualSizes = new Map<string, number>();
   // Shared by every session of the process, so concurrent deliveries to a folder share fsyncs.
   readonly #directories = new DirectorySyncer();
+  // Concurrent deliveries to one mailbox are staged in separate folders (see StagingFolders).
+  readonly #staging = new StagingFolders();
   // Listings of large cur/ folders, least recently used first (see list()).
   readonly #listings = new Map<string, CachedListing>();
   #cachedEntries = 0;
@@ -70,12 +72,15 @@ export class MaildirStore implements Mailstore {
     const pieces = Array.isArray(message) ? message : [message];
     const path = await this.ensure(address);
     const unique = this.#uniqueName();
-    const tmpPath = join(path, 'tmp', unique);
+    const staging = this.#staging.acquire(join(path, 'tmp'));
+    const tmpPath = join(staging.dir, unique);
     try {
       await writeDurably(tmpPath, pieces);
     } catch (error) {
       await unlink(tmpPath).catch(() => {});
       throw error;
+    } finally {
+      staging.release();
     }
     let size = 0;
     let virtual = 0;

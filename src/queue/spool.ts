@@ -1,6 +1,6 @@
 import { mkdir, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DirectorySyncer, writeDurably } from '../fs/durable.ts';
+import { DirectorySyncer, StagingFolders, writeDurably } from '../fs/durable.ts';
 import { randomHex } from '../mail/random.ts';
 
 // The outbound spool: messages accepted for remote recipients, written durably before the
@@ -24,6 +24,8 @@ export class Spool {
   #ready: Promise<void> | undefined;
   // Concurrent sessions relaying at once share the fsync of the spool folder (group commit).
   readonly #directory = new DirectorySyncer();
+  // Relayed messages written at once are staged in separate folders (see StagingFolders).
+  readonly #staging = new StagingFolders();
 
   constructor(dataDir: string) {
     this.dir = join(dataDir, 'queue');
@@ -35,12 +37,17 @@ export class Spool {
 
   async enqueue(envelope: Envelope, message: Buffer | Buffer[]): Promise<void> {
     await (this.#ready ??= mkdir(join(this.dir, 'tmp'), { recursive: true, mode: 0o700 }).then(() => undefined));
-    const tmp = join(this.dir, 'tmp');
-    // Both files are on disk before either is named in the spool, so their writes may overlap.
-    await Promise.all([
-      writeDurably(join(tmp, `${envelope.id}.eml`), message),
-      writeDurably(join(tmp, `${envelope.id}.json`), Buffer.from(JSON.stringify(envelope))),
-    ]);
+    const staging = this.#staging.acquire(join(this.dir, 'tmp'));
+    const tmp = staging.dir;
+    try {
+      // Both files are on disk before either is named in the spool, so their writes may overlap.
+      await Promise.all([
+        writeDurably(join(tmp, `${envelope.id}.eml`), message),
+        writeDurably(join(tmp, `${envelope.id}.json`), Buffer.from(JSON.stringify(envelope))),
+      ]);
+    } finally {
+      staging.release();
+    }
     await rename(join(tmp, `${envelope.id}.eml`), join(this.dir, `${envelope.id}.eml`));
     await rename(join(tmp, `${envelope.id}.json`), join(this.dir, `${envelope.id}.json`));
     await this.#directory.sync(this.dir);
@@ -114,6 +121,7 @@ export class Spool {
       }
     }
     await rm(join(this.dir, 'tmp'), { recursive: true, force: true });
+    this.#staging.forget();
     this.#ready = undefined;
     return { complete: envelopes, dropped };
   }
