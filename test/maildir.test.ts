@@ -8,7 +8,7 @@ import { MaildirStore, uidlOf } from '../src/mailstore/maildir.ts';
 const dir = mkdtempSync(join(tmpdir(), 'popgate-maildir-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-async function collect(iterable: AsyncIterable<Buffer>): Promise<Buffer> {
+async function collect(iterable: Iterable<Buffer> | AsyncIterable<Buffer>): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const chunk of iterable) chunks.push(chunk);
   return Buffer.concat(chunks);

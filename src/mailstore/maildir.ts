@@ -13,13 +13,6 @@ import type { Mailstore, RemoveResult, StoredMessage } from './store.ts';
 const SUBDIRS = ['tmp', 'new', 'cur'] as const;
 const SMALL_MESSAGE = 128 * 1024;
 
-// Synchronous like the writes in src/fs/durable.ts: reading a small file from the page cache
-// takes microseconds, while fs/promises' readFile makes four trips through the thread pool
-// (open, fstat, read, close), which cost more CPU than the read and bound POP3 RETR rates.
-async function* readWhole(path: string): AsyncIterable<Buffer> {
-  yield readFileSync(path);
-}
-
 export class MaildirStore implements Mailstore {
   readonly #root: string;
   readonly #host: string;
@@ -182,9 +175,12 @@ export class MaildirStore implements Mailstore {
     }
   }
 
-  read(message: StoredMessage): AsyncIterable<Buffer> {
-    // Most mail is small: one read beats a stream's setup; large messages stream in 256 KiB.
-    if (message.size <= SMALL_MESSAGE) return readWhole(message.ref);
+  read(message: StoredMessage): Iterable<Buffer> | AsyncIterable<Buffer> {
+    // Most mail is small: one synchronous read, like the writes in src/fs/durable.ts (from the
+    // page cache it takes microseconds, while fs/promises' readFile makes four trips through
+    // the thread pool, which cost more than the read and bounded POP3 RETR rates). Large
+    // messages stream in 256 KiB pieces.
+    if (message.size <= SMALL_MESSAGE) return [readFileSync(message.ref)];
     return createReadStream(message.ref, { highWaterMark: 256 * 1024 }) as AsyncIterable<Buffer>;
   }
 

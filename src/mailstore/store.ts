@@ -20,8 +20,8 @@ export interface Mailstore {
   deliver(address: string, message: Buffer | Buffer[]): Promise<string>;
   /** The messages in a mailbox, oldest first. */
   list(address: string): Promise<StoredMessage[]>;
-  /** A message's raw bytes as stored (line ends may be LF or CRLF), in chunks. */
-  read(message: StoredMessage): AsyncIterable<Buffer>;
+  /** A message's raw bytes as stored (line ends may be LF or CRLF), in chunks; may throw at once (e.g. ENOENT). */
+  read(message: StoredMessage): Iterable<Buffer> | AsyncIterable<Buffer>;
   /** Removes messages durably; what could not be removed is reported, never hidden. */
   remove(address: string, messages: StoredMessage[]): Promise<RemoveResult>;
 }
