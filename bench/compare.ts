@@ -7,7 +7,7 @@ import { SqliteAccountStore } from '../src/accounts/sqlite.ts';
 import { openDatabase } from '../src/db/sqlite.ts';
 import { MaildirStore } from '../src/mailstore/maildir.ts';
 import { renderChart, type ChartRow } from './chart.ts';
-import { runIdle, type IdleResult } from './idle-load.ts';
+import { processMemory, runIdle, type IdleResult } from './idle-load.ts';
 import { fillMaildir, runLargeMailbox } from './mailbox-load.ts';
 import { makeMessage, prng } from './messages.ts';
 import { installPeers, startDovecot, startHaraka, startPostfix, type PeerMailbox, type RunningPeer } from './peers/index.ts';
@@ -226,6 +226,64 @@ export async function runComparison(options: CompareOptions): Promise<Comparison
       rows.push(result);
     }
 
+    // --- 4. idle connections (first, on servers that have only just started, as a provider's
+    // would be after a restart; popgate's memory after all the other workloads is reported too) ---
+    for (const connections of family('idle') ? settings.idle : []) {
+      const label = `idle ${connections.toLocaleString('en-US')} SMTP + ${connections.toLocaleString('en-US')} POP3 connections`;
+      if (!selected(label)) continue;
+      const rss: ComparisonRow = { workload: `${label}: server RSS`, unit: 'MB', higherIsBetter: false, runs: {}, note: 'peers hold one protocol each: Postfix and Haraka SMTP, Dovecot POP3' };
+      const greeting: ComparisonRow = { workload: `${label}: new session greeting p50`, unit: 'ms', higherIsBetter: false, runs: {} };
+      if (connections >= 10_000) {
+        rss.target = { bound: 300, text: 'under 300 MB' };
+        greeting.target = { bound: 5, text: 'under 5 ms' };
+      }
+      const idleServers: { name: ServerName; smtp?: Endpoint; pop3?: Endpoint; pids: () => number[] }[] = [
+        { name: 'popgate', smtp: smtpEndpoint, pop3: pop3Endpoint, pids: popgatePids },
+      ];
+      // Postfix runs one smtpd process per session and starts them at some 20-35 a second here:
+      // 10,000 would take over 5 minutes to open (longer than its 300 s idle timeout) and about
+      // 12 GB (bench/peers/README.md). It is measured at 1,000.
+      if (postfix && connections < 10_000) idleServers.push({ name: 'Postfix', smtp: postfix.smtp, pids: () => postfix.pids() });
+      else if (postfix) (rss.details ??= {}).Postfix = 'not measured at 10,000: one process per session, started at 20-35 a second here (see bench/peers/README.md)';
+      if (dovecot) idleServers.push({ name: 'Dovecot', pop3: dovecot.pop3, pids: () => dovecot.pids() });
+      if (haraka) idleServers.push({ name: 'Haraka', smtp: haraka.smtp, pids: () => haraka.pids() });
+      // One process holding 2 x 10,000 sockets needs more than 20,000 open files; where the hard
+      // limit is lower and cannot be raised, popgate holds as many as fit, and the row says so.
+      const fdLimit = hardFileLimit();
+      const fitting = Math.min(connections, Math.floor((fdLimit - 100) / 2));
+      if (fitting < connections) {
+        (rss.details ??= {}).popgate = `held ${fitting.toLocaleString('en-US')} + ${fitting.toLocaleString('en-US')}: this machine's open-files hard limit is ${fdLimit.toLocaleString('en-US')} and cannot be raised here`;
+      }
+      for (let run = 0; run < Math.min(settings.runs, connections >= 10_000 ? 1 : settings.runs); run++) {
+        for (const server of idleServers) {
+          let result: IdleResult;
+          const count = server.name === 'popgate' ? fitting : connections;
+          try {
+            // 20 per source address: within every server's default per-client limit (popgate's SMTP has 20).
+            result = await runIdle({ smtp: server.smtp, pop3: server.pop3, connections: count, probes: settings.idleProbes, pids: server.pids, perSource: 20 });
+          } catch (error) {
+            progress(`  ${label}, ${server.name}: failed: ${(error as Error).message}`);
+            continue;
+          }
+          const held = result.held.smtp + result.held.pop3;
+          const wanted = (server.smtp ? count : 0) + (server.pop3 ? count : 0);
+          progress(
+            `  ${label}, ${server.name}: held ${held}/${wanted} (still open at the end: ${result.stillOpen}), RSS ${fmt(result.loaded.rssBytes / 1e6)} MB` +
+              `${result.loaded.pssBytes !== undefined ? ` (PSS ${fmt(result.loaded.pssBytes / 1e6)} MB)` : ''}, baseline ${fmt(result.baseline.rssBytes / 1e6)} MB, ` +
+              `greeting p50 ${fmt(result.greeting.p50)} ms p99 ${fmt(result.greeting.p99)} ms${result.errors.length > 0 ? `; errors: ${result.errors.slice(0, 3).join('; ')}` : ''}`,
+          );
+          if (held < wanted) {
+            (rss.details ??= {})[server.name] = `held ${held} of ${wanted}`;
+            continue;
+          }
+          (rss.runs[server.name] ??= []).push(result.loaded.rssBytes / 1e6);
+          (greeting.runs[server.name] ??= []).push(result.greeting.p50);
+        }
+      }
+      rows.push(rss, greeting);
+    }
+
+
     // --- 5. large mailbox (first: nothing else has touched those Maildirs yet) ---
     const largeLabel = `large mailbox, ${settings.large.messages.toLocaleString('en-US')} messages: login + STAT`;
     if (family('large') && selected(largeLabel)) {
@@ -260,13 +318,15 @@ export async function runComparison(options: CompareOptions): Promise<Comparison
       if (!selected(label)) continue;
       const msgs: ComparisonRow = { workload: label, unit: 'msg/s', higherIsBetter: true, runs: {}, target: { ratio: 1, against: 'Dovecot', text: "at least Dovecot's" } };
       const mbs: ComparisonRow = { workload: label, unit: 'MB/s', higherIsBetter: true, runs: {}, target: { ratio: 1, against: 'Dovecot', text: "at least Dovecot's" } };
-      for (let run = 0; run < settings.runs; run++) {
+      // A RETR run is short (a second or less): more of them, so the medians settle.
+      const retrRuns = Math.max(settings.runs, 5);
+      for (let run = 0; run < retrRuns; run++) {
         for (const { name, endpoint } of pop3Servers) {
           const users = pop3Users.slice((run * clients) % pop3Users.length).concat(pop3Users).slice(0, clients);
           const result = await runRetr({ endpoint, users, password: PASSWORD });
           (msgs.runs[name] ??= []).push(result.messagesPerSecond);
           (mbs.runs[name] ??= []).push(result.megabytesPerSecond);
-          progress(`  ${label}, ${name}, run ${run + 1}/${settings.runs}: ${fmt(result.messagesPerSecond)} msg/s, ${fmt(result.megabytesPerSecond)} MB/s (${result.messages} messages)`);
+          progress(`  ${label}, ${name}, run ${run + 1}/${retrRuns}: ${fmt(result.messagesPerSecond)} msg/s, ${fmt(result.megabytesPerSecond)} MB/s (${result.messages} messages)`);
         }
       }
       rows.push(msgs, mbs);
@@ -339,62 +399,9 @@ export async function runComparison(options: CompareOptions): Promise<Comparison
       );
     }
 
-    // --- 4. idle connections ---
-    for (const connections of family('idle') ? settings.idle : []) {
-      const label = `idle ${connections.toLocaleString('en-US')} SMTP + ${connections.toLocaleString('en-US')} POP3 connections`;
-      if (!selected(label)) continue;
-      const rss: ComparisonRow = { workload: `${label}: server RSS`, unit: 'MB', higherIsBetter: false, runs: {}, note: 'peers hold one protocol each: Postfix and Haraka SMTP, Dovecot POP3' };
-      const greeting: ComparisonRow = { workload: `${label}: new session greeting p50`, unit: 'ms', higherIsBetter: false, runs: {} };
-      if (connections >= 10_000) {
-        rss.target = { bound: 300, text: 'under 300 MB' };
-        greeting.target = { bound: 5, text: 'under 5 ms' };
-      }
-      const idleServers: { name: ServerName; smtp?: Endpoint; pop3?: Endpoint; pids: () => number[] }[] = [
-        { name: 'popgate', smtp: smtpEndpoint, pop3: pop3Endpoint, pids: popgatePids },
-      ];
-      // Postfix runs one smtpd process per session and starts them at some 20-35 a second here:
-      // 10,000 would take over 5 minutes to open (longer than its 300 s idle timeout) and about
-      // 12 GB (bench/peers/README.md). It is measured at 1,000.
-      if (postfix && connections < 10_000) idleServers.push({ name: 'Postfix', smtp: postfix.smtp, pids: () => postfix.pids() });
-      else if (postfix) (rss.details ??= {}).Postfix = 'not measured at 10,000: one process per session, started at 20-35 a second here (see bench/peers/README.md)';
-      if (dovecot) idleServers.push({ name: 'Dovecot', pop3: dovecot.pop3, pids: () => dovecot.pids() });
-      if (haraka) idleServers.push({ name: 'Haraka', smtp: haraka.smtp, pids: () => haraka.pids() });
-      // One process holding 2 x 10,000 sockets needs more than 20,000 open files; where the hard
-      // limit is lower and cannot be raised, popgate holds as many as fit, and the row says so.
-      const fdLimit = hardFileLimit();
-      const fitting = Math.min(connections, Math.floor((fdLimit - 100) / 2));
-      if (fitting < connections) {
-        (rss.details ??= {}).popgate = `held ${fitting.toLocaleString('en-US')} + ${fitting.toLocaleString('en-US')}: this machine's open-files hard limit is ${fdLimit.toLocaleString('en-US')} and cannot be raised here`;
-      }
-      for (let run = 0; run < Math.min(settings.runs, connections >= 10_000 ? 1 : settings.runs); run++) {
-        for (const server of idleServers) {
-          let result: IdleResult;
-          const count = server.name === 'popgate' ? fitting : connections;
-          try {
-            // 20 per source address: within every server's default per-client limit (popgate's SMTP has 20).
-            result = await runIdle({ smtp: server.smtp, pop3: server.pop3, connections: count, probes: settings.idleProbes, pids: server.pids, perSource: 20 });
-          } catch (error) {
-            progress(`  ${label}, ${server.name}: failed: ${(error as Error).message}`);
-            continue;
-          }
-          const held = result.held.smtp + result.held.pop3;
-          const wanted = (server.smtp ? count : 0) + (server.pop3 ? count : 0);
-          progress(
-            `  ${label}, ${server.name}: held ${held}/${wanted} (still open at the end: ${result.stillOpen}), RSS ${fmt(result.loaded.rssBytes / 1e6)} MB` +
-              `${result.loaded.pssBytes !== undefined ? ` (PSS ${fmt(result.loaded.pssBytes / 1e6)} MB)` : ''}, baseline ${fmt(result.baseline.rssBytes / 1e6)} MB, ` +
-              `greeting p50 ${fmt(result.greeting.p50)} ms p99 ${fmt(result.greeting.p99)} ms${result.errors.length > 0 ? `; errors: ${result.errors.slice(0, 3).join('; ')}` : ''}`,
-          );
-          if (held < wanted) {
-            (rss.details ??= {})[server.name] = `held ${held} of ${wanted}`;
-            continue;
-          }
-          (rss.runs[server.name] ??= []).push(result.loaded.rssBytes / 1e6);
-          (greeting.runs[server.name] ??= []).push(result.greeting.p50);
-        }
-      }
-      rows.push(rss, greeting);
-    }
-
+    // What popgate holds once every workload has run (the heap keeps what it grew to).
+    const after = processMemory([popgateChild.pid]);
+    rows.push({ workload: 'popgate RSS after all the workloads above, idle', unit: 'MB', higherIsBetter: false, runs: { popgate: [after.rssBytes / 1e6] } });
     return { versions, settings, rows };
   } finally {
     for (const peer of peers) await peer.stop().catch((error) => progress(`stopping ${peer.name}: ${(error as Error).message}`));
