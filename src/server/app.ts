@@ -64,7 +64,10 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   // Shared by POP3 and SMTP AUTH; in the database so `popgate limits` sees it.
   const counters = openCountersDatabase(config.data_dir);
   const guard = createLoginGuard(config, counters, log);
-  const popBeforeSmtp = createPopBeforeSmtp(config, db, log);
+  // Grants go through the counters connection too (no fsync per commit): every POP3 login
+  // writes one, and an fsync on the event loop per login capped logins at some 60 a second.
+  // A grant lost in a crash costs the customer one more POP3 login, nothing else.
+  const popBeforeSmtp = createPopBeforeSmtp(config, counters, log);
   // The grant is recorded before POP3 answers "+OK", so SMTP sees it with zero lag.
   const onLogin: ((event: LoginEvent) => Promise<void>)[] = [async (event) => void (await popBeforeSmtp.onLogin(event))];
   // Expired grants are already ignored at lookup; this only keeps the table small.
