@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, readFileSync, renameSync } from 'node:fs';
+import { closeSync, createReadStream, openSync, readFileSync, readSync, renameSync } from 'node:fs';
 import { mkdir, readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DirectorySyncer, StagingFolders, writeDurably } from '../fs/durable.ts';
@@ -172,6 +172,17 @@ export class MaildirStore implements Mailstore {
       if (this.#cachedEntries <= CACHE_MAX_ENTRIES) break;
       this.#listings.delete(oldest);
       this.#cachedEntries -= old.entries.length;
+    }
+  }
+
+  readInto(message: StoredMessage, scratch: Buffer): Buffer | undefined {
+    const fd = openSync(message.ref, 'r');
+    try {
+      const length = readSync(fd, scratch, 0, scratch.length, 0);
+      // A full buffer may mean a longer file: the caller streams it instead.
+      return length < scratch.length ? scratch.subarray(0, length) : undefined;
+    } finally {
+      closeSync(fd);
     }
   }
 

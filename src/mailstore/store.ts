@@ -22,6 +22,11 @@ export interface Mailstore {
   list(address: string): Promise<StoredMessage[]>;
   /** A message's raw bytes as stored (line ends may be LF or CRLF), in chunks; may throw at once (e.g. ENOENT). */
   read(message: StoredMessage): Iterable<Buffer> | AsyncIterable<Buffer>;
+  /**
+   * The whole message read into `scratch`, as a view of it, when it fits (undefined when it
+   * does not: then read()). Lets a reader reuse one buffer for message after message.
+   */
+  readInto?(message: StoredMessage, scratch: Buffer): Buffer | undefined;
   /** Removes messages durably; what could not be removed is reported, never hidden. */
   remove(address: string, messages: StoredMessage[]): Promise<RemoveResult>;
 }

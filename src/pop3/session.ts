@@ -24,6 +24,17 @@ const LF = 0x0a;
 const EMPTY = Buffer.alloc(0);
 const TERMINATOR = Buffer.from('.\r\n');
 
+/**
+ * Buffers that RETR and TOP read small messages into, reused from message to message. A fresh
+ * buffer per message comes from memory the allocator has handed back to the kernel once the
+ * heap has been through a large listing, and the kernel then faults in every page of it while
+ * copying the file: measured, that halved the RETR rate of a single client. A buffer is
+ * reused only after the reply that used it has left for the socket (#send awaits the drain).
+ */
+const SCRATCH_SIZE = 128 * 1024 + 1;
+const scratchPool: Buffer[] = [];
+const SCRATCH_POOL_LIMIT = 64;
+
 export class Pop3Session {
   onClosed?: () => void;
 
@@ -493,6 +504,15 @@ export class Pop3Session {
   }
 
   async #send(message: StoredMessage, status: string, bodyLines: number): Promise<void> {
+    const scratch = scratchPool.pop() ?? Buffer.allocUnsafeSlow(SCRATCH_SIZE);
+    try {
+      await this.#sendWith(message, status, bodyLines, scratch);
+    } finally {
+      if (scratchPool.length < SCRATCH_POOL_LIMIT) scratchPool.push(scratch);
+    }
+  }
+
+  async #sendWith(message: StoredMessage, status: string, bodyLines: number, scratch: Buffer): Promise<void> {
     const encoder = new MultilineEncoder(bodyLines);
     const stream = this.#stream;
     let started = false;
@@ -500,7 +520,9 @@ export class Pop3Session {
     // out in a single writev instead of a syscall (and a TCP segment) per piece.
     stream.cork();
     try {
-      for await (const chunk of this.#server.deps.mailstore.read(message)) {
+      const store = this.#server.deps.mailstore;
+      const whole = message.size < SCRATCH_SIZE ? store.readInto?.(message, scratch) : undefined;
+      for await (const chunk of whole ? [whole] : store.read(message)) {
         if (!started) {
           stream.write(`${status}\r\n`);
           started = true;
@@ -525,9 +547,12 @@ export class Pop3Session {
     }
     if (!started) stream.write(`${status}\r\n`);
     for (const piece of encoder.end()) stream.write(piece);
-    stream.write(TERMINATOR);
+    // Writes complete in order, so when the terminator has been handed to the kernel (or the
+    // connection is gone) no earlier piece still points into the scratch buffer. A 'drain'
+    // would not do: it comes only after the buffer went over the high-water mark.
+    const flushed = new Promise<void>((resolve) => stream.write(TERMINATOR, () => resolve()));
     stream.uncork();
-    await this.#drained();
+    await flushed;
   }
 
   #dele(args: string[]): void | Promise<void> {

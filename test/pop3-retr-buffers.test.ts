@@ -1,0 +1,56 @@
+import assert from 'node:assert/strict';
+import { connect } from 'node:net';
+import { after, before, test } from 'node:test';
+import { PASSWORD, startTestServer, type TestServer } from './helpers/server.ts';
+
+// RETR reads small messages into buffers it reuses from one message to the next. A client
+// that pipelines RETRs and reads slowly keeps replies waiting in the socket: no message may
+// then reach it with bytes of another one.
+
+let server: TestServer;
+const USER = 'slow-reader@example.test';
+const COUNT = 400;
+const bodies: string[] = [];
+
+before(async () => {
+  server = await startTestServer();
+  await server.addUser(USER);
+  for (let i = 0; i < COUNT; i++) {
+    // About 10 KB each (under the socket's high-water mark: no drain to wait for), every line
+    // naming its message, so any mix-up shows; together several MB, more than loopback buffers.
+    const line = `message ${String(i).padStart(3, '0')} ${'x'.repeat(60)}\r\n`;
+    const body = line.repeat(150);
+    bodies.push(body);
+    await server.deliver(USER, `Subject: ${i}\r\n\r\n${body}`);
+  }
+});
+after(() => server.close());
+
+test('pipelined RETRs read slowly arrive whole, each with its own bytes', async () => {
+  const socket = connect(server.pop3Port, '127.0.0.1');
+  socket.pause(); // nothing is read until every command is sent and the server has filled the socket
+  await new Promise((resolve) => socket.once('connect', resolve));
+  const commands = [`USER ${USER}`, `PASS ${PASSWORD}`, ...Array.from({ length: COUNT }, (_, i) => `RETR ${i + 1}`), 'QUIT'];
+  socket.write(commands.map((c) => `${c}\r\n`).join(''));
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const chunks: Buffer[] = [];
+  socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+  // Read in small sips, so the server keeps meeting a full socket.
+  while (!socket.readableEnded) {
+    socket.resume();
+    await new Promise((resolve) => setTimeout(resolve, 2));
+    socket.pause();
+    await new Promise((resolve) => setTimeout(resolve, 2));
+    if (socket.destroyed) break;
+    if (Buffer.concat(chunks).includes('+OK Goodbye')) break;
+  }
+  socket.resume();
+  await new Promise((resolve) => (socket.readableEnded ? resolve(undefined) : socket.once('end', resolve)));
+  const text = Buffer.concat(chunks).toString('latin1');
+  const replies = text.split(/(?<=\r\n)\+OK \d+ octets\r\n/).slice(1);
+  assert.equal(replies.length, COUNT);
+  replies.forEach((reply, i) => {
+    const body = reply.slice(reply.indexOf('\r\n\r\n') + 4, reply.indexOf('\r\n.\r\n') + 2);
+    assert.equal(body, bodies[i], `message ${i + 1} arrived as sent`);
+  });
+});
