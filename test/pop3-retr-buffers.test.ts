@@ -54,3 +54,27 @@ test('pipelined RETRs read slowly arrive whole, each with its own bytes', async 
     assert.equal(body, bodies[i], `message ${i + 1} arrived as sent`);
   });
 });
+
+test('leading dots are doubled wherever they are, in CRLF-clean messages read whole', async () => {
+  const user = 'dots@example.test';
+  await server.addUser(user);
+  const messages = [
+    '.first line is a dot line\r\n\r\nbody\r\n',
+    'Subject: dots\r\n\r\n.\r\n..\r\n...x\r\nmid . dot\r\n.end\r\n',
+    'Subject: none\r\n\r\nplain body\r\n',
+    'Subject: last\r\n\r\nline\r\n.',
+  ];
+  for (const m of messages) await server.deliver(user, m);
+  const socket = connect(server.pop3Port, '127.0.0.1');
+  const chunks: Buffer[] = [];
+  socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+  await new Promise((resolve) => socket.once('connect', resolve));
+  socket.write([`USER ${user}`, `PASS ${PASSWORD}`, ...messages.map((_, i) => `RETR ${i + 1}`), 'QUIT'].map((c) => `${c}\r\n`).join(''));
+  await new Promise((resolve) => socket.once('end', resolve));
+  const replies = Buffer.concat(chunks).toString('latin1').split(/(?<=\r\n)\+OK \d+ octets\r\n/).slice(1);
+  const stuffed = (m: string) => {
+    const lines = (m.endsWith('\r\n') ? m : `${m}\r\n`).split('\r\n').slice(0, -1);
+    return lines.map((line) => (line.startsWith('.') ? `.${line}` : line)).join('\r\n') + '\r\n.\r\n';
+  };
+  replies.forEach((reply, i) => assert.equal(reply.slice(0, stuffed(messages[i]).length), stuffed(messages[i]), `message ${i + 1}`));
+});

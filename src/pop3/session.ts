@@ -34,6 +34,20 @@ const TERMINATOR = Buffer.from('.\r\n');
 const SCRATCH_SIZE = 128 * 1024 + 1;
 const scratchPool: Buffer[] = [];
 const SCRATCH_POOL_LIMIT = 64;
+const CRLF_DOT = Buffer.from('\r\n.');
+const DOT = Buffer.from('.');
+
+/** A CRLF-only message with its leading dots doubled, written as views of it. */
+function writeStuffed(stream: Socket | TLSSocket, message: Buffer): void {
+  let start = 0;
+  if (message[0] === 0x2e) stream.write(DOT);
+  for (let at = message.indexOf(CRLF_DOT); at !== -1; at = message.indexOf(CRLF_DOT, at + 2)) {
+    stream.write(message.subarray(start, at + 2));
+    stream.write(DOT);
+    start = at + 2;
+  }
+  if (start < message.length) stream.write(message.subarray(start));
+}
 
 export class Pop3Session {
   onClosed?: () => void;
@@ -522,7 +536,17 @@ export class Pop3Session {
     try {
       const store = this.#server.deps.mailstore;
       const whole = message.size < SCRATCH_SIZE ? store.readInto?.(message, scratch) : undefined;
-      for await (const chunk of whole ? [whole] : store.read(message)) {
+      if (whole && bodyLines === Infinity && whole.length === message.size) {
+        // The file is exactly as long as its size on the wire, so every line already ends in
+        // CRLF (a bare LF would have made it longer, an unterminated last line too): only
+        // lines beginning with "." need a second one (RFC 1939 §3), found with one search per
+        // stuffed line instead of a scan per line.
+        stream.write(`${status}\r\n`);
+        started = true;
+        writeStuffed(stream, whole);
+        encoder.skip();
+      }
+      for await (const chunk of started ? [] : whole ? [whole] : store.read(message)) {
         if (!started) {
           stream.write(`${status}\r\n`);
           started = true;
