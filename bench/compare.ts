@@ -13,7 +13,7 @@ import { makeMessage, prng } from './messages.ts';
 import { installPeers, startDovecot, startHaraka, startPostfix, type PeerMailbox, type RunningPeer } from './peers/index.ts';
 import { runLogins, runRetr, type Endpoint } from './pop3-load.ts';
 import { freePort, PopgateChild } from './popgate-server.ts';
-import { median, Samples } from './stats.ts';
+import { fmt, median } from './stats.ts';
 import { MessageSet, relayLag, runAccept } from './smtp-load.ts';
 
 // `npm run bench -- --peers`: popgate side by side with the servers a provider would otherwise
@@ -427,12 +427,6 @@ function countFiles(dir: string): number {
 
 // --- output ---
 
-export function fmt(value: number | undefined): string {
-  if (value === undefined || !Number.isFinite(value)) return '-';
-  const abs = Math.abs(value);
-  const digits = abs >= 100 ? 0 : abs >= 10 ? 1 : abs >= 1 ? 2 : 3;
-  return value.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
-}
 
 const medianOf = (row: ComparisonRow, server: ServerName) => (row.runs[server]?.length ? median(row.runs[server]!) : undefined);
 

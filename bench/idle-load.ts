@@ -130,8 +130,11 @@ export function processTree(root: number): number[] {
     } catch {
       continue;
     }
-    // "pid (comm) state ppid ...": comm may contain spaces and parentheses.
-    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    // "pid (comm) state ppid ...": comm may contain spaces and parentheses. Zombies hold no
+    // memory and are left out.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (fields[0] === 'Z') continue;
+    const ppid = Number(fields[1]);
     const list = children.get(ppid);
     if (list) list.push(Number(entry));
     else children.set(ppid, [Number(entry)]);

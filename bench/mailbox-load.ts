@@ -2,6 +2,7 @@ import { writeFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Pop3Connection, Pop3LoadError, type Endpoint } from './pop3-load.ts';
+import { PROSE_WORDS, prng } from './messages.ts';
 
 // The large mailbox: a customer who never deletes, with 100,000 messages in one Maildir. How
 // long do the login and STAT take (the server lists the maildrop before "+OK" to PASS), and how
@@ -11,27 +12,9 @@ import { Pop3Connection, Pop3LoadError, type Endpoint } from './pop3-load.ts';
 // no server, no fsync), named as popgate names its own deliveries so popgate trusts the
 // ",S=" size in the name instead of reading each file.
 
-/** A small deterministic PRNG (mulberry32). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-const WORDS = (
-  'the of and to in is that for it as was with be by on not this are or from at which but have an they you were ' +
-  'mailbox server message delivery account invoice meeting report quarter budget schedule customer network ' +
-  'please regards thanks attached following update review tomorrow morning office project deadline'
-).split(' ');
-
 /** Body lines to draw from: plain text of 60-72 characters, a few empty or starting with ".". */
 function bodyLines(random: () => number): string[] {
-  const word = () => WORDS[Math.floor(random() * WORDS.length)];
+  const word = () => PROSE_WORDS[Math.floor(random() * PROSE_WORDS.length)];
   const lines: string[] = [];
   for (let i = 0; i < 509; i++) {
     const kind = random();

@@ -13,6 +13,13 @@ export function prng(seed: number): () => number {
   };
 }
 
+/** The words of the SMTP and large-mailbox generators' text (bench/smtp-load.ts, bench/mailbox-load.ts). */
+export const PROSE_WORDS = (
+  'the of and to in is that for it as was with be by on not this are or from at which but have an they you were ' +
+  'mailbox server message delivery account invoice meeting report quarter budget schedule customer network ' +
+  'please regards thanks attached following update review tomorrow morning office project deadline'
+).split(' ');
+
 const WORDS = (
   'the of and to in is that for it as was with be by on not he this are or his from at which but have an they you were her ' +
   'she there been one all we their has would when if so no will can more out up about into them some could time only new ' +

@@ -8,7 +8,7 @@ import { openDatabase } from '../src/db/sqlite.ts';
 import { MaildirStore } from '../src/mailstore/maildir.ts';
 import { freePort, PopgateChild } from './popgate-server.ts';
 import { runConnects, runLogins, runRetr, type Endpoint, type SessionResult, type RetrResult } from './pop3-load.ts';
-import { median, Samples, summarize } from './stats.ts';
+import { fmt, median, Samples, summarize } from './stats.ts';
 import { MessageSet, relayLag, runAccept, type AcceptResult } from './smtp-load.ts';
 import { comparisonChart, comparisonTable, runComparison, type ComparisonResult } from './compare.ts';
 import { processTree, runIdle } from './idle-load.ts';
@@ -567,12 +567,6 @@ async function runQueueWorkloads(): Promise<void> {
 
 // --- output ---
 
-function fmt(value: number): string {
-  if (!Number.isFinite(value)) return '-';
-  const abs = Math.abs(value);
-  const digits = abs >= 100 ? 0 : abs >= 10 ? 1 : abs >= 1 ? 2 : 3;
-  return value.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
-}
 
 function machine() {
   let model = cpus()[0]?.model ?? 'unknown';

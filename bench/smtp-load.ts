@@ -1,6 +1,7 @@
 import { connect as netConnect, type Socket } from 'node:net';
 import { Pop3Connection, type Endpoint } from './pop3-load.ts';
 import { Samples } from './stats.ts';
+import { PROSE_WORDS, prng } from './messages.ts';
 
 // An SMTP load generator that works against any SMTP server on host:port (popgate or another):
 // N connections, M messages in total, messages of S octets, with or without PIPELINING. With
@@ -164,24 +165,6 @@ export class SmtpConnection {
 
 // --- messages ---
 
-/** A small deterministic PRNG (mulberry32). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-const WORDS = (
-  'the of and to in is that for it as was with be by on not this are or from at which but have an they you were ' +
-  'mailbox server message delivery account invoice meeting report quarter budget schedule customer network ' +
-  'please regards thanks attached following update review tomorrow morning office project deadline'
-).split(' ');
-
 const NUMBER_DIGITS = 9;
 
 /**
@@ -204,7 +187,7 @@ export class MessageSet {
     this.size = options.size;
     this.tag = options.tag;
     const random = prng(options.size);
-    const word = () => WORDS[Math.floor(random() * WORDS.length)];
+    const word = () => PROSE_WORDS[Math.floor(random() * PROSE_WORDS.length)];
     const idPrefix = `Message-ID: <bench.${options.tag}.`;
     const header = [
       `From: Benchmark <${options.from}>`,

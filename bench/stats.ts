@@ -73,3 +73,11 @@ export class Samples {
     return this.#data.subarray(0, this.#length);
   }
 }
+
+/** A figure with about three significant digits, thousands separated ('-' for none). */
+export function fmt(value: number | undefined): string {
+  if (value === undefined || !Number.isFinite(value)) return '-';
+  const abs = Math.abs(value);
+  const digits = abs >= 100 ? 0 : abs >= 10 ? 1 : abs >= 1 ? 2 : 3;
+  return value.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+}

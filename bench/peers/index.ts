@@ -4,6 +4,7 @@ import { chmodSync, chownSync, closeSync, cpSync, existsSync, lstatSync, mkdirSy
 import { connect as netConnect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve, sep } from 'node:path';
+import { processTree } from '../idle-load.ts';
 
 // Reference peers for `npm run bench -- --peers`: Postfix (SMTP into Maildir), Dovecot (POP3
 // from Maildir) and Haraka (SMTP), each run as a private instance on a loopback port, from
@@ -311,7 +312,7 @@ function daemonPeer(spec: DaemonSpec): RunningPeer {
   let stopping: Promise<void> | undefined;
   const pids = () => {
     const master = spec.masterPid();
-    return master !== undefined && processExists(master) ? [master, ...descendants(master)] : [];
+    return master !== undefined && processExists(master) ? processTree(master) : [];
   };
   return {
     name: spec.name,
@@ -347,36 +348,6 @@ function processExists(pid: number): boolean {
   } catch {
     return false;
   }
-}
-
-/** Every process below `root`, from the parent pids in /proc. */
-function descendants(root: number): number[] {
-  const children = new Map<number, number[]>();
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${entry}/stat`, 'latin1');
-    } catch {
-      continue; // exited meanwhile
-    }
-    // pid (comm) state ppid ...: comm may contain spaces and parentheses, so parse from the last ")".
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    if (fields[0] === 'Z') continue;
-    const ppid = Number(fields[1]);
-    const list = children.get(ppid);
-    if (list) list.push(Number(entry));
-    else children.set(ppid, [Number(entry)]);
-  }
-  const found: number[] = [];
-  const queue = [root];
-  while (queue.length > 0) {
-    for (const child of children.get(queue.shift()!) ?? []) {
-      found.push(child);
-      queue.push(child);
-    }
-  }
-  return found;
 }
 
 function readPid(file: string): number | undefined {

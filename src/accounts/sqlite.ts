@@ -1,4 +1,5 @@
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
+import { statementCache } from '../db/sqlite.ts';
 import { normalizeDomain, parseAddress } from './address.ts';
 import { hashPassword, VerifiedPasswordCache, verifyPassword } from './password.ts';
 import { AccountError, type AccountStore, type Alias, type AuthenticatedUser, type User } from './store.ts';
@@ -39,9 +40,7 @@ interface UserRow {
 export class SqliteAccountStore implements AccountStore {
   readonly #db: DatabaseSync;
   readonly #ownsDb: boolean;
-  // Prepared once: MAIL and RCPT look up domains and addresses on every message, and
-  // preparing a statement costs more than running it.
-  readonly #statements = new Map<string, StatementSync>();
+  readonly #sql: (sql: string) => StatementSync;
   readonly #memo = new Map<string, { value: unknown; until: number }>();
 
   readonly #verified: VerifiedPasswordCache | undefined;
@@ -50,17 +49,9 @@ export class SqliteAccountStore implements AccountStore {
   constructor(db: DatabaseSync, ownsDb = false, verifiedLoginCacheMs = 0) {
     this.#db = db;
     this.#ownsDb = ownsDb;
+    this.#sql = statementCache(db);
     this.#verified = verifiedLoginCacheMs > 0 ? new VerifiedPasswordCache(verifiedLoginCacheMs) : undefined;
     db.exec(SCHEMA);
-  }
-
-  #sql(text: string): StatementSync {
-    let statement = this.#statements.get(text);
-    if (!statement) {
-      statement = this.#db.prepare(text);
-      this.#statements.set(text, statement);
-    }
-    return statement;
   }
 
   async addDomain(input: string): Promise<void> {

@@ -1,6 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { DatabaseSync } from 'node:sqlite';
+import { DatabaseSync, type StatementSync } from 'node:sqlite';
 
 /**
  * Opens popgate's embedded database under data_dir. WAL lets the CLI write while the
@@ -30,4 +30,20 @@ export function openSqlite(path: string, synchronous: 'FULL' | 'NORMAL'): Databa
   db.exec('PRAGMA journal_mode = WAL');
   db.exec(`PRAGMA synchronous = ${synchronous}`);
   return db;
+}
+
+/**
+ * Statements prepared once per SQL text: preparing is most of the cost of a small statement,
+ * and MAIL, RCPT and the queue run the same few on every message.
+ */
+export function statementCache(db: DatabaseSync): (sql: string) => StatementSync {
+  const statements = new Map<string, StatementSync>();
+  return (sql) => {
+    let statement = statements.get(sql);
+    if (!statement) {
+      statement = db.prepare(sql);
+      statements.set(sql, statement);
+    }
+    return statement;
+  };
 }

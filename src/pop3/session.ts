@@ -25,11 +25,10 @@ const EMPTY = Buffer.alloc(0);
 const TERMINATOR = Buffer.from('.\r\n');
 
 /**
- * Buffers that RETR and TOP read small messages into, reused from message to message. A fresh
- * buffer per message comes from memory the allocator has handed back to the kernel once the
- * heap has been through a large listing, and the kernel then faults in every page of it while
- * copying the file: measured, that halved the RETR rate of a single client. A buffer is
- * reused only after the reply that used it has left for the socket (#send awaits the drain).
+ * Buffers that RETR and TOP read small messages into, reused from message to message instead
+ * of a fresh allocation per message (whose pages the kernel may fault in while copying the
+ * file: measured as system CPU per RETR after a large listing). A buffer is reused only after
+ * the reply that used it has been handed to the kernel (see the end of #sendWith).
  */
 const SCRATCH_SIZE = 128 * 1024 + 1;
 const scratchPool: Buffer[] = [];
@@ -536,17 +535,16 @@ export class Pop3Session {
     try {
       const store = this.#server.deps.mailstore;
       const whole = message.size < SCRATCH_SIZE ? store.readInto?.(message, scratch) : undefined;
-      if (whole && bodyLines === Infinity && whole.length === message.size) {
-        // The file is exactly as long as its size on the wire, so every line already ends in
-        // CRLF (a bare LF would have made it longer, an unterminated last line too): only
-        // lines beginning with "." need a second one (RFC 1939 §3), found with one search per
-        // stuffed line instead of a scan per line.
+      // A file exactly as long as its size on the wire has CRLF line ends only (a bare LF
+      // would make it longer, an unterminated last line too): only lines beginning with "."
+      // need a second one (RFC 1939 §3), found with one search per such line, not a scan per line.
+      const clean = whole !== undefined && bodyLines === Infinity && whole.length === message.size;
+      if (clean) {
         stream.write(`${status}\r\n`);
         started = true;
         writeStuffed(stream, whole);
-        encoder.skip();
       }
-      for await (const chunk of started ? [] : whole ? [whole] : store.read(message)) {
+      for await (const chunk of clean ? [] : whole ? [whole] : store.read(message)) {
         if (!started) {
           stream.write(`${status}\r\n`);
           started = true;

@@ -80,11 +80,6 @@ export class MultilineEncoder {
     return out;
   }
 
-  /** The message was sent another way, whole and ending on a line boundary: end() adds nothing. */
-  skip(): void {
-    this.#done = true;
-  }
-
   /** What must follow the last chunk so the response ends on a line boundary. */
   end(): Buffer[] {
     if (this.#done || this.#atLineStart) return [];

@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
-import { openSqlite } from '../db/sqlite.ts';
+import { openSqlite, statementCache } from '../db/sqlite.ts';
 import type { Envelope, QueuedMessage, QueuedRecipient, QueueStore, RecipientState, RecipientUpdate } from './store.ts';
 
 interface MessageRow {
@@ -37,6 +37,7 @@ interface RecipientRow {
  */
 export class SqliteQueueStore implements QueueStore {
   readonly #db: DatabaseSync;
+  readonly #sql: (sql: string) => StatementSync;
   readonly #insertMessage: StatementSync;
   readonly #insertRecipient: StatementSync;
   readonly #claim: StatementSync;
@@ -51,6 +52,7 @@ export class SqliteQueueStore implements QueueStore {
 
   constructor(db: DatabaseSync) {
     this.#db = db;
+    this.#sql = statementCache(db);
     db.exec('PRAGMA foreign_keys = ON');
     db.exec(`CREATE TABLE IF NOT EXISTS queue_messages (
       id TEXT PRIMARY KEY,
@@ -193,18 +195,6 @@ export class SqliteQueueStore implements QueueStore {
       warned: row.warned === 1,
       recipients,
     };
-  }
-
-  readonly #statements = new Map<string, StatementSync>();
-
-  /** Prepared once per SQL text: preparing is most of the cost of a small statement. */
-  #sql(text: string): StatementSync {
-    let statement = this.#statements.get(text);
-    if (!statement) {
-      statement = this.#db.prepare(text);
-      this.#statements.set(text, statement);
-    }
-    return statement;
   }
 
   #transaction(work: () => void): void {
