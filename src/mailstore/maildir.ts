@@ -175,12 +175,13 @@ export class MaildirStore implements Mailstore {
     }
   }
 
-  readInto(message: StoredMessage, scratch: Buffer): Buffer | undefined {
+  readInto(message: StoredMessage, scratch: Buffer, offset = 0, limit = scratch.length): Buffer | undefined {
     const fd = openSync(message.ref, 'r');
     try {
-      const length = readSync(fd, scratch, 0, scratch.length, 0);
+      const room = limit - offset;
+      const length = readSync(fd, scratch, offset, room, 0);
       // A full buffer may mean a longer file: the caller streams it instead.
-      return length < scratch.length ? scratch.subarray(0, length) : undefined;
+      return length < room ? scratch.subarray(offset, offset + length) : undefined;
     } finally {
       closeSync(fd);
     }

@@ -23,10 +23,11 @@ export interface Mailstore {
   /** A message's raw bytes as stored (line ends may be LF or CRLF), in chunks; may throw at once (e.g. ENOENT). */
   read(message: StoredMessage): Iterable<Buffer> | AsyncIterable<Buffer>;
   /**
-   * The whole message read into `scratch`, as a view of it, when it fits (undefined when it
-   * does not: then read()). Lets a reader reuse one buffer for message after message.
+   * The whole message read into `scratch` from `offset` up to `limit`, as a view of it, when
+   * it fits (undefined when it does not: then read()). Lets a reader reuse one buffer for
+   * message after message, and put its own bytes around the message in the same buffer.
    */
-  readInto?(message: StoredMessage, scratch: Buffer): Buffer | undefined;
+  readInto?(message: StoredMessage, scratch: Buffer, offset?: number, limit?: number): Buffer | undefined;
   /** Removes messages durably; what could not be removed is reported, never hidden. */
   remove(address: string, messages: StoredMessage[]): Promise<RemoveResult>;
 }

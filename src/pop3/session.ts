@@ -35,6 +35,7 @@ const scratchPool: Buffer[] = [];
 const SCRATCH_POOL_LIMIT = 64;
 const CRLF_DOT = Buffer.from('\r\n.');
 const DOT = Buffer.from('.');
+const DOT_BYTE = 0x2e;
 
 /** A CRLF-only message with its leading dots doubled, written as views of it. */
 function writeStuffed(stream: Socket | TLSSocket, message: Buffer): void {
@@ -177,14 +178,16 @@ export class Pop3Session {
         const line = this.#input.toString('utf8', 0, end);
         this.#input = lf + 1 === this.#input.length ? EMPTY : this.#input.subarray(lf + 1);
         try {
-          await this.#handleLine(line);
+          // Most commands answer at once; only those that wait for storage return a promise.
+          const pending = this.#handleLine(line);
+          if (pending) await pending;
         } catch (error) {
           this.#log.error({ err: error }, 'pop3 command failed');
           this.#reply('-ERR [SYS/TEMP] Internal error, please try again later');
         }
         // Single-line replies are written without waiting; a client pipelining commands
         // without reading the answers must not make them pile up in memory.
-        await this.#drained();
+        if (this.#stream.writableNeedDrain) await this.#drained();
         if (this.#shuttingDown && this.#input.length === 0 && !this.#isClosed()) {
           await this.abort('-ERR [SYS/TEMP] Server is shutting down, try again in a minute');
         }
@@ -198,7 +201,7 @@ export class Pop3Session {
     }
   }
 
-  async #handleLine(line: string): Promise<void> {
+  #handleLine(line: string): void | Promise<void> {
     if (this.#sasl) return this.#continueSasl(line);
     if (line.includes('\0')) return this.#error('-ERR Invalid characters in command');
     const space = line.indexOf(' ');
@@ -502,51 +505,83 @@ export class Pop3Session {
     this.#stream.write(out + '.\r\n');
   }
 
-  async #retr(args: string[]): Promise<void> {
+  #retr(args: string[]): void | Promise<void> {
     const index = this.#message(args[0]);
     if (typeof index === 'string') return this.#error(index);
     const message = this.#messages[index];
-    await this.#send(message, `+OK ${message.size} octets`, Infinity);
+    return this.#send(message, `+OK ${message.size} octets\r\n`, Infinity);
   }
 
-  async #top(args: string[]): Promise<void> {
+  #top(args: string[]): void | Promise<void> {
     if (args.length !== 2 || !/^\d{1,9}$/.test(args[1])) return this.#error('-ERR Usage: TOP message-number line-count');
     const index = this.#message(args[0]);
     if (typeof index === 'string') return this.#error(index);
-    await this.#send(this.#messages[index], '+OK Top of message follows', Number(args[1]));
+    return this.#send(this.#messages[index], '+OK Top of message follows\r\n', Number(args[1]));
   }
 
-  async #send(message: StoredMessage, status: string, bodyLines: number): Promise<void> {
-    const scratch = scratchPool.pop() ?? Buffer.allocUnsafeSlow(SCRATCH_SIZE);
-    try {
-      await this.#sendWith(message, status, bodyLines, scratch);
-    } finally {
+  /**
+   * A multi-line reply with a message (RETR) or its top (TOP). Most mail is small: the status
+   * line and the file go into one pooled buffer, and a CRLF-clean message with no line to
+   * stuff (the usual case) leaves as a single write with its terminator, a syscall and
+   * usually a TCP segment per message. The rest is encoded from that buffer, or streamed.
+   */
+  #send(message: StoredMessage, status: string, bodyLines: number): void | Promise<void> {
+    const store = this.#server.deps.mailstore;
+    if (message.size >= SCRATCH_SIZE || !store.readInto) return this.#sendStreamed(message, status, bodyLines);
+    const scratch = scratchPool.pop() ?? Buffer.allocUnsafeSlow(SCRATCH_SIZE + TERMINATOR.length);
+    // Writes complete in order, so once the terminator has been handed to the kernel (or the
+    // connection is gone) no earlier piece still points into the buffer and it may be reused.
+    // A 'drain' would not do: it comes only after the buffer went over the high-water mark.
+    const release = () => {
       if (scratchPool.length < SCRATCH_POOL_LIMIT) scratchPool.push(scratch);
+    };
+    const head = scratch.write(status, 0, 'latin1');
+    let whole: Buffer | undefined;
+    try {
+      whole = store.readInto(message, scratch, head, SCRATCH_SIZE);
+    } catch (error) {
+      release();
+      return this.#readFailed(error, message, false);
     }
+    if (whole === undefined) {
+      release(); // longer than listed: a file changed by another program, sent as it is now
+      return this.#sendStreamed(message, status, bodyLines);
+    }
+    const stream = this.#stream;
+    // A file exactly as long as its size on the wire has CRLF line ends only (a bare LF
+    // would make it longer, an unterminated last line too): only lines beginning with "."
+    // need a second one (RFC 1939 §3).
+    const clean = bodyLines === Infinity && whole.length === message.size;
+    if (clean && whole[0] !== DOT_BYTE && whole.indexOf(CRLF_DOT) === -1) {
+      const end = head + whole.length;
+      TERMINATOR.copy(scratch, end);
+      stream.write(scratch.subarray(0, end + TERMINATOR.length), release);
+      return;
+    }
+    // Corked from the status line to the terminator: one writev for all the pieces.
+    stream.cork();
+    stream.write(scratch.subarray(0, head));
+    if (clean) {
+      writeStuffed(stream, whole);
+    } else {
+      const encoder = new MultilineEncoder(bodyLines);
+      for (const piece of encoder.push(whole)) stream.write(piece);
+      for (const piece of encoder.end()) stream.write(piece);
+    }
+    stream.write(TERMINATOR, release);
+    stream.uncork();
   }
 
-  async #sendWith(message: StoredMessage, status: string, bodyLines: number, scratch: Buffer): Promise<void> {
+  /** A message too large for a pooled buffer, read and encoded piece by piece with backpressure. */
+  async #sendStreamed(message: StoredMessage, status: string, bodyLines: number): Promise<void> {
     const encoder = new MultilineEncoder(bodyLines);
     const stream = this.#stream;
     let started = false;
-    // Corked from the status line to the terminator: a message that fits in one read goes
-    // out in a single writev instead of a syscall (and a TCP segment) per piece.
     stream.cork();
     try {
-      const store = this.#server.deps.mailstore;
-      const whole = message.size < SCRATCH_SIZE ? store.readInto?.(message, scratch) : undefined;
-      // A file exactly as long as its size on the wire has CRLF line ends only (a bare LF
-      // would make it longer, an unterminated last line too): only lines beginning with "."
-      // need a second one (RFC 1939 §3), found with one search per such line, not a scan per line.
-      const clean = whole !== undefined && bodyLines === Infinity && whole.length === message.size;
-      if (clean) {
-        stream.write(`${status}\r\n`);
-        started = true;
-        writeStuffed(stream, whole);
-      }
-      for await (const chunk of clean ? [] : whole ? [whole] : store.read(message)) {
+      for await (const chunk of this.#server.deps.mailstore.read(message)) {
         if (!started) {
-          stream.write(`${status}\r\n`);
+          stream.write(status);
           started = true;
         }
         for (const piece of encoder.push(chunk)) stream.write(piece);
@@ -560,21 +595,20 @@ export class Pop3Session {
       }
     } catch (error) {
       stream.uncork();
-      const code = (error as NodeJS.ErrnoException).code;
-      this.#log.error({ err: error, uidl: message.uidl }, 'cannot read message');
-      // Before any byte was sent we can still answer cleanly; after, only closing is honest.
-      if (!started) return this.#reply(code === 'ENOENT' ? '-ERR [SYS/PERM] This message was removed by another program' : '-ERR [SYS/TEMP] Cannot read this message right now');
-      this.#raw.destroy();
-      return;
+      return this.#readFailed(error, message, started);
     }
-    if (!started) stream.write(`${status}\r\n`);
+    if (!started) stream.write(status);
     for (const piece of encoder.end()) stream.write(piece);
-    // Writes complete in order, so when the terminator has been handed to the kernel (or the
-    // connection is gone) no earlier piece still points into the scratch buffer. A 'drain'
-    // would not do: it comes only after the buffer went over the high-water mark.
-    const flushed = new Promise<void>((resolve) => stream.write(TERMINATOR, () => resolve()));
+    stream.write(TERMINATOR);
     stream.uncork();
-    await flushed;
+  }
+
+  #readFailed(error: unknown, message: StoredMessage, started: boolean): void {
+    const code = (error as NodeJS.ErrnoException).code;
+    this.#log.error({ err: error, uidl: message.uidl }, 'cannot read message');
+    // Before any byte was sent we can still answer cleanly; after, only closing is honest.
+    if (!started) return this.#reply(code === 'ENOENT' ? '-ERR [SYS/PERM] This message was removed by another program' : '-ERR [SYS/TEMP] Cannot read this message right now');
+    this.#raw.destroy();
   }
 
   #dele(args: string[]): void | Promise<void> {

@@ -1,0 +1,129 @@
+import assert from 'node:assert/strict';
+import { appendFileSync, readdirSync, unlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { Pop3Client } from './helpers/pop3-client.ts';
+import { PASSWORD, startTestServer, type TestServer } from './helpers/server.ts';
+
+// RETR and TOP read a message one of several ways: a small CRLF-clean file with no line to
+// stuff goes out in one write, other small files are encoded from one buffer, large ones are
+// streamed. Whatever the way, the wire carries the same bytes (RFC 1939 §3: CRLF line ends,
+// leading dots doubled, ".\r\n" at the end), and a file another program removed or changed
+// after the listing gets a clear answer without breaking the session.
+
+let server: TestServer;
+const USER = 'paths@example.test';
+
+/** What RFC 1939 §3 puts on the wire for a file, without the terminator. */
+function onTheWire(file: string): string {
+  if (file === '') return '';
+  const lines = (file.endsWith('\n') ? file.slice(0, -1) : file).split('\n').map((line) => line.replace(/\r$/, ''));
+  return lines.map((line) => (line.startsWith('.') ? `.${line}` : line)).join('\r\n') + '\r\n';
+}
+
+/** RFC 1939 §7: the header, the blank line, then at most `lines` lines of the body. */
+function topOnTheWire(file: string, lines: number): string {
+  const wire = onTheWire(file).split('\r\n').slice(0, -1);
+  const blank = wire.indexOf('');
+  const keep = blank === -1 ? wire.length : Math.min(wire.length, blank + 1 + lines);
+  return wire.slice(0, keep).map((line) => `${line}\r\n`).join('');
+}
+
+function bigMessage(size: number, lineEnd: string): string {
+  let text = `Subject: big\r\n\r\n`;
+  for (let i = 0; text.length < size; i++) text += `${i % 7 === 0 ? '.' : ''}line ${i} ${'y'.repeat(i % 90)}${lineEnd}`;
+  return text;
+}
+
+const cases: { name: string; file: string }[] = [
+  { name: 'small, CRLF, nothing to stuff', file: 'Subject: plain\r\n\r\nHello.\r\n' },
+  { name: 'small, CRLF, dots to stuff', file: '.Subject: dots\r\n\r\n.\r\n..x\r\n' },
+  { name: 'small, LF only', file: 'Subject: lf\n\n.dot\nplain\n' },
+  { name: 'small, mixed and unterminated', file: 'Subject: mixed\r\n\nline\r\n.last' },
+  { name: 'empty', file: '' },
+  { name: 'just under the buffer, CRLF', file: bigMessage(128 * 1024 - 40, '\r\n') },
+  { name: 'at the buffer edge, CRLF', file: bigMessage(128 * 1024 - 10, '\r\n') },
+  { name: 'large, CRLF', file: bigMessage(600 * 1024, '\r\n') },
+  { name: 'large, LF only', file: bigMessage(600 * 1024, '\n') },
+];
+
+// Delivered through the store (names carry sizes), then foreign copies without sizes in the
+// name, as another delivery agent would leave them.
+before(async () => {
+  server = await startTestServer();
+  await server.addUser(USER);
+  for (const { file } of cases) await server.deliver(USER, file);
+  const cur = join(server.dir, 'mail', 'example.test', 'paths', 'cur');
+  cases.forEach(({ file }, i) => writeFileSync(join(cur, `${1_900_000_000 + i}.M1P1Q${i}.elsewhere:2,`), file));
+});
+after(() => server.close());
+
+async function loggedIn(): Promise<Pop3Client> {
+  const client = await Pop3Client.connect(server.pop3Port);
+  await client.line();
+  assert.match(await client.login(USER, PASSWORD), /^\+OK/);
+  return client;
+}
+
+test('RETR sends every kind of file as RFC 1939 puts it on the wire, with the size LIST gave', async () => {
+  const client = await loggedIn();
+  for (let n = 1; n <= cases.length * 2; n++) {
+    const { name, file } = cases[(n - 1) % cases.length];
+    const expected = onTheWire(file);
+    const listed = await client.command(`LIST ${n}`);
+    assert.equal(listed, `+OK ${n} ${Buffer.byteLength(expected.replace(/^\./gm, ''))}`, `${name}: LIST`);
+    assert.match(await client.command(`RETR ${n}`), /^\+OK \d+ octets$/);
+    assert.equal((await client.multilineRaw()).toString('latin1'), expected, `${name} (message ${n})`);
+  }
+  assert.match(await client.command('QUIT'), /^\+OK/);
+});
+
+test('TOP sends the header, the blank line and the body lines asked for, from any kind of file', async () => {
+  const client = await loggedIn();
+  for (let n = 1; n <= cases.length; n++) {
+    const { name, file } = cases[n - 1];
+    assert.match(await client.command(`TOP ${n} 3`), /^\+OK/);
+    assert.equal((await client.multilineRaw()).toString('latin1'), topOnTheWire(file, 3), name);
+  }
+  assert.match(await client.command('QUIT'), /^\+OK/);
+});
+
+test('a message removed by another program after the listing gets -ERR, and the session goes on', async () => {
+  const user = 'vanishing@example.test';
+  await server.addUser(user);
+  await server.deliver(user, 'Subject: gone\r\n\r\nsoon gone\r\n');
+  await server.deliver(user, bigMessage(300 * 1024, '\r\n'));
+  await server.deliver(user, 'Subject: stays\r\n\r\nhere\r\n');
+  const client = await Pop3Client.connect(server.pop3Port);
+  await client.line();
+  assert.match(await client.login(user, PASSWORD), /^\+OK Logged in, 3 messages/);
+  const cur = join(server.dir, 'mail', 'example.test', 'vanishing', 'cur');
+  const files = readdirSync(cur).sort();
+  unlinkSync(join(cur, files[0]));
+  unlinkSync(join(cur, files[1]));
+  assert.equal(await client.command('RETR 1'), '-ERR [SYS/PERM] This message was removed by another program');
+  assert.equal(await client.command('RETR 2'), '-ERR [SYS/PERM] This message was removed by another program');
+  assert.match(await client.command('RETR 3'), /^\+OK/);
+  assert.equal((await client.multilineRaw()).toString('latin1'), 'Subject: stays\r\n\r\nhere\r\n');
+  assert.match(await client.command('QUIT'), /^\+OK/);
+});
+
+test('a message another program made longer after the listing is sent as it is now, well formed', async () => {
+  const user = 'growing@example.test';
+  await server.addUser(user);
+  await server.deliver(user, 'Subject: grows\r\n\r\nfirst\r\n');
+  await server.deliver(user, 'Subject: grows a lot\r\n\r\nfirst\r\n');
+  const client = await Pop3Client.connect(server.pop3Port);
+  await client.line();
+  assert.match(await client.login(user, PASSWORD), /^\+OK Logged in, 2 messages/);
+  const cur = join(server.dir, 'mail', 'example.test', 'growing', 'cur');
+  const files = readdirSync(cur).sort();
+  appendFileSync(join(cur, files[0]), '.added\r\n');
+  const added = bigMessage(200 * 1024, '\n');
+  appendFileSync(join(cur, files[1]), added);
+  assert.match(await client.command('RETR 1'), /^\+OK/);
+  assert.equal((await client.multilineRaw()).toString('latin1'), 'Subject: grows\r\n\r\nfirst\r\n..added\r\n');
+  assert.match(await client.command('RETR 2'), /^\+OK/);
+  assert.equal((await client.multilineRaw()).toString('latin1'), onTheWire(`Subject: grows a lot\r\n\r\nfirst\r\n${added}`));
+  assert.match(await client.command('QUIT'), /^\+OK/);
+});
