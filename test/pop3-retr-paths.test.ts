@@ -41,6 +41,7 @@ const cases: { name: string; file: string }[] = [
   { name: 'small, LF only', file: 'Subject: lf\n\n.dot\nplain\n' },
   { name: 'small, mixed and unterminated', file: 'Subject: mixed\r\n\nline\r\n.last' },
   { name: 'empty', file: '' },
+  { name: 'every line a dot, as long as a buffer holds', file: '.\r\n'.repeat(Math.floor((128 * 1024) / 3)) },
   { name: 'just under the buffer, CRLF', file: bigMessage(128 * 1024 - 40, '\r\n') },
   { name: 'at the buffer edge, CRLF', file: bigMessage(128 * 1024 - 10, '\r\n') },
   { name: 'large, CRLF', file: bigMessage(600 * 1024, '\r\n') },
@@ -125,5 +126,32 @@ test('a message another program made longer after the listing is sent as it is n
   assert.equal((await client.multilineRaw()).toString('latin1'), 'Subject: grows\r\n\r\nfirst\r\n..added\r\n');
   assert.match(await client.command('RETR 2'), /^\+OK/);
   assert.equal((await client.multilineRaw()).toString('latin1'), onTheWire(`Subject: grows a lot\r\n\r\nfirst\r\n${added}`));
+  assert.match(await client.command('QUIT'), /^\+OK/);
+});
+
+test('random CRLF messages with random dot lines come out stuffed exactly', async () => {
+  const user = 'random@example.test';
+  await server.addUser(user);
+  let seed = 7;
+  const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const files: string[] = [];
+  for (let i = 0; i < 150; i++) {
+    let file = '';
+    const lines = Math.floor(random() * 400);
+    for (let l = 0; l < lines; l++) {
+      const dots = random() < 0.3 ? '.'.repeat(1 + Math.floor(random() * 3)) : '';
+      file += `${dots}${'abc. \t'.repeat(Math.floor(random() * 12))}\r\n`;
+    }
+    files.push(file);
+    await server.deliver(user, file);
+  }
+  const client = await Pop3Client.connect(server.pop3Port);
+  await client.line();
+  assert.match(await client.login(user, PASSWORD), /^\+OK/);
+  client.write(files.map((_, i) => `RETR ${i + 1}\r\n`).join(''));
+  for (let i = 0; i < files.length; i++) {
+    assert.match(await client.line(), /^\+OK \d+ octets$/);
+    assert.equal((await client.multilineRaw()).toString('latin1'), onTheWire(files[i]), `message ${i + 1}`);
+  }
   assert.match(await client.command('QUIT'), /^\+OK/);
 });

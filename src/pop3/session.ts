@@ -28,25 +28,42 @@ const TERMINATOR = Buffer.from('.\r\n');
  * Buffers that RETR and TOP read small messages into, reused from message to message instead
  * of a fresh allocation per message (whose pages the kernel may fault in while copying the
  * file: measured as system CPU per RETR after a large listing). A buffer is reused only after
- * the reply that used it has been handed to the kernel (see the end of #sendWith).
+ * the reply that used it has been handed to the kernel (see #send).
+ *
+ * Layout: the file is read at MESSAGE_AT, behind room for the status line and for the dots
+ * that stuffing adds. A stuffed line is at least ".\r\n", so a message gains at most a third
+ * of its length: with that much room the wire form of any CRLF-clean message that fits is
+ * built in place, moving the text down as dots are inserted, and leaves in one write.
  */
-const SCRATCH_SIZE = 128 * 1024 + 1;
+const WHOLE_LIMIT = 128 * 1024;
+const STATUS_ROOM = 64;
+const STUFFING_ROOM = Math.ceil(WHOLE_LIMIT / 3) + 1;
+const MESSAGE_AT = STATUS_ROOM + STUFFING_ROOM;
+const TERMINATOR_LENGTH = 3;
+// One byte more than WHOLE_LIMIT: a read that fills it means the file is longer than expected.
+const SCRATCH_SIZE = MESSAGE_AT + WHOLE_LIMIT + 1 + TERMINATOR_LENGTH;
 const scratchPool: Buffer[] = [];
 const SCRATCH_POOL_LIMIT = 64;
 const CRLF_DOT = Buffer.from('\r\n.');
-const DOT = Buffer.from('.');
-const DOT_BYTE = 0x2e;
+const DOT = 0x2e;
 
-/** A CRLF-only message with its leading dots doubled, written as views of it. */
-function writeStuffed(stream: Socket | TLSSocket, message: Buffer): void {
+/**
+ * Writes a CRLF-only message (a view of `buffer`, at `from`) down to `to` with the "." that
+ * begins a line doubled (RFC 1939 §3), and returns where it ends. `from - to` must be at least
+ * the number of lines that begin with ".": then writing never overtakes the text still to read.
+ */
+function stuffDown(buffer: Buffer, to: number, message: Buffer, from: number): number {
+  let out = to;
   let start = 0;
-  if (message[0] === 0x2e) stream.write(DOT);
+  if (message[0] === DOT) buffer[out++] = DOT;
   for (let at = message.indexOf(CRLF_DOT); at !== -1; at = message.indexOf(CRLF_DOT, at + 2)) {
-    stream.write(message.subarray(start, at + 2));
-    stream.write(DOT);
+    buffer.copyWithin(out, from + start, from + at + 2);
+    out += at + 2 - start;
+    buffer[out++] = DOT;
     start = at + 2;
   }
-  if (start < message.length) stream.write(message.subarray(start));
+  buffer.copyWithin(out, from + start, from + message.length);
+  return out + message.length - start;
 }
 
 export class Pop3Session {
@@ -520,25 +537,24 @@ export class Pop3Session {
   }
 
   /**
-   * A multi-line reply with a message (RETR) or its top (TOP). Most mail is small: the status
-   * line and the file go into one pooled buffer, and a CRLF-clean message with no line to
-   * stuff (the usual case) leaves as a single write with its terminator, a syscall and
-   * usually a TCP segment per message. The rest is encoded from that buffer, or streamed.
+   * A multi-line reply with a message (RETR) or its top (TOP). Most mail is small: it is read
+   * into a pooled buffer, and a CRLF-clean message (the usual case) gets its status line,
+   * stuffing and terminator there, leaving in one write: a syscall and usually one TCP segment
+   * per message. The rest is encoded from that buffer, or streamed if large.
    */
   #send(message: StoredMessage, status: string, bodyLines: number): void | Promise<void> {
     const store = this.#server.deps.mailstore;
-    if (message.size >= SCRATCH_SIZE || !store.readInto) return this.#sendStreamed(message, status, bodyLines);
-    const scratch = scratchPool.pop() ?? Buffer.allocUnsafeSlow(SCRATCH_SIZE + TERMINATOR.length);
+    if (message.size > WHOLE_LIMIT || !store.readInto) return this.#sendStreamed(message, status, bodyLines);
+    const scratch = scratchPool.pop() ?? Buffer.allocUnsafeSlow(SCRATCH_SIZE);
     // Writes complete in order, so once the terminator has been handed to the kernel (or the
     // connection is gone) no earlier piece still points into the buffer and it may be reused.
     // A 'drain' would not do: it comes only after the buffer went over the high-water mark.
     const release = () => {
       if (scratchPool.length < SCRATCH_POOL_LIMIT) scratchPool.push(scratch);
     };
-    const head = scratch.write(status, 0, 'latin1');
     let whole: Buffer | undefined;
     try {
-      whole = store.readInto(message, scratch, head, SCRATCH_SIZE);
+      whole = store.readInto(message, scratch, MESSAGE_AT, MESSAGE_AT + WHOLE_LIMIT + 1);
     } catch (error) {
       release();
       return this.#readFailed(error, message, false);
@@ -549,25 +565,27 @@ export class Pop3Session {
     }
     const stream = this.#stream;
     // A file exactly as long as its size on the wire has CRLF line ends only (a bare LF
-    // would make it longer, an unterminated last line too): only lines beginning with "."
-    // need a second one (RFC 1939 §3).
-    const clean = bodyLines === Infinity && whole.length === message.size;
-    if (clean && whole[0] !== DOT_BYTE && whole.indexOf(CRLF_DOT) === -1) {
-      const end = head + whole.length;
-      TERMINATOR.copy(scratch, end);
-      stream.write(scratch.subarray(0, end + TERMINATOR.length), release);
+    // would make it longer, an unterminated last line too), so only stuffing is left to do.
+    if (bodyLines === Infinity && whole.length === message.size) {
+      let start = MESSAGE_AT;
+      let end = MESSAGE_AT + whole.length;
+      if (whole[0] === DOT || whole.indexOf(CRLF_DOT) !== -1) {
+        start = STATUS_ROOM;
+        end = stuffDown(scratch, start, whole, MESSAGE_AT);
+      }
+      start -= scratch.write(status, start - status.length, 'latin1');
+      scratch[end] = DOT;
+      scratch[end + 1] = 0x0d;
+      scratch[end + 2] = 0x0a;
+      stream.write(scratch.subarray(start, end + TERMINATOR_LENGTH), release);
       return;
     }
     // Corked from the status line to the terminator: one writev for all the pieces.
+    const encoder = new MultilineEncoder(bodyLines);
     stream.cork();
-    stream.write(scratch.subarray(0, head));
-    if (clean) {
-      writeStuffed(stream, whole);
-    } else {
-      const encoder = new MultilineEncoder(bodyLines);
-      for (const piece of encoder.push(whole)) stream.write(piece);
-      for (const piece of encoder.end()) stream.write(piece);
-    }
+    stream.write(status);
+    for (const piece of encoder.push(whole)) stream.write(piece);
+    for (const piece of encoder.end()) stream.write(piece);
     stream.write(TERMINATOR, release);
     stream.uncork();
   }
