@@ -41,9 +41,9 @@ import { runSubmission } from './submission-load.ts';
 // Options: --runs N, --pipeline N (RETR depth of the main rows, default 1), --messages N
 // (per mailbox), --logins N, --smtp-messages N (1 KB messages per SMTP run; the 100 KB rows
 // send 15% of that), --lag-samples N (relay-lag samples per run), --only TEXT (just the
-// workloads whose name contains TEXT, e.g. "retr", "login", "smtp", "accept" or "lag"),
-// --cpu-prof DIR (profile the popgate child with node --cpu-prof), --queue-messages N (messages
-// per outbound queue run).
+// workloads whose name contains TEXT, e.g. "retr", "login", "smtp", "accept" or "lag"; "a|b" for
+// either), --cpu-prof DIR (profile the popgate child with node --cpu-prof), --queue-messages N
+// (messages per outbound queue run).
 //
 // Outbound queue: a popgate child starts with N 1 KB messages queued and delivers them through
 // the transport map to a local sink SMTP server (bench/queue-load.ts); messages/s from the
@@ -299,7 +299,7 @@ function addRow(workload: string, unit: string, runs: number[], samples?: Sample
   rows.push(row);
 }
 
-const selected = (label: string) => args.only === undefined || label.toLowerCase().includes(args.only.toLowerCase());
+const selected = (label: string) => args.only === undefined || args.only.toLowerCase().split('|').some((part) => label.toLowerCase().includes(part));
 
 async function measureSessions(label: string, unit: string, run: () => Promise<SessionResult>): Promise<void> {
   if (!selected(label)) return;
