@@ -311,12 +311,15 @@ export async function runComparison(options: CompareOptions): Promise<Comparison
     if (!family('pop3')) retrRows.length = 0;
     for (const { clients, label } of retrRows) {
       if (!selected(label)) continue;
-      // One unmeasured run of the same shape per server first: it warms the page cache for
-      // both, and lets popgate's JIT finish compiling the paths this shape takes (one client
-      // waiting on each reply exercises other branches of Node's stream code than ten do).
+      // Unmeasured runs of the same shape per server first, over every mailbox: they warm the
+      // page cache for both, and let popgate's JIT finish compiling the paths this shape takes
+      // (one client waiting on each reply exercises other branches of Node's stream code than
+      // ten do).
       for (const { name, endpoint } of pop3Servers) {
         progress(`  warm-up: ${label} on ${name} (not measured)`);
-        await runRetr({ endpoint, users: pop3Users.slice(0, clients), password: PASSWORD });
+        for (let first = 0; first < pop3Users.length; first += clients) {
+          await runRetr({ endpoint, users: pop3Users.slice(first, first + clients), password: PASSWORD });
+        }
       }
       const msgs: ComparisonRow = { workload: label, unit: 'msg/s', higherIsBetter: true, runs: {}, target: { ratio: 1, against: 'Dovecot', text: "at least Dovecot's" } };
       const mbs: ComparisonRow = { workload: label, unit: 'MB/s', higherIsBetter: true, runs: {}, target: { ratio: 1, against: 'Dovecot', text: "at least Dovecot's" } };
