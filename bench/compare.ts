@@ -92,7 +92,7 @@ export async function runComparison(options: CompareOptions): Promise<Comparison
   const { progress } = options;
   const settings = settingsFor(options.quick, options.runs);
   const family = (name: string) => options.families === undefined || options.families.includes(name);
-  const selected = (label: string) => options.only === undefined || options.only.toLowerCase().split('|').some((part) => label.toLowerCase().includes(part));
+  const selected = (label: string) => options.only === undefined || options.only.toLowerCase().split('|').some((part) => part !== '' && label.toLowerCase().includes(part));
   const rows: ComparisonRow[] = [];
   const versions: Partial<Record<ServerName, string>> = {};
   const root = mkdtempSync(join(tmpdir(), 'popgate-peers-'));

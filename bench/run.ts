@@ -299,7 +299,7 @@ function addRow(workload: string, unit: string, runs: number[], samples?: Sample
   rows.push(row);
 }
 
-const selected = (label: string) => args.only === undefined || args.only.toLowerCase().split('|').some((part) => label.toLowerCase().includes(part));
+const selected = (label: string) => args.only === undefined || args.only.toLowerCase().split('|').some((part) => part !== '' && label.toLowerCase().includes(part));
 
 async function measureSessions(label: string, unit: string, run: () => Promise<SessionResult>): Promise<void> {
   if (!selected(label)) return;

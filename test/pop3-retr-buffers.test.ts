@@ -78,3 +78,24 @@ test('leading dots are doubled wherever they are, in CRLF-clean messages read wh
   };
   replies.forEach((reply, i) => assert.equal(reply.slice(0, stuffed(messages[i]).length), stuffed(messages[i]), `message ${i + 1}`));
 });
+
+test('a client pipelining thousands of RETRs holds at most one message buffer, read or not', async () => {
+  const user = 'pipeliner@example.test';
+  await server.addUser(user);
+  await server.deliver(user, 'Subject: tiny\r\n\r\nx\r\n');
+  const socket = connect(server.pop3Port, '127.0.0.1');
+  await new Promise((resolve) => socket.once('connect', resolve));
+  let received = 0;
+  socket.on('data', (chunk: Buffer) => (received += chunk.length));
+  const before = process.memoryUsage().arrayBuffers;
+  let peak = before;
+  const sample = setInterval(() => (peak = Math.max(peak, process.memoryUsage().arrayBuffers)), 1);
+  // One write of 6,000 commands: the server reads them in a few chunks and answers each at once.
+  socket.write([`USER ${user}`, `PASS ${PASSWORD}`, ...Array.from({ length: 6000 }, () => 'RETR 1'), 'QUIT'].map((c) => `${c}\r\n`).join(''));
+  await new Promise((resolve) => socket.once('end', resolve));
+  clearInterval(sample);
+  peak = Math.max(peak, process.memoryUsage().arrayBuffers);
+  assert.ok(received > 6000 * 20, `all replies arrived (${received} octets)`);
+  // A buffer per reply would be about a GB; one per session is well under a MB.
+  assert.ok(peak - before < 64 * 1024 * 1024, `buffers grew by ${((peak - before) / 1e6).toFixed(0)} MB`);
+});

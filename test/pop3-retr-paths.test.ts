@@ -35,6 +35,13 @@ function bigMessage(size: number, lineEnd: string): string {
   return text;
 }
 
+/** `text` padded with a last line of "z"s to exactly `size` octets (CRLF at the end). */
+function exactly(size: number, text: string): string {
+  const padding = size - text.length - 2;
+  if (padding < 0) throw new Error('text too long');
+  return `${text}${'z'.repeat(padding)}\r\n`;
+}
+
 const cases: { name: string; file: string }[] = [
   { name: 'small, CRLF, nothing to stuff', file: 'Subject: plain\r\n\r\nHello.\r\n' },
   { name: 'small, CRLF, dots to stuff', file: '.Subject: dots\r\n\r\n.\r\n..x\r\n' },
@@ -42,8 +49,8 @@ const cases: { name: string; file: string }[] = [
   { name: 'small, mixed and unterminated', file: 'Subject: mixed\r\n\nline\r\n.last' },
   { name: 'empty', file: '' },
   { name: 'every line a dot, as long as a buffer holds', file: '.\r\n'.repeat(Math.floor((128 * 1024) / 3)) },
-  { name: 'just under the buffer, CRLF', file: bigMessage(128 * 1024 - 40, '\r\n') },
-  { name: 'at the buffer edge, CRLF', file: bigMessage(128 * 1024 - 10, '\r\n') },
+  { name: 'exactly as large as a buffer holds (128 KiB), dots to stuff', file: exactly(128 * 1024, bigMessage(120 * 1024, '\r\n')) },
+  { name: 'one octet too large for a buffer', file: exactly(128 * 1024 + 1, bigMessage(120 * 1024, '\r\n')) },
   { name: 'large, CRLF', file: bigMessage(600 * 1024, '\r\n') },
   { name: 'large, LF only', file: bigMessage(600 * 1024, '\n') },
 ];

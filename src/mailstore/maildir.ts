@@ -175,11 +175,18 @@ export class MaildirStore implements Mailstore {
     }
   }
 
-  readInto(message: StoredMessage, scratch: Buffer, offset = 0, limit = scratch.length): Buffer | undefined {
+  readInto(message: StoredMessage, scratch: Buffer, offset = 0, limit = scratch.length, expected = 0): Buffer | undefined {
     const fd = openSync(message.ref, 'r');
     try {
       const room = limit - offset;
-      const length = readSync(fd, scratch, offset, room, 0);
+      let length = readSync(fd, scratch, offset, room, 0);
+      // A short read (possible on network file systems) is not the end of the file: read on
+      // until the expected size, or the end. A local file reads whole at once.
+      while (length < expected && length < room) {
+        const more = readSync(fd, scratch, offset + length, room - length, length);
+        if (more === 0) break;
+        length += more;
+      }
       // A full buffer may mean a longer file: the caller streams it instead.
       return length < room ? scratch.subarray(offset, offset + length) : undefined;
     } finally {

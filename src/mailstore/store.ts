@@ -26,8 +26,9 @@ export interface Mailstore {
    * The whole message read into `scratch` from `offset` up to `limit`, as a view of it, when
    * it fits (undefined when it does not: then read()). Lets a reader reuse one buffer for
    * message after message, and put its own bytes around the message in the same buffer.
+   * `expected` is the size the caller expects (reads stop early only at the end of the file).
    */
-  readInto?(message: StoredMessage, scratch: Buffer, offset?: number, limit?: number): Buffer | undefined;
+  readInto?(message: StoredMessage, scratch: Buffer, offset?: number, limit?: number, expected?: number): Buffer | undefined;
   /** Removes messages durably; what could not be removed is reported, never hidden. */
   remove(address: string, messages: StoredMessage[]): Promise<RemoveResult>;
 }

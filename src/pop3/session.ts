@@ -21,6 +21,7 @@ type SaslStep =
   | { mechanism: 'LOGIN'; username?: string };
 
 const LF = 0x0a;
+const CR = 0x0d;
 const EMPTY = Buffer.alloc(0);
 const TERMINATOR = Buffer.from('.\r\n');
 
@@ -97,6 +98,10 @@ export class Pop3Session {
   // changed here), and this session's deletion marks beside it.
   #messages: readonly StoredMessage[] = [];
   #deleted = new Uint8Array(0);
+  // A reply of this session still points into a pooled buffer: the next RETR or TOP waits
+  // for it, so a client pipelining thousands of them holds one buffer, not one per command.
+  #bufferInUse = false;
+  #onBufferFree: (() => void) | undefined;
 
   constructor(server: Pop3Server, socket: Socket, ip: string, id: string) {
     this.#server = server;
@@ -545,28 +550,39 @@ export class Pop3Session {
   #send(message: StoredMessage, status: string, bodyLines: number): void | Promise<void> {
     const store = this.#server.deps.mailstore;
     if (message.size > WHOLE_LIMIT || !store.readInto) return this.#sendStreamed(message, status, bodyLines);
+    if (this.#bufferInUse) {
+      return new Promise<void>((resolve) => (this.#onBufferFree = resolve)).then(() => this.#send(message, status, bodyLines));
+    }
+    this.#bufferInUse = true;
     const scratch = scratchPool.pop() ?? Buffer.allocUnsafeSlow(SCRATCH_SIZE);
     // Writes complete in order, so once the terminator has been handed to the kernel (or the
     // connection is gone) no earlier piece still points into the buffer and it may be reused.
     // A 'drain' would not do: it comes only after the buffer went over the high-water mark.
     const release = () => {
       if (scratchPool.length < SCRATCH_POOL_LIMIT) scratchPool.push(scratch);
+      this.#bufferInUse = false;
+      const waiting = this.#onBufferFree;
+      this.#onBufferFree = undefined;
+      waiting?.();
     };
     let whole: Buffer | undefined;
     try {
-      whole = store.readInto(message, scratch, MESSAGE_AT, MESSAGE_AT + WHOLE_LIMIT + 1);
+      whole = store.readInto(message, scratch, MESSAGE_AT, MESSAGE_AT + WHOLE_LIMIT + 1, message.size);
     } catch (error) {
       release();
       return this.#readFailed(error, message, false);
     }
-    if (whole === undefined) {
+    if (whole === undefined || whole.byteOffset !== scratch.byteOffset + MESSAGE_AT) {
       release(); // longer than listed: a file changed by another program, sent as it is now
       return this.#sendStreamed(message, status, bodyLines);
     }
     const stream = this.#stream;
-    // A file exactly as long as its size on the wire has CRLF line ends only (a bare LF
-    // would make it longer, an unterminated last line too), so only stuffing is left to do.
-    if (bodyLines === Infinity && whole.length === message.size) {
+    // A file exactly as long as its size on the wire, ending in CRLF, has CRLF line ends only
+    // (a bare LF would make it longer, an unterminated last line too), so only stuffing is
+    // left to do. The end is checked all the same: a file rewritten by another program at the
+    // same length must not swallow the terminator.
+    const length = whole.length;
+    if (bodyLines === Infinity && length === message.size && (length === 0 || (whole[length - 2] === CR && whole[length - 1] === LF))) {
       let start = MESSAGE_AT;
       let end = MESSAGE_AT + whole.length;
       if (whole[0] === DOT || whole.indexOf(CRLF_DOT) !== -1) {
