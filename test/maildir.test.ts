@@ -112,3 +112,11 @@ test('local parts with "/" stay inside the domain folder', () => {
   const store = new MaildirStore(dir, 'mail.example.test');
   assert.equal(store.pathOf('a/b@example.test'), join(dir, 'mail', 'example.test', 'a%2Fb'));
 });
+
+test('a foreign file named like ours but with a host part outside printable ASCII gets a valid UIDL', async () => {
+  const store = new MaildirStore(dir, 'mail.example.test');
+  const path = await store.ensure('odd-host@example.test');
+  writeFileSync(join(path, 'cur', '1700000000.M1P2Q3Rabc.h\u00f6st name,S=12:2,'), 'Subject: x\r\n');
+  const [message] = await store.list('odd-host@example.test');
+  assert.match(message.uidl, /^[\x21-\x7e]{1,70}$/);
+});

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { closeSync, createReadStream, openSync, readFileSync, readSync, renameSync } from 'node:fs';
+import { closeSync, createReadStream, openSync, readSync, renameSync } from 'node:fs';
 import { mkdir, readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DirectorySyncer, StagingFolders, writeDurably } from '../fs/durable.ts';
@@ -11,7 +11,6 @@ import type { Mailstore, RemoveResult, StoredMessage } from './store.ts';
 // Layout: <data_dir>/mail/<domain>/<local>/{tmp,new,cur}.
 
 const SUBDIRS = ['tmp', 'new', 'cur'] as const;
-const SMALL_MESSAGE = 128 * 1024;
 
 export class MaildirStore implements Mailstore {
   readonly #root: string;
@@ -194,14 +193,12 @@ export class MaildirStore implements Mailstore {
     }
   }
 
-  read(message: StoredMessage): Iterable<Buffer> | AsyncIterable<Buffer> {
-    // Most mail is small: one synchronous read, like the writes in src/fs/durable.ts (from the
-    // page cache it takes microseconds, while fs/promises' readFile makes four trips through
-    // the thread pool, which cost more than the read and bounded POP3 RETR rates). Large
-    // messages stream in 256 KiB pieces.
-    if (message.size <= SMALL_MESSAGE) return [readFileSync(message.ref)];
+  read(message: StoredMessage): AsyncIterable<Buffer> {
+    // Small messages are read whole with readInto(); this serves large ones (and files that
+    // grew since the listing), in 256 KiB pieces so none is ever read whole on the event loop.
     return createReadStream(message.ref, { highWaterMark: 256 * 1024 }) as AsyncIterable<Buffer>;
   }
+
 
   async remove(address: string, messages: StoredMessage[]): Promise<RemoveResult> {
     const path = this.pathOf(address);
@@ -308,6 +305,7 @@ function parseName(name: string, dir: string): ListedMessage {
   const seconds = digitsAt(name, 0);
   let order = Infinity;
   let ours = false;
+  let hostStart = 0;
   if (digitsEnd > 0 && name.charCodeAt(digitsEnd) === DOT) {
     let micros = 0;
     let at = digitsEnd + 1;
@@ -329,6 +327,7 @@ function parseName(name: string, dir: string): ListedMessage {
         let hex = at + 1;
         for (let c = name.charCodeAt(hex); (c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66); c = name.charCodeAt(++hex));
         ours = hex > at + 1 && name.charCodeAt(hex) === DOT;
+        hostStart = hex + 1;
       }
     }
     order = seconds * 1e6 + micros;
@@ -360,6 +359,13 @@ function parseName(name: string, dir: string): ListedMessage {
     }
   }
   // Our unique names are printable ASCII well under 70 characters: the UIDL as is (RFC 1939 §7).
+  // Only the host part can hold anything else (in a file another program named like ours).
+  if (ours) {
+    for (let i = hostStart; i < uniqueEnd; i++) {
+      const c = name.charCodeAt(i);
+      if (c < 0x21 || c > 0x7e) ours = false;
+    }
+  }
   const uidl = ours && uniqueEnd <= 70 ? name.slice(0, uniqueEnd) : uidlOf(name);
   return { uidl, size, ref: `${dir}/${name}`, order };
 }
