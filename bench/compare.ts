@@ -13,7 +13,7 @@ import { makeMessage, prng } from './messages.ts';
 import { installPeers, startDovecot, startHaraka, startPostfix, type PeerMailbox, type RunningPeer } from './peers/index.ts';
 import { runLogins, runRetr, type Endpoint } from './pop3-load.ts';
 import { freePort, PopgateChild } from './popgate-server.ts';
-import { fmt, median } from './stats.ts';
+import { fmt, matchesOnly, median } from './stats.ts';
 import { MessageSet, relayLag, runAccept } from './smtp-load.ts';
 
 // `npm run bench -- --peers`: popgate side by side with the servers a provider would otherwise
@@ -92,7 +92,7 @@ export async function runComparison(options: CompareOptions): Promise<Comparison
   const { progress } = options;
   const settings = settingsFor(options.quick, options.runs);
   const family = (name: string) => options.families === undefined || options.families.includes(name);
-  const selected = (label: string) => options.only === undefined || options.only.toLowerCase().split('|').some((part) => part !== '' && label.toLowerCase().includes(part));
+  const selected = (label: string) => matchesOnly(options.only, label);
   const rows: ComparisonRow[] = [];
   const versions: Partial<Record<ServerName, string>> = {};
   const root = mkdtempSync(join(tmpdir(), 'popgate-peers-'));
@@ -255,7 +255,7 @@ export async function runComparison(options: CompareOptions): Promise<Comparison
       if (fitting < connections) {
         (rss.details ??= {}).popgate = `held ${fitting.toLocaleString('en-US')} + ${fitting.toLocaleString('en-US')}: this machine's open-files hard limit is ${fdLimit.toLocaleString('en-US')} and cannot be raised here`;
       }
-      for (let run = 0; run < Math.min(settings.runs, connections >= 10_000 ? 1 : settings.runs); run++) {
+      for (let run = 0; run < (connections >= 10_000 ? 1 : settings.runs); run++) {
         for (const server of idleServers) {
           let result: IdleResult;
           const count = server.name === 'popgate' ? fitting : connections;
@@ -304,11 +304,12 @@ export async function runComparison(options: CompareOptions): Promise<Comparison
     }
 
     // --- 2. POP3 retrieval and logins ---
-    const retrRows = [
-      { clients: 1, label: `POP3 RETR 10 KB, 1 client` },
-      { clients: settings.pop3.clients, label: `POP3 RETR 10 KB, ${settings.pop3.clients} clients` },
-    ];
-    if (!family('pop3')) retrRows.length = 0;
+    const retrRows = family('pop3')
+      ? [
+          { clients: 1, label: `POP3 RETR 10 KB, 1 client` },
+          { clients: settings.pop3.clients, label: `POP3 RETR 10 KB, ${settings.pop3.clients} clients` },
+        ]
+      : [];
     for (const { clients, label } of retrRows) {
       if (!selected(label)) continue;
       // Unmeasured runs of the same shape per server first, over every mailbox: they warm the
@@ -440,7 +441,7 @@ function countFiles(dir: string): number {
 const medianOf = (row: ComparisonRow, server: ServerName) => (row.runs[server]?.length ? median(row.runs[server]!) : undefined);
 
 /** popgate's median over the peer's, and whether the row's target is met. */
-export function verdict(row: ComparisonRow): { ratio?: number; met?: boolean } {
+function verdict(row: ComparisonRow): { ratio?: number; met?: boolean } {
   const ours = medianOf(row, 'popgate');
   const target = row.target;
   if (ours === undefined) return {};

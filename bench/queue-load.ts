@@ -9,6 +9,7 @@ import { silentLogger } from '../src/log/logger.ts';
 import { OutboundQueue } from '../src/queue/queue.ts';
 import { SqliteQueueStore } from '../src/queue/sqlite.ts';
 import { Spool } from '../src/queue/spool.ts';
+import { freePort } from './popgate-server.ts';
 
 // Outbound queue throughput: a popgate child starts with N messages already queued (as if
 // relayed by customers) and delivers them to a local sink SMTP server through the transport
@@ -123,17 +124,6 @@ async function waitFor(check: () => boolean, timeoutMs: number, what: string, ch
     if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 2));
   }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((done, fail) => {
-    const probe = createServer();
-    probe.once('error', fail);
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as { port: number };
-      probe.close(() => done(port));
-    });
-  });
 }
 
 interface FastSink {

@@ -8,7 +8,7 @@ import { openDatabase } from '../src/db/sqlite.ts';
 import { MaildirStore } from '../src/mailstore/maildir.ts';
 import { freePort, PopgateChild } from './popgate-server.ts';
 import { runConnects, runLogins, runRetr, type Endpoint, type SessionResult, type RetrResult } from './pop3-load.ts';
-import { fmt, median, Samples, summarize } from './stats.ts';
+import { fmt, matchesOnly, median, Samples, summarize } from './stats.ts';
 import { MessageSet, relayLag, runAccept, type AcceptResult } from './smtp-load.ts';
 import { comparisonChart, comparisonTable, runComparison, type ComparisonResult } from './compare.ts';
 import { processTree, runIdle } from './idle-load.ts';
@@ -299,7 +299,7 @@ function addRow(workload: string, unit: string, runs: number[], samples?: Sample
   rows.push(row);
 }
 
-const selected = (label: string) => args.only === undefined || args.only.toLowerCase().split('|').some((part) => part !== '' && label.toLowerCase().includes(part));
+const selected = (label: string) => matchesOnly(args.only, label);
 
 async function measureSessions(label: string, unit: string, run: () => Promise<SessionResult>): Promise<void> {
   if (!selected(label)) return;
@@ -653,7 +653,7 @@ function printTable(info: ReturnType<typeof machine>, target: string, messageByt
 
 /** popgate beside Postfix, Dovecot and Haraka (bench/compare.ts), or popgate alone for the large-mailbox and idle rows. */
 async function runComparisonRows(peers: boolean): Promise<ComparisonResult> {
-  const result = await runComparison({
+  return runComparison({
     peers,
     families: peers ? undefined : ['large', 'idle'],
     quick,
@@ -662,7 +662,6 @@ async function runComparisonRows(peers: boolean): Promise<ComparisonResult> {
     progress,
     cpuProfDir: args['cpu-prof'],
   });
-  return result;
 }
 
 async function main(): Promise<void> {

@@ -81,3 +81,10 @@ export function fmt(value: number | undefined): string {
   const digits = abs >= 100 ? 0 : abs >= 10 ? 1 : abs >= 1 ? 2 : 3;
   return value.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
 }
+
+/** `--only`: whether a workload's label contains the text, or one of its "|"-separated parts (case aside). */
+export function matchesOnly(only: string | undefined, label: string): boolean {
+  if (only === undefined) return true;
+  const lower = label.toLowerCase();
+  return only.toLowerCase().split('|').some((part) => part !== '' && lower.includes(part));
+}

@@ -66,10 +66,11 @@ before(async () => {
 });
 after(() => server.close());
 
-async function loggedIn(): Promise<Pop3Client> {
+/** A session logged in as `user`; the login reply must match `reply`. */
+async function loggedIn(user = USER, reply = /^\+OK/): Promise<Pop3Client> {
   const client = await Pop3Client.connect(server.pop3Port);
   await client.line();
-  assert.match(await client.login(USER, PASSWORD), /^\+OK/);
+  assert.match(await client.login(user, PASSWORD), reply);
   return client;
 }
 
@@ -102,9 +103,7 @@ test('a message removed by another program after the listing gets -ERR, and the 
   await server.deliver(user, 'Subject: gone\r\n\r\nsoon gone\r\n');
   await server.deliver(user, bigMessage(300 * 1024, '\r\n'));
   await server.deliver(user, 'Subject: stays\r\n\r\nhere\r\n');
-  const client = await Pop3Client.connect(server.pop3Port);
-  await client.line();
-  assert.match(await client.login(user, PASSWORD), /^\+OK Logged in, 3 messages/);
+  const client = await loggedIn(user, /^\+OK Logged in, 3 messages/);
   const cur = join(server.dir, 'mail', 'example.test', 'vanishing', 'cur');
   const files = readdirSync(cur).sort();
   unlinkSync(join(cur, files[0]));
@@ -121,9 +120,7 @@ test('a message another program made longer after the listing is sent as it is n
   await server.addUser(user);
   await server.deliver(user, 'Subject: grows\r\n\r\nfirst\r\n');
   await server.deliver(user, 'Subject: grows a lot\r\n\r\nfirst\r\n');
-  const client = await Pop3Client.connect(server.pop3Port);
-  await client.line();
-  assert.match(await client.login(user, PASSWORD), /^\+OK Logged in, 2 messages/);
+  const client = await loggedIn(user, /^\+OK Logged in, 2 messages/);
   const cur = join(server.dir, 'mail', 'example.test', 'growing', 'cur');
   const files = readdirSync(cur).sort();
   appendFileSync(join(cur, files[0]), '.added\r\n');
@@ -152,9 +149,7 @@ test('random CRLF messages with random dot lines come out stuffed exactly', asyn
     files.push(file);
     await server.deliver(user, file);
   }
-  const client = await Pop3Client.connect(server.pop3Port);
-  await client.line();
-  assert.match(await client.login(user, PASSWORD), /^\+OK/);
+  const client = await loggedIn(user);
   client.write(files.map((_, i) => `RETR ${i + 1}\r\n`).join(''));
   for (let i = 0; i < files.length; i++) {
     assert.match(await client.line(), /^\+OK \d+ octets$/);

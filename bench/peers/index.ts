@@ -1,21 +1,19 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, closeSync, cpSync, existsSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { connect as netConnect, createServer } from 'node:net';
+import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve, sep } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { processTree } from '../idle-load.ts';
+import type { Endpoint } from '../pop3-load.ts';
+import { accepts, freePort } from '../popgate-server.ts';
 
 // Reference peers for `npm run bench -- --peers`: Postfix (SMTP into Maildir), Dovecot (POP3
 // from Maildir) and Haraka (SMTP), each run as a private instance on a loopback port, from
 // configuration templates kept beside this file (see README.md here for every setting and why).
 // Everything an instance writes (config, queue, state, pid files, logs) goes to the workDir the
 // caller hands over, so instances never meet each other or a system-wide install.
-
-export interface Endpoint {
-  host: string;
-  port: number;
-}
 
 /** maildir: absolute path of an existing Maildir folder (with cur/ new/ tmp/). */
 export interface PeerMailbox {
@@ -454,17 +452,6 @@ function tailOfFile(file: string): string {
 
 // --- network ---
 
-function freePort(): Promise<number> {
-  return new Promise((resolvePromise, reject) => {
-    const probe = createServer();
-    probe.once('error', reject);
-    probe.listen(0, LOOPBACK, () => {
-      const address = probe.address();
-      probe.close(() => (typeof address === 'object' && address ? resolvePromise(address.port) : reject(new Error('no free port'))));
-    });
-  });
-}
-
 /** One connection's first line, or an error (refused, closed, timed out). */
 function firstLine(endpoint: Endpoint, timeoutMs: number): Promise<string> {
   return new Promise((resolvePromise, reject) => {
@@ -513,20 +500,9 @@ async function untilGreeting(endpoint: Endpoint, prefix: string, peer: RunningPe
 async function untilClosed(endpoint: Endpoint): Promise<void> {
   const deadline = Date.now() + 10_000;
   while (Date.now() < deadline) {
-    const open = await new Promise<boolean>((resolvePromise) => {
-      const socket = netConnect(endpoint);
-      socket.once('connect', () => {
-        socket.destroy();
-        resolvePromise(true);
-      });
-      socket.once('error', () => resolvePromise(false));
-    });
-    if (!open) return;
+    if (!(await accepts(endpoint))) return;
     await sleep(50);
   }
   throw new Error(`${endpoint.host}:${endpoint.port} still accepts connections after stopping`);
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolvePromise) => setTimeout(resolvePromise, ms));
-}

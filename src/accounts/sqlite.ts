@@ -43,14 +43,14 @@ export class SqliteAccountStore implements AccountStore {
   readonly #sql: (sql: string) => StatementSync;
   readonly #memo = new Map<string, { value: unknown; until: number }>();
 
-  readonly #verified: VerifiedPasswordCache | undefined;
+  readonly #verified: VerifiedPasswordCache;
 
   /** `verifiedLoginCacheMs`: how long a successful password check is remembered (0: never; see VerifiedPasswordCache). */
   constructor(db: DatabaseSync, ownsDb = false, verifiedLoginCacheMs = 0) {
     this.#db = db;
     this.#ownsDb = ownsDb;
     this.#sql = statementCache(db);
-    this.#verified = verifiedLoginCacheMs > 0 ? new VerifiedPasswordCache(verifiedLoginCacheMs) : undefined;
+    this.#verified = new VerifiedPasswordCache(verifiedLoginCacheMs);
     db.exec(SCHEMA);
   }
 
@@ -141,9 +141,9 @@ export class SqliteAccountStore implements AccountStore {
       ? (this.#sql('SELECT password_hash FROM users WHERE address = ?').get(address.address) as { password_hash: string } | undefined)
       : undefined;
     const stored = row?.password_hash;
-    if (address && stored !== undefined && this.#verified?.matches(stored, password)) return { address: address.address };
+    if (address && stored !== undefined && this.#verified.matches(stored, password)) return { address: address.address };
     const ok = await verifyPassword(password, stored);
-    if (ok && stored !== undefined) this.#verified?.remember(stored, password);
+    if (ok && stored !== undefined) this.#verified.remember(stored, password);
     return ok && address ? { address: address.address } : undefined;
   }
 

@@ -53,7 +53,7 @@ function remainder(pending: Buffer[], written: number): Buffer[] {
   return rest;
 }
 
-export async function syncDirectory(path: string): Promise<void> {
+async function syncDirectory(path: string): Promise<void> {
   const fd = openSync(path, 'r');
   try {
     await fsyncAsync(fd);

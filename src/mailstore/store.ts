@@ -20,8 +20,8 @@ export interface Mailstore {
   deliver(address: string, message: Buffer | Buffer[]): Promise<string>;
   /** The messages in a mailbox, oldest first. */
   list(address: string): Promise<StoredMessage[]>;
-  /** A message's raw bytes as stored (line ends may be LF or CRLF), in chunks; may throw at once (e.g. ENOENT). */
-  read(message: StoredMessage): Iterable<Buffer> | AsyncIterable<Buffer>;
+  /** A message's raw bytes as stored (line ends may be LF or CRLF), in chunks. */
+  read(message: StoredMessage): AsyncIterable<Buffer>;
   /**
    * The whole message read into `scratch` from `offset` up to `limit`, as a view of it, when
    * it fits (undefined when it does not: then read()). Lets a reader reuse one buffer for

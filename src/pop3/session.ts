@@ -40,9 +40,8 @@ const WHOLE_LIMIT = 128 * 1024;
 const STATUS_ROOM = 64;
 const STUFFING_ROOM = Math.ceil(WHOLE_LIMIT / 3) + 1;
 const MESSAGE_AT = STATUS_ROOM + STUFFING_ROOM;
-const TERMINATOR_LENGTH = 3;
 // One byte more than WHOLE_LIMIT: a read that fills it means the file is longer than expected.
-const SCRATCH_SIZE = MESSAGE_AT + WHOLE_LIMIT + 1 + TERMINATOR_LENGTH;
+const SCRATCH_SIZE = MESSAGE_AT + WHOLE_LIMIT + 1 + TERMINATOR.length;
 const scratchPool: Buffer[] = [];
 const SCRATCH_POOL_LIMIT = 64;
 const CRLF_DOT = Buffer.from('\r\n.');
@@ -444,10 +443,9 @@ export class Pop3Session {
     this.#messages = messages;
     this.#deleted = new Uint8Array(messages.length);
     this.#state = 'TRANSACTION';
-    let total = 0;
-    for (const m of messages) total += m.size;
-    this.#log.info({ event: 'login', mechanism, tls: this.#secure, messages: this.#messages.length, octets: total }, 'pop3 login');
-    this.#reply(`+OK Logged in, ${this.#messages.length} message${this.#messages.length === 1 ? '' : 's'} (${total} octets)`);
+    const { count, size } = this.#maildrop();
+    this.#log.info({ event: 'login', mechanism, tls: this.#secure, messages: count, octets: size }, 'pop3 login');
+    this.#reply(`+OK Logged in, ${count} message${count === 1 ? '' : 's'} (${size} octets)`);
   }
 
   async #failLogin(name: string | undefined, mechanism: string): Promise<void> {
@@ -488,7 +486,8 @@ export class Pop3Session {
     return number - 1;
   }
 
-  #stat(): void {
+  /** The messages not marked for deletion: how many, and their octets. */
+  #maildrop(): { count: number; size: number } {
     let count = 0;
     let size = 0;
     for (let i = 0; i < this.#messages.length; i++) {
@@ -497,6 +496,11 @@ export class Pop3Session {
         size += this.#messages[i].size;
       }
     }
+    return { count, size };
+  }
+
+  #stat(): void {
+    const { count, size } = this.#maildrop();
     this.#reply(`+OK ${count} ${size}`);
   }
 
@@ -590,10 +594,8 @@ export class Pop3Session {
         end = stuffDown(scratch, start, whole, MESSAGE_AT);
       }
       start -= scratch.write(status, start - status.length, 'latin1');
-      scratch[end] = DOT;
-      scratch[end + 1] = 0x0d;
-      scratch[end + 2] = 0x0a;
-      stream.write(scratch.subarray(start, end + TERMINATOR_LENGTH), release);
+      TERMINATOR.copy(scratch, end);
+      stream.write(scratch.subarray(start, end + TERMINATOR.length), release);
       return;
     }
     // Corked from the status line to the terminator: one writev for all the pieces.
@@ -654,8 +656,8 @@ export class Pop3Session {
 
   #rset(): void {
     this.#deleted.fill(0);
-    const total = this.#messages.reduce((sum, m) => sum + m.size, 0);
-    this.#reply(`+OK ${this.#messages.length} messages (${total} octets)`);
+    const { count, size } = this.#maildrop();
+    this.#reply(`+OK ${count} messages (${size} octets)`);
   }
 
   // --- QUIT and the UPDATE state ---

@@ -178,10 +178,9 @@ export class SmtpSession {
           this.#reply(451, '4.3.0', 'Internal error, please try again later');
         }
         // Flushed when the group is done, before message data (the client waits for 354),
-        // at once when STARTTLS swapped the stream under the held replies, and when the held
-        // replies fill the socket's buffer (a long group must not wait for a drain that a
-        // corked stream never signals).
-        if (this.#corked && (this.#data || this.#corked !== this.#stream || this.#corked.writableNeedDrain || this.#input.indexOf(LF) === -1)) this.#uncork();
+        // and when the held replies fill the socket's buffer (a long group must not wait for a
+        // drain that a corked stream never signals). STARTTLS flushes its own 220.
+        if (this.#corked && (this.#data || this.#corked.writableNeedDrain || this.#input.indexOf(LF) === -1)) this.#uncork();
         await this.#drained();
         if (this.#shuttingDown && !this.#data && this.#input.length === 0) {
           await this.abort('421 4.3.2 Server is shutting down, try again later');
@@ -299,6 +298,7 @@ export class SmtpSession {
     if (this.#secure) return void this.#error(503, '5.5.1', 'TLS is already active');
     if (!this.#server.deps.tls()) return void this.#error(502, '5.5.1', 'STARTTLS is not available here');
     this.#reply(220, '2.0.0', 'Ready to start TLS');
+    this.#uncork(); // the 220 leaves on the plain socket before TLS takes it over
     // RFC 3207 §4.2 and the STARTTLS command injection class: whatever was pipelined after
     // STARTTLS came in the clear and is discarded; the session starts over after the handshake.
     this.#input = EMPTY;
