@@ -1,10 +1,32 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { parseRecipient, parseSender, type ParsedRecipient } from '../src/smtp/recipient.ts';
+import { parseForwardPath, parseReversePath } from '../src/mail/address.ts';
+import { addressReply } from '../src/smtp/replies.ts';
 
 // The text inside <...> of RCPT TO and MAIL FROM, parsed without interpretation: a plain
 // user@domain is accepted and normalized; every form that has been used to make a server
-// relay is refused with a reply a client can show.
+// relay is refused with a reply a client can show. The parser says what is wrong; the SMTP
+// reply for it comes from src/smtp/replies.ts, and both are checked here together.
+
+type ParsedRecipient =
+  | { ok: true; local: string; domain: string; address: string }
+  | { ok: false; code: number; enhanced: string; reason: string };
+
+/** The parse and, for a refusal, the reply RCPT TO gets. */
+function parseRecipient(text: string): ParsedRecipient {
+  const parsed = parseForwardPath(text);
+  if (parsed.ok) return parsed;
+  const reply = addressReply(parsed.problem, 'RCPT');
+  return { ok: false, code: reply.code, enhanced: reply.enhanced, reason: parsed.problem.reason };
+}
+
+/** The same for MAIL FROM. */
+function parseSender(text: string): ParsedRecipient | { ok: true; nullSender: true } {
+  const parsed = parseReversePath(text);
+  if (parsed.ok) return parsed;
+  const reply = addressReply(parsed.problem, 'MAIL');
+  return { ok: false, code: reply.code, enhanced: reply.enhanced, reason: parsed.problem.reason };
+}
 
 function accepts(text: string, address: string): void {
   const parsed = parseRecipient(text);

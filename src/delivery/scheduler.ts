@@ -1,9 +1,8 @@
+import type { MessageAcceptance } from '../acceptance/acceptance.ts';
 import type { DkimSigner } from '../dkim/sign.ts';
 import type { Logger } from '../log/logger.ts';
 import type { MailPolicy } from '../policy/mail-policy.ts';
-import type { Mailstore } from '../mailstore/store.ts';
 import type { OutboundQueue } from '../queue/queue.ts';
-import { Spool } from '../queue/spool.ts';
 import type { QueuedMessage, RecipientUpdate } from '../queue/store.ts';
 import { buildDsn, type DsnRecipient } from './dsn.ts';
 import type { Route, Router, Target } from './route.ts';
@@ -40,7 +39,8 @@ export interface DeliveryDeps {
   router: Router;
   signer: DkimSigner;
   policy: MailPolicy;
-  mailstore: Mailstore;
+  /** Where mail the scheduler makes or delivers itself is taken in: local copies, forwards, bounces. */
+  acceptance: MessageAcceptance;
   log: Logger;
 }
 
@@ -222,14 +222,14 @@ export class DeliveryScheduler {
         if (!targets) {
           update = { address, state: 'failed', status: '5.1.1', diagnostic: `No such user here: <${address}>` };
         } else {
-          const copy = [Buffer.from(`Return-Path: <${message.from}>\r\n`), raw];
-          for (const mailbox of targets.mailboxes) await this.#deps.mailstore.deliver(mailbox, copy);
-          if (targets.remote.length > 0) {
-            await this.#deps.queue.enqueue(
-              { id: Spool.newId(), from: message.from, to: targets.remote, receivedAt: Date.now(), clientIp: message.clientIp, authorizedUser: message.authorizedUser },
-              raw,
-            );
-          }
+          await this.#deps.acceptance.accept({
+            sender: message.from,
+            mailboxes: targets.mailboxes,
+            remote: targets.remote,
+            content: [raw],
+            clientIp: message.clientIp,
+            authorizedUser: message.authorizedUser,
+          });
           update = { address, state: 'delivered', status: '2.0.0', diagnostic: `delivered to ${[...targets.mailboxes, ...targets.remote].join(', ')}` };
         }
       } catch (error) {
@@ -494,8 +494,7 @@ export class DeliveryScheduler {
       returnLimit: this.#settings.bounceReturnLimit,
       retryUntil: message.receivedAt + this.#settings.maxLifetimeMs,
     });
-    const id = Spool.newId();
-    await this.#deps.queue.enqueue({ id, from: '', to: [message.from], receivedAt: Date.now(), clientIp: '127.0.0.1' }, dsn);
+    const id = await this.#deps.acceptance.accept({ sender: '', mailboxes: [], remote: [message.from], content: [dsn], clientIp: '127.0.0.1' });
     this.#log.info(
       { event: failed.length > 0 ? 'bounce' : 'delay_warning', queueId: message.id, dsnId: id, to: message.from, recipients: recipients.map((r) => r.address) },
       failed.length > 0 ? 'bounce queued for the sender' : 'delay warning queued for the sender',

@@ -3,37 +3,53 @@ import type { Logger } from '../log/logger.ts';
 import { NetworkList, normalizeIp } from './ip.ts';
 import type { ListenAddress } from './listen.ts';
 
-// What every protocol service shares: listeners, the limits on connections in total and per
-// client address, session bookkeeping, and a graceful stop. The protocols differ only in
-// their sessions and in how they word a refusal.
+import type { SecureContext } from 'node:tls';
+import { LineConnection, type ConnectionTexts, type LineConnectionSettings, type LineSession } from './line-connection.ts';
 
-export interface ServiceSession {
-  onClosed?: () => void;
-  /** Ends the session once it is between commands. */
-  shutdownWhenIdle(): void;
-  /** Ends the session now with a last reply. */
-  abort(text: string): Promise<void>;
-}
+// What every line-protocol service shares: listeners, the limits on connections in total and
+// per client address, a LineConnection per client, session bookkeeping, and a graceful stop.
+// The protocols differ only in their sessions and in how they word things.
 
-export interface ServiceSettings {
-  /** "pop3", "smtp": for logs and session ids. */
-  name: string;
+/** Limits and timing of a service, as its config section sets them. */
+export interface ServiceOptions {
   maxConnections: number;
   maxConnectionsPerIp: number;
   /** New connections per client address per minute (0: no limit); trusted networks exempt. */
   maxConnectionRatePerIp?: number;
   trustedNetworks?: readonly string[];
-  /** The protocol's words for refusing a connection. */
-  shuttingDownReply: string;
-  tooManyReply: (scope: 'from your address' | 'on this server' | 'from your address in a short time') => string;
+  maxLineLength: number;
+  idleTimeoutMs: number;
+  /** How long a TLS handshake may take (implicit TLS and STARTTLS); 30 s by default. */
+  handshakeTimeoutMs?: number;
+  /** Client errors tolerated before the connection is closed; 20 by default. */
+  maxErrors?: number;
+  /** Pause before answering the n-th client error: n times this (0 by default). */
+  errorDelayMs?: number;
 }
 
-export class ServiceListeners<Session extends ServiceSession, Context> {
-  readonly #settings: ServiceSettings;
+/** The protocol's words for what the service itself decides. */
+export interface ServiceTexts extends ConnectionTexts {
+  tooManyConnections: (scope: 'from your address' | 'on this server' | 'from your address in a short time') => string;
+}
+
+export interface ServiceDependencies {
+  log: Logger;
+  /** The current certificate (it may be reloaded), or undefined when TLS is not configured. */
+  tls: () => SecureContext | undefined;
+}
+
+/** What a listener's context makes of a new connection: the session, and whether TLS comes first. */
+export type SessionOpener<Context> = (connection: LineConnection, context: Context) => { session: LineSession; implicitTls: boolean };
+
+export class ServiceListeners<Context> {
+  readonly #name: string;
+  readonly #options: ServiceOptions;
+  readonly #texts: ServiceTexts;
+  readonly #connection: LineConnectionSettings;
   readonly #log: Logger;
-  readonly #createSession: (socket: Socket, ip: string, id: string, context: Context) => Session;
+  readonly #open: SessionOpener<Context>;
   readonly #servers: Server[] = [];
-  readonly #sessions = new Set<Session>();
+  readonly #sessions = new Set<LineConnection>();
   readonly #perIp = new Map<string, number>();
   /** Token buckets for the connection rate: capacity = rate, refilled over a minute. */
   readonly #rate = new Map<string, { tokens: number; at: number }>();
@@ -41,11 +57,23 @@ export class ServiceListeners<Session extends ServiceSession, Context> {
   #nextId = 0;
   #closing = false;
 
-  constructor(settings: ServiceSettings, log: Logger, createSession: (socket: Socket, ip: string, id: string, context: Context) => Session) {
-    this.#settings = settings;
-    this.#log = log;
-    this.#createSession = createSession;
-    this.#trusted = new NetworkList(settings.trustedNetworks ?? []);
+  /** `name` ("pop3", "smtp") appears in logs and session ids. */
+  constructor(name: string, options: ServiceOptions, texts: ServiceTexts, deps: ServiceDependencies, open: SessionOpener<Context>) {
+    this.#name = name;
+    this.#options = options;
+    this.#texts = texts;
+    this.#connection = {
+      protocol: name,
+      maxLineLength: options.maxLineLength,
+      idleTimeoutMs: options.idleTimeoutMs,
+      handshakeTimeoutMs: options.handshakeTimeoutMs ?? 30_000,
+      maxErrors: options.maxErrors ?? 20,
+      errorDelayMs: options.errorDelayMs ?? 0,
+      tls: deps.tls,
+    };
+    this.#log = deps.log;
+    this.#open = open;
+    this.#trusted = new NetworkList(options.trustedNetworks ?? []);
   }
 
   get size(): number {
@@ -73,31 +101,33 @@ export class ServiceListeners<Session extends ServiceSession, Context> {
   #accept(socket: Socket, context: Context): void {
     const ip = normalizeIp(socket.remoteAddress);
     socket.on('error', () => {}); // a reset by the peer is routine; the session logs its own end
-    if (this.#closing) return this.#refuse(socket, this.#settings.shuttingDownReply);
+    if (this.#closing) return this.#refuse(socket, this.#texts.shuttingDown);
     const perIp = this.#perIp.get(ip) ?? 0;
-    if (this.#sessions.size >= this.#settings.maxConnections || perIp >= this.#settings.maxConnectionsPerIp) {
-      const scope = perIp >= this.#settings.maxConnectionsPerIp ? 'from your address' : 'on this server';
-      this.#log.warn({ event: 'connection_refused', service: this.#settings.name, ip, reason: `too many connections ${scope}` }, 'connection refused');
-      return this.#refuse(socket, this.#settings.tooManyReply(scope));
+    if (this.#sessions.size >= this.#options.maxConnections || perIp >= this.#options.maxConnectionsPerIp) {
+      const scope = perIp >= this.#options.maxConnectionsPerIp ? 'from your address' : 'on this server';
+      this.#log.warn({ event: 'connection_refused', service: this.#name, ip, reason: `too many connections ${scope}` }, 'connection refused');
+      return this.#refuse(socket, this.#texts.tooManyConnections(scope));
     }
     if (!this.#withinRate(ip)) {
-      this.#log.warn({ event: 'connection_refused', service: this.#settings.name, ip, reason: 'connection rate' }, 'connection refused');
-      return this.#refuse(socket, this.#settings.tooManyReply('from your address in a short time'));
+      this.#log.warn({ event: 'connection_refused', service: this.#name, ip, reason: 'connection rate' }, 'connection refused');
+      return this.#refuse(socket, this.#texts.tooManyConnections('from your address in a short time'));
     }
     this.#perIp.set(ip, perIp + 1);
-    const id = `${this.#settings.name[0]}${(++this.#nextId).toString(36)}${process.pid.toString(36)}`;
-    const session = this.#createSession(socket, ip, id, context);
-    this.#sessions.add(session);
-    session.onClosed = () => {
-      this.#sessions.delete(session);
+    const id = `${this.#name[0]}${(++this.#nextId).toString(36)}${process.pid.toString(36)}`;
+    const connection = new LineConnection(socket, ip, id, this.#connection, this.#texts, this.#log);
+    this.#sessions.add(connection);
+    connection.onClosed = () => {
+      this.#sessions.delete(connection);
       const left = (this.#perIp.get(ip) ?? 1) - 1;
       if (left <= 0) this.#perIp.delete(ip);
       else this.#perIp.set(ip, left);
     };
+    const { session, implicitTls } = this.#open(connection, context);
+    connection.start(session, implicitTls);
   }
 
   #withinRate(ip: string): boolean {
-    const rate = this.#settings.maxConnectionRatePerIp ?? 0;
+    const rate = this.#options.maxConnectionRatePerIp ?? 0;
     if (rate <= 0 || this.#trusted.has(ip)) return true;
     const now = Date.now();
     let bucket = this.#rate.get(ip);
@@ -131,7 +161,7 @@ export class ServiceListeners<Session extends ServiceSession, Context> {
     for (const session of this.#sessions) session.shutdownWhenIdle();
     const deadline = Date.now() + graceMs;
     while (this.#sessions.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    await Promise.all([...this.#sessions].map((session) => session.abort(this.#settings.shuttingDownReply)));
+    await Promise.all([...this.#sessions].map((session) => session.abort(this.#texts.shuttingDown)));
     await listenersClosed;
   }
 }

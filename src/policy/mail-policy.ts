@@ -1,37 +1,47 @@
 import type { AccountStore } from '../accounts/store.ts';
+import { parseForwardPath, parseReversePath, type AddressProblem } from '../mail/address.ts';
 import type { PopBeforeSmtp } from '../relay-auth/pop-before-smtp.ts';
-import { parseRecipient, parseSender } from '../smtp/recipient.ts';
 
-// Who may send what to whom over SMTP. Protocol code asks; this decides. The rule of the
-// mission: everyone may send to our local domains; only authorized clients (a POP-before-SMTP
-// grant now, SMTP AUTH later) may send anywhere else.
+// Who may send what to whom. Protocol code asks; this decides, and says why in its own terms
+// (a verdict with a reason); each protocol words a refusal itself (src/smtp/replies.ts). The
+// rule of the mission: everyone may send to our local domains; only authorized clients (a
+// POP-before-SMTP grant, or a login) may send anywhere else.
 
-export interface Reply {
-  code: number;
-  enhanced: string;
-  text: string;
-}
+/** Why mail is refused. */
+export type Refusal =
+  /** Not an address, or a relay-trick form of one. */
+  | { reason: 'bad-address'; problem: AddressProblem }
+  | { reason: 'unknown-user'; address: string }
+  /** Another domain without authorization. */
+  | { reason: 'relay-denied'; windowMs: number }
+  /**
+   * The sender is not an address of the client's user: `user` is the logged-in user (SMTP
+   * AUTH), absent for POP-before-SMTP grant holders.
+   */
+  | { reason: 'sender-not-owned'; sender: string; user?: string };
 
 export interface SenderVerdict {
   ok: true;
   /** "" for the null reverse-path. */
   sender: string;
-  /** The grant holder this client relays as, when it holds a grant. */
+  /** The user this client relays as, when it holds a grant or logged in. */
   relayUser?: string;
-  /** When the grant ends (for the reply text and logs). */
+  /** When the grant ends (for logs). */
   relayExpiresAt?: number;
   /**
    * Set when the client holds a grant but the sender belongs to none of its holders: relay is
-   * then refused with this reply. Mail to local users still flows, because everyone may send
+   * then refused for this reason. Mail to local users still flows, because everyone may send
    * to local domains, a customer's NAT neighbour included.
    */
-  senderRefusal?: Reply;
+  relayRefusal?: Refusal;
 }
+
+export type SenderDecision = SenderVerdict | { ok: false; refusal: Refusal };
 
 export type RecipientVerdict =
   | { ok: true; kind: 'local'; address: string; mailboxes: string[]; remote: string[] }
   | { ok: true; kind: 'remote'; address: string }
-  | { ok: false; reply: Reply; reason: string };
+  | { ok: false; refusal: Refusal };
 
 export interface MailPolicySettings {
   enforceSender: boolean;
@@ -54,9 +64,9 @@ export class MailPolicy {
   }
 
   /** MAIL FROM: syntax, and who the client may relay as. */
-  async sender(ip: string, text: string): Promise<SenderVerdict | { ok: false; reply: Reply; reason: string }> {
-    const parsed = parseSender(text);
-    if (!parsed.ok) return { ok: false, reply: { code: parsed.code, enhanced: parsed.enhanced, text: parsed.reason }, reason: 'bad sender syntax' };
+  async sender(ip: string, text: string): Promise<SenderDecision> {
+    const parsed = parseReversePath(text);
+    if (!parsed.ok) return { ok: false, refusal: { reason: 'bad-address', problem: parsed.problem } };
     const sender = 'nullSender' in parsed ? '' : parsed.address;
     const grant = await this.#popBeforeSmtp.authorization(ip);
     if (!grant) return { ok: true, sender };
@@ -67,11 +77,7 @@ export class MailPolicy {
     }
     if (this.#settings.enforceSender) {
       // A neighbour behind the same address (NAT) must not relay as someone else.
-      return {
-        ok: true,
-        sender,
-        senderRefusal: { code: 553, enhanced: '5.7.1', text: `Sender address <${sender}> is not yours: send from the address you log in to POP3 with` },
-      };
+      return { ok: true, sender, relayRefusal: { reason: 'sender-not-owned', sender } };
     }
     return { ok: true, sender, relayUser: grant.users[0], relayExpiresAt: grant.expiresAt };
   }
@@ -80,24 +86,20 @@ export class MailPolicy {
    * MAIL FROM after SMTP AUTH: the sender must be one of the user's addresses or aliases
    * (RFC 6409 §6.1), so a stolen password cannot send as anyone. The null sender is allowed.
    */
-  async authenticatedSender(user: string, text: string): Promise<SenderVerdict | { ok: false; reply: Reply; reason: string }> {
-    const parsed = parseSender(text);
-    if (!parsed.ok) return { ok: false, reply: { code: parsed.code, enhanced: parsed.enhanced, text: parsed.reason }, reason: 'bad sender syntax' };
+  async authenticatedSender(user: string, text: string): Promise<SenderDecision> {
+    const parsed = parseReversePath(text);
+    if (!parsed.ok) return { ok: false, refusal: { reason: 'bad-address', problem: parsed.problem } };
     const sender = 'nullSender' in parsed ? '' : parsed.address;
     if (sender !== '' && !(await this.#accounts.sendableAddresses(user)).includes(sender)) {
-      return {
-        ok: false,
-        reply: { code: 553, enhanced: '5.7.1', text: `Sender address <${sender}> is not yours: send from ${user} or one of its aliases` },
-        reason: 'authenticated user sending as someone else',
-      };
+      return { ok: false, refusal: { reason: 'sender-not-owned', sender, user } };
     }
     return { ok: true, sender, relayUser: user };
   }
 
   /** RCPT TO: local recipients for everyone, others only for an authorized client. */
-  async recipient(text: string, relayUser: string | undefined, senderRefusal?: Reply): Promise<RecipientVerdict> {
-    const parsed = parseRecipient(text);
-    if (!parsed.ok) return { ok: false, reply: { code: parsed.code, enhanced: parsed.enhanced, text: parsed.reason }, reason: 'refused address form' };
+  async recipient(text: string, relayUser: string | undefined, relayRefusal?: Refusal): Promise<RecipientVerdict> {
+    const parsed = parseForwardPath(text);
+    if (!parsed.ok) return { ok: false, refusal: { reason: 'bad-address', problem: parsed.problem } };
     const { address } = parsed;
     // RFC 5321 §4.1.1.3: <Postmaster> without a domain is always accepted.
     const domain = parsed.domain;
@@ -114,15 +116,10 @@ export class MailPolicy {
         }
         return { ok: true, kind: 'local', address, mailboxes: [domain ? address : 'postmaster@localhost'], remote: [] };
       }
-      return { ok: false, reply: { code: 550, enhanced: '5.1.1', text: `No such user here: <${address}>` }, reason: 'unknown local user' };
+      return { ok: false, refusal: { reason: 'unknown-user', address } };
     }
     if (relayUser) return { ok: true, kind: 'remote', address };
-    if (senderRefusal) return { ok: false, reply: senderRefusal, reason: 'relay with a sender the grant holders do not own' };
-    return {
-      ok: false,
-      reply: { code: 554, enhanced: '5.7.1', text: `Relay access denied: log in with POP3 first, then send within ${describeWindow(this.#settings.windowMs)}` },
-      reason: 'relay without authorization',
-    };
+    return { ok: false, refusal: relayRefusal ?? { reason: 'relay-denied', windowMs: this.#settings.windowMs } };
   }
 
   /**
@@ -166,11 +163,4 @@ export class MailPolicy {
     }
     return { mailboxes: [...mailboxes], remote: [...remote] };
   }
-}
-
-function describeWindow(ms: number): string {
-  if (ms >= 120_000) return `${Math.round(ms / 60_000)} minutes`;
-  if (ms >= 60_000) return '1 minute';
-  const seconds = Math.max(1, Math.round(ms / 1000));
-  return `${seconds} second${seconds === 1 ? '' : 's'}`;
 }

@@ -1,6 +1,5 @@
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import type { Logger } from '../log/logger.ts';
-import type { Reply } from './mail-policy.ts';
 
 // Sending limits per user, whichever way the user was authorized (SMTP AUTH or a
 // POP-before-SMTP grant): a compromised account is a provider's real spam problem. Over a
@@ -12,6 +11,13 @@ export interface SendLimitSettings {
   recipientsPerDay: number;
   /** Users without limits (a newsletter account the provider vouches for). */
   exemptUsers: readonly string[];
+}
+
+export interface LimitExceeded {
+  limit: 'messages_per_hour' | 'messages_per_day' | 'recipients_per_day';
+  max: number;
+  /** worth retrying later (the hourly limit) */
+  temporary: boolean;
 }
 
 export interface SendUsage {
@@ -91,27 +97,27 @@ export class SendLimits {
   }
 
   /** At MAIL FROM: may this user relay one more message? */
-  async checkMessage(user: string, now = Date.now()): Promise<Reply | undefined> {
+  async checkMessage(user: string, now = Date.now()): Promise<LimitExceeded | undefined> {
     if (this.#exempt.has(user.toLowerCase())) return undefined;
     const usage = await this.#store.usage(user, now);
     if (usage.messagesLastDay >= this.#settings.messagesPerDay) {
       this.#log.warn({ event: 'send_limit', limit: 'messages_per_day', ...usage }, 'sending limit reached');
-      return { code: 550, enhanced: '5.7.1', text: `Sending limit reached: ${this.#settings.messagesPerDay} messages per day. Contact your provider if you need more` };
+      return { limit: 'messages_per_day', max: this.#settings.messagesPerDay, temporary: false };
     }
     if (usage.messagesLastHour >= this.#settings.messagesPerHour) {
       this.#log.warn({ event: 'send_limit', limit: 'messages_per_hour', ...usage }, 'sending limit reached');
-      return { code: 450, enhanced: '4.7.1', text: `Sending limit reached: ${this.#settings.messagesPerHour} messages per hour. Please try again later` };
+      return { limit: 'messages_per_hour', max: this.#settings.messagesPerHour, temporary: true };
     }
     return undefined;
   }
 
   /** At each relayed RCPT: `already` recipients of this message count too. */
-  async checkRecipient(user: string, already: number, now = Date.now()): Promise<Reply | undefined> {
+  async checkRecipient(user: string, already: number, now = Date.now()): Promise<LimitExceeded | undefined> {
     if (this.#exempt.has(user.toLowerCase())) return undefined;
     const usage = await this.#store.usage(user, now);
     if (usage.recipientsLastDay + already >= this.#settings.recipientsPerDay) {
       this.#log.warn({ event: 'send_limit', limit: 'recipients_per_day', ...usage }, 'sending limit reached');
-      return { code: 550, enhanced: '5.7.1', text: `Sending limit reached: ${this.#settings.recipientsPerDay} recipients per day. Contact your provider if you need more` };
+      return { limit: 'recipients_per_day', max: this.#settings.recipientsPerDay, temporary: false };
     }
     return undefined;
   }

@@ -11,7 +11,9 @@ import { formatListenAddress, parseListenAddress, type ListenAddress } from '../
 import { SqliteLoginGuard } from '../policy/sqlite-login-guard.ts';
 import { PopBeforeSmtp } from '../relay-auth/pop-before-smtp.ts';
 import { SqliteRelayAuthStore } from '../relay-auth/sqlite.ts';
-import { Pop3Server, type LoginEvent } from '../pop3/server.ts';
+import { Pop3Server } from '../pop3/server.ts';
+import { LoginService, type LoginHook } from '../auth/login.ts';
+import { MessageAcceptance } from '../acceptance/acceptance.ts';
 import { MailPolicy } from '../policy/mail-policy.ts';
 import { SendLimits, SqliteSendLimitStore } from '../policy/send-limits.ts';
 import { Spool } from '../queue/spool.ts';
@@ -41,7 +43,7 @@ export interface App {
   addresses: Record<string, string[]>;
   popBeforeSmtp: PopBeforeSmtp;
   /** Hooks run before "+OK" to every successful POP3 login. */
-  onLogin: ((event: LoginEvent) => Promise<void>)[];
+  onLogin: LoginHook[];
   /** Re-reads the certificate files (SIGHUP), so a renewed certificate needs no restart. */
   reloadTls(): void;
   close(): Promise<void>;
@@ -68,8 +70,9 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   // writes one, and an fsync on the event loop per login capped logins at some 60 a second.
   // A grant lost in a crash costs the customer one more POP3 login, nothing else.
   const popBeforeSmtp = createPopBeforeSmtp(config, counters, log);
+  const login = new LoginService(accounts, guard, { plaintextWithoutTls: config.auth.plaintext_without_tls, defaultDomain: config.auth.default_domain });
   // The grant is recorded before POP3 answers "+OK", so SMTP sees it with zero lag.
-  const onLogin: ((event: LoginEvent) => Promise<void>)[] = [async (event) => void (await popBeforeSmtp.onLogin(event))];
+  login.hooks.push(async (event) => void (await popBeforeSmtp.onLogin(event)));
   // Expired grants are already ignored at lookup; this only keeps the table small.
   const sweeper = setInterval(() => void popBeforeSmtp.sweep().catch((error) => log.error({ err: error }, 'grant sweep failed')), 60_000);
   sweeper.unref();
@@ -84,14 +87,13 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       maxLineLength: config.pop3.max_line_length,
       apop: config.pop3.apop,
       implementation: config.pop3.implementation,
-      plaintextWithoutTls: config.auth.plaintext_without_tls,
-      defaultDomain: config.auth.default_domain,
     },
-    { accounts, mailstore, locks: new LocalMaildropLocks(), guard, log, tls: () => secureContext, onLogin },
+    { login, mailstore, locks: new LocalMaildropLocks(), log, tls: () => secureContext },
   );
 
   const queue = new OutboundQueue(new Spool(config.data_dir), SqliteQueueStore.open(config.data_dir), log);
   await queue.recover();
+  const acceptance = new MessageAcceptance(config.hostname, mailstore, queue);
   const policy = new MailPolicy(accounts, popBeforeSmtp, {
     enforceSender: config.pop_before_smtp.enforce_sender,
     windowMs: config.pop_before_smtp.window,
@@ -116,12 +118,10 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       idleTimeoutMs: config.smtp.idle_timeout,
       maxErrors: config.smtp.max_errors,
       errorDelayMs: config.smtp.error_delay,
-      plaintextWithoutTls: config.auth.plaintext_without_tls,
-      defaultDomain: config.auth.default_domain,
       authOnPort25: config.smtp.auth,
       popBeforeSmtpOnSubmission: config.submission.pop_before_smtp,
     },
-    { policy, mailstore, queue, log, tls: () => secureContext, accounts, guard, sendLimits },
+    { policy, login, acceptance, log, tls: () => secureContext, sendLimits },
   );
 
   // Renewed certificates (certbot, ACME clients) are picked up without a restart or SIGHUP.
@@ -131,7 +131,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   }, config.tls.reload_check);
   tlsWatcher.unref();
   const addresses: Record<string, string[]> = { pop3: [], pop3s: [], smtp: [], submission: [], submissions: [] };
-  const delivery = createDeliveryScheduler(config, { queue, policy, mailstore, log }, () => addresses.smtp);
+  const delivery = createDeliveryScheduler(config, { queue, policy, acceptance, log }, () => addresses.smtp);
   queue.onEnqueue(() => delivery.wake());
   const app: App = {
     config,
@@ -143,7 +143,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     delivery,
     popBeforeSmtp,
     addresses,
-    onLogin,
+    onLogin: login.hooks,
     reloadTls() {
       if (!tlsFiles) return;
       // A half-written or mismatched pair keeps the certificate in use (and says so).
@@ -198,7 +198,7 @@ export function createPopBeforeSmtp(config: Config, db: DatabaseSync, log: Logge
 
 export function createDeliveryScheduler(
   config: Config,
-  deps: { queue: OutboundQueue; policy: MailPolicy; mailstore: MaildirStore; log: Logger },
+  deps: { queue: OutboundQueue; policy: MailPolicy; acceptance: MessageAcceptance; log: Logger },
   smtpAddresses: () => string[],
 ): DeliveryScheduler {
   const outbound = config.outbound;

@@ -9,10 +9,10 @@ import { normalizeDomain } from '../accounts/address.ts';
 //
 // Callers compare the normalized domain with local domains by exact equality, never by
 // suffix or substring: example.test.evil.net and evil-example.test are remote domains, and
-// parseRecipient returns them intact so that an exact comparison rejects them.
+// parseForwardPath returns them intact so that an exact comparison rejects them.
 //
-// Replies: syntax errors are 501 5.1.3; relay tricks are 550 5.7.1 for RCPT and 553 5.1.7 for
-// MAIL FROM. Each reason is a sentence fit for the SMTP reply text.
+// A refusal says which kind it is (a syntax error, or a relay-trick form) and why, in a
+// sentence fit for a reply text; the protocol picks its reply code (src/smtp/replies.ts).
 //
 // Unicode (SMTPUTF8, RFC 6531) local parts are accepted when every character is a letter or
 // digit (\p{L}, \p{N}) or ASCII atext other than % and !, and lower-casing does not turn a
@@ -25,9 +25,15 @@ import { normalizeDomain } from '../accounts/address.ts';
 // <Postmaster> without a domain (RFC 5321 §4.1.1.3) parses to domain "" and address
 // "postmaster"; the caller maps it to its primary domain (or postmaster target).
 
-export type ParsedRecipient =
+export interface AddressProblem {
+  /** "syntax": not an address; "trick": a form used to trick servers into relaying. */
+  kind: 'syntax' | 'trick';
+  reason: string;
+}
+
+export type ParsedPath =
   | { ok: true; local: string; domain: string; address: string }
-  | { ok: false; code: number; enhanced: string; reason: string };
+  | { ok: false; problem: AddressProblem };
 
 /** Longest path we look at: 64-octet local part, "@", 255-octet domain (RFC 5321 §4.5.3.1). */
 const MAX_PATH = 64 + 1 + 255;
@@ -38,19 +44,20 @@ const INVISIBLE = /[\p{Z}\p{Cc}\p{Cf}\p{Cs}]/u;
 const DOMAIN_TEXT = /^(?:[A-Za-z0-9.-]|(?![\x00-\x7f])[\p{L}\p{M}\p{N}])+$/u;
 const ASCII = /[\x00-\x7f]/g;
 
-function refuse(reason: string): ParsedRecipient {
-  return { ok: false, code: 550, enhanced: '5.7.1', reason: `${reason} not accepted: send to a plain address (user@domain)` };
+function refuse(reason: string): ParsedPath {
+  return { ok: false, problem: { kind: 'trick', reason: `${reason} not accepted: send to a plain address (user@domain)` } };
 }
 
-function syntax(reason: string): ParsedRecipient {
-  return { ok: false, code: 501, enhanced: '5.1.3', reason };
+function syntax(reason: string): ParsedPath {
+  return { ok: false, problem: { kind: 'syntax', reason } };
 }
 
 function asciiCount(text: string): number {
   return text.match(ASCII)?.length ?? 0;
 }
 
-export function parseRecipient(text: string): ParsedRecipient {
+/** RCPT TO's path: a plain user@domain, or <Postmaster>. */
+export function parseForwardPath(text: string): ParsedPath {
   if (text.length > MAX_PATH) return syntax('Address too long');
   if (text === '') return syntax('Address is empty: user@domain');
   if (INVISIBLE.test(text)) return syntax('Address contains spaces, control or invisible characters');
@@ -86,11 +93,10 @@ export function parseRecipient(text: string): ParsedRecipient {
   return { ok: true, local: lower, domain, address: `${lower}@${domain}` };
 }
 
-/** MAIL FROM: the same rules, and "" is the null reverse-path of bounces. */
-export function parseSender(text: string): ParsedRecipient | { ok: true; nullSender: true } {
+/** MAIL FROM's path: the same rules, and "" is the null reverse-path of bounces. */
+export function parseReversePath(text: string): ParsedPath | { ok: true; nullSender: true } {
   if (text === '') return { ok: true, nullSender: true };
-  const parsed = parseRecipient(text);
+  const parsed = parseForwardPath(text);
   if (parsed.ok && parsed.domain === '') return syntax('Sender needs a domain: user@domain');
-  if (!parsed.ok && parsed.code === 550) return { ...parsed, code: 553, enhanced: '5.1.7' };
   return parsed;
 }
