@@ -83,9 +83,10 @@ function checkConsistency(config: Config, source: string): void {
     throw new ConfigError(`${source}: pop3s.listen: implicit TLS needs a certificate: set tls.cert and tls.key (or tls.self_signed = true for testing)`);
   }
   const relayhost = config.outbound.relayhost === '' ? undefined : parseNextHop(config.outbound.relayhost, 25);
-  if (config.outbound.relayhost_user !== '' && typeof relayhost === 'object') {
+  if (config.outbound.relayhost_user !== '' && relayhost?.ok) {
     const encrypted = config.outbound.relayhost_tls === 'starttls' || config.outbound.relayhost_tls === 'tls';
-    if (!encrypted && !(isIP(relayhost.host) ? isLoopback(relayhost.host) : relayhost.host === 'localhost')) {
+    const { host } = relayhost.value;
+    if (!encrypted && !(isIP(host) ? isLoopback(host) : host === 'localhost')) {
       throw new ConfigError(
         `${source}: outbound.relayhost_tls: must be "starttls" or "tls" when outbound.relayhost_user is set, so the password never crosses the network unencrypted`,
       );

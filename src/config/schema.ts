@@ -20,7 +20,7 @@ const duration = z.string().transform((text, ctx) => {
 const listenList = z.array(
   z.string().superRefine((text, ctx) => {
     const parsed = parseListenAddress(text);
-    if (typeof parsed === 'string') ctx.addIssue({ code: 'custom', message: parsed });
+    if (!parsed.ok) ctx.addIssue({ code: 'custom', message: parsed.reason });
   }),
 );
 
@@ -34,7 +34,7 @@ const positiveInt = z.number().int().positive();
 /** A next hop: "host", "host:port" or "[v6]:port" (the host is used as is: no MX lookup). */
 const nextHop = z.string().superRefine((text, ctx) => {
   const parsed = parseNextHop(text, 25);
-  if (typeof parsed === 'string') ctx.addIssue({ code: 'custom', message: parsed });
+  if (!parsed.ok) ctx.addIssue({ code: 'custom', message: parsed.reason });
 });
 
 const pop3Schema = z.strictObject({
@@ -113,7 +113,7 @@ export const configSchema = z.strictObject({
         .array(
           z.string().superRefine((text, ctx) => {
             const parsed = parseNextHop(text, 53);
-            if (typeof parsed === 'string' || isIP(parsed.host) === 0) ctx.addIssue({ code: 'custom', message: `"${text}" is not an IP address with an optional port (for example "127.0.0.1:5353")` });
+            if (!parsed.ok || isIP(parsed.value.host) === 0) ctx.addIssue({ code: 'custom', message: `"${text}" is not an IP address with an optional port (for example "127.0.0.1:5353")` });
           }),
         )
         .default([]),

@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
 import { DnsError, type DnsResolver } from '../dns/resolver.ts';
 import type { NextHop } from '../net/next-hop.ts';
+import { Status } from './status.ts';
 
 // Where mail for a domain goes next (RFC 5321 §5.1): a configured transport, the relayhost,
 // or the domain's MX hosts in preference order, with the domain's own address when it has
@@ -52,13 +53,13 @@ export class Router {
       return await this.#mx(domain);
     } catch (error) {
       if (!(error instanceof DnsError)) throw error;
-      return { ok: false, permanent: false, status: '4.4.3', reason: `DNS: ${error.message}` };
+      return { ok: false, permanent: false, status: Status.routingTemporary, reason: `DNS: ${error.message}` };
     }
   }
 
   async #fixed(hop: NextHop, via: 'transport' | 'relayhost'): Promise<Route> {
     const ips = isIP(hop.host) ? [hop.host] : await this.#dns.addresses(hop.host);
-    if (ips.length === 0) return { ok: false, permanent: false, status: '4.4.3', reason: `${via} ${hop.host} has no address records` };
+    if (ips.length === 0) return { ok: false, permanent: false, status: Status.routingTemporary, reason: `${via} ${hop.host} has no address records` };
     return { ok: true, via, targets: ips.map((ip) => ({ host: hop.host, ip, port: hop.port })) };
   }
 
@@ -67,12 +68,12 @@ export class Router {
     try {
       records = await this.#dns.mx(domain);
     } catch (error) {
-      if (error instanceof DnsError && error.permanent) return { ok: false, permanent: true, status: '5.1.2', reason: `Domain ${domain} does not exist` };
+      if (error instanceof DnsError && error.permanent) return { ok: false, permanent: true, status: Status.badDestination, reason: `Domain ${domain} does not exist` };
       throw error;
     }
     // RFC 7505 §3: a null MX says the domain accepts no mail; do not try its address.
     if (records.some((r) => r.exchange === '')) {
-      return { ok: false, permanent: true, status: '5.1.10', reason: `Domain ${domain} accepts no mail (null MX, RFC 7505)` };
+      return { ok: false, permanent: true, status: Status.nullMx, reason: `Domain ${domain} accepts no mail (null MX, RFC 7505)` };
     }
     const implicit = records.length === 0;
     // RFC 5321 §5.1: no MX means the domain itself is the host, at preference 0.
@@ -102,13 +103,13 @@ export class Router {
     if (targets.length > 0) return { ok: true, via: implicit ? 'address' : 'mx', targets };
     if (temporary) throw temporary;
     if (sawOwn) return loops(domain);
-    if (implicit) return { ok: false, permanent: true, status: '5.1.2', reason: `Domain ${domain} has no MX or address records` };
-    return { ok: false, permanent: false, status: '4.4.3', reason: `No address for the MX hosts of ${domain} (${hosts.map((h) => h.exchange).join(', ')})` };
+    if (implicit) return { ok: false, permanent: true, status: Status.badDestination, reason: `Domain ${domain} has no MX or address records` };
+    return { ok: false, permanent: false, status: Status.routingTemporary, reason: `No address for the MX hosts of ${domain} (${hosts.map((h) => h.exchange).join(', ')})` };
   }
 }
 
 function loops(domain: string): Route {
-  return { ok: false, permanent: true, status: '5.4.6', reason: `Mail for ${domain} loops back to myself (its MX points at this server)` };
+  return { ok: false, permanent: true, status: Status.routingLoop, reason: `Mail for ${domain} loops back to myself (its MX points at this server)` };
 }
 
 /** Preference order, with equal preferences in random order to spread load (RFC 5321 §5.1). */

@@ -7,6 +7,7 @@ import type { QueuedMessage, RecipientUpdate } from '../queue/store.ts';
 import { buildDsn, type DsnRecipient } from './dsn.ts';
 import type { Route, Router, Target } from './route.ts';
 import { ClientSession, SessionError, type Answer, type ClientSettings } from './smtp-client.ts';
+import { Status } from './status.ts';
 
 // The delivery scheduler: takes due messages from the queue, hands each recipient domain to
 // a destination (one per next hop) that keeps a few SMTP sessions open and sends message
@@ -207,7 +208,7 @@ export class DeliveryScheduler {
     if (result.signed) return { raw, outgoing: result.message };
     if (result.reason === 'no key') return { raw, outgoing: raw };
     this.#log.error({ event: 'dkim_failed', queueId: message.id, error: result.error }, 'DKIM signing failed: the message waits until the key is fixed');
-    return { raw, problem: { code: 0, status: '4.7.0', text: `DKIM signing failed (${result.error}); popgate keeps the message and retries` } };
+    return { raw, problem: { code: 0, status: Status.securityTemporary, text: `DKIM signing failed (${result.error}); popgate keeps the message and retries` } };
   }
 
   // --- local recipients (a bounce to a local sender, for example) ---
@@ -220,7 +221,7 @@ export class DeliveryScheduler {
       try {
         const targets = await this.#deps.policy.localTargets(address);
         if (!targets) {
-          update = { address, state: 'failed', status: '5.1.1', diagnostic: `No such user here: <${address}>` };
+          update = { address, state: 'failed', status: Status.noSuchUser, diagnostic: `No such user here: <${address}>` };
         } else {
           await this.#deps.acceptance.accept({
             sender: message.from,
@@ -230,10 +231,10 @@ export class DeliveryScheduler {
             clientIp: message.clientIp,
             authorizedUser: message.authorizedUser,
           });
-          update = { address, state: 'delivered', status: '2.0.0', diagnostic: `delivered to ${[...targets.mailboxes, ...targets.remote].join(', ')}` };
+          update = { address, state: 'delivered', status: Status.delivered, diagnostic: `delivered to ${[...targets.mailboxes, ...targets.remote].join(', ')}` };
         }
       } catch (error) {
-        update = { address, state: 'pending', status: '4.3.0', diagnostic: `local delivery failed: ${(error as Error).message}` };
+        update = { address, state: 'pending', status: Status.localError, diagnostic: `local delivery failed: ${(error as Error).message}` };
       }
       this.#logAttempt(message, address, undefined, update);
       updates.push(update);
@@ -284,7 +285,7 @@ export class DeliveryScheduler {
           // A local fault (the spool file unreadable, say) must not strand the other jobs:
           // this one is answered as deferred and the worker carries on.
           this.#log.error({ event: 'queue_error', queueId: job.message.id, err: error }, 'delivery failed on our side; the message stays queued');
-          const answer: Answer = { code: 0, status: '4.3.0', text: `local error: ${(error as Error).message}` };
+          const answer: Answer = { code: 0, status: Status.localError, text: `local error: ${(error as Error).message}` };
           job.done(job.recipients.map((address) => this.#update(job.message, address, answer, undefined, false)));
           if (session) this.#close(session);
           session = undefined;
@@ -425,13 +426,13 @@ export class DeliveryScheduler {
       const days = Math.round((age / 86_400_000) * 10) / 10;
       for (const [i, r] of recipients.entries()) {
         if (r.state !== 'pending') continue;
-        recipients[i] = { ...r, state: 'failed', status: r.status?.startsWith('4.') ? r.status : '4.4.7', diagnostic: `gave up after ${days} days: ${r.diagnostic ?? 'no answer'}` };
+        recipients[i] = { ...r, state: 'failed', status: r.status?.startsWith('4.') ? r.status : Status.expired, diagnostic: `gave up after ${days} days: ${r.diagnostic ?? 'no answer'}` };
         changed.add(r.address);
       }
     }
     const failed = recipients.filter((r) => r.state === 'failed');
     if (failed.length > 0) {
-      await this.#bounce(message, original, failed.map((r) => ({ address: r.address, action: 'failed', status: r.status ?? '5.0.0', diagnostic: r.diagnostic, remoteMta: r.remoteMta })));
+      await this.#bounce(message, original, failed.map((r) => ({ address: r.address, action: 'failed', status: r.status ?? Status.otherPermanent, diagnostic: r.diagnostic, remoteMta: r.remoteMta })));
       for (const [i, r] of recipients.entries()) {
         if (r.state !== 'failed') continue;
         recipients[i] = { ...r, state: 'bounced' };
@@ -452,7 +453,7 @@ export class DeliveryScheduler {
       await this.#bounce(
         message,
         original,
-        pending.map((r) => ({ address: r.address, action: 'delayed', status: r.status?.startsWith('4.') ? r.status : '4.0.0', diagnostic: r.diagnostic, remoteMta: r.remoteMta })),
+        pending.map((r) => ({ address: r.address, action: 'delayed', status: r.status?.startsWith('4.') ? r.status : Status.otherTemporary, diagnostic: r.diagnostic, remoteMta: r.remoteMta })),
       );
       warned = true;
     }

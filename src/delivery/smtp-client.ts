@@ -1,6 +1,7 @@
 import type { TLSSocket } from 'node:tls';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { Target } from './route.ts';
+import { Status } from './status.ts';
 
 // One SMTP client session to a next hop, on nodemailer's SMTP connection (well kept, and its
 // data stream turns every bare CR or LF into CRLF and dot-stuffs, so popgate never sends a
@@ -130,7 +131,7 @@ export class ClientSession {
       if (tlsFailed) {
         // TLS that we require but cannot have is our policy, not the recipient's address:
         // the mail waits (as Postfix's "encrypt" level does) instead of bouncing.
-        answer = { code: 0, status: '4.7.0', text: `TLS failed with this host (STARTTLS: ${answer.text})` };
+        answer = { code: 0, status: Status.securityTemporary, text: `TLS failed with this host (STARTTLS: ${answer.text})` };
       }
       // A refused or broken greeting, EHLO or TLS is the host's problem, not the mail's: the
       // next MX may take it. A refused login is ours to fix, and every host would refuse it.
@@ -235,10 +236,10 @@ function toAnswer(error: NodemailerError): Answer {
   const code = error.responseCode ?? 0;
   // A remote reply is bounded (it lands in the index, the log and a bounce's 998-octet lines).
   const text = (error.response ?? error.message ?? '').replace(/\s+/g, ' ').trim().slice(0, MAX_REPLY_TEXT);
-  if (code === 0) return { code: 0, status: '4.4.1', text: describeConnectionError(error) };
+  if (code === 0) return { code: 0, status: Status.noAnswer, text: describeConnectionError(error) };
   const enhanced = /^\d{3}[ -]([245]\.\d{1,3}\.\d{1,3})\b/.exec(text)?.[1];
   const cls = String(code)[0];
-  const status = enhanced && enhanced[0] === cls ? enhanced : cls === '2' ? '2.0.0' : cls === '4' ? '4.0.0' : '5.0.0';
+  const status = enhanced && enhanced[0] === cls ? enhanced : cls === '2' ? Status.delivered : cls === '4' ? Status.otherTemporary : Status.otherPermanent;
   return { code, status, text };
 }
 

@@ -1,4 +1,5 @@
 import { isIP } from 'node:net';
+import type { Parsed } from './next-hop.ts';
 
 export interface ListenAddress {
   host: string;
@@ -6,16 +7,16 @@ export interface ListenAddress {
 }
 
 /** Parses `host:port` or `[v6]:port`; port 0 asks the system for a free port (tests). */
-export function parseListenAddress(text: string): ListenAddress | string {
+export function parseListenAddress(text: string): Parsed<ListenAddress> {
   const v6 = /^\[([^\]]+)\]:(\d+)$/.exec(text);
   const v4 = /^([^:\[\]]+):(\d+)$/.exec(text);
   const match = v6 ?? v4;
-  if (!match) return `"${text}" is not host:port (for example "127.0.0.1:110" or "[::1]:110")`;
+  if (!match) return { ok: false, reason: `"${text}" is not host:port (for example "127.0.0.1:110" or "[::1]:110")` };
   const host = match[1];
   const port = Number(match[2]);
-  if (v6 && isIP(host) !== 6) return `"${host}" is not an IPv6 address`;
-  if (!Number.isInteger(port) || port < 0 || port > 65535) return `port ${match[2]} is out of range 0-65535`;
-  return { host, port };
+  if (v6 && isIP(host) !== 6) return { ok: false, reason: `"${host}" is not an IPv6 address` };
+  if (!Number.isInteger(port) || port < 0 || port > 65535) return { ok: false, reason: `port ${match[2]} is out of range 0-65535` };
+  return { ok: true, value: { host, port } };
 }
 
 export function formatListenAddress(address: ListenAddress): string {

@@ -24,7 +24,7 @@ import { Router } from '../delivery/route.ts';
 import { DeliveryScheduler } from '../delivery/scheduler.ts';
 import { DkimKeyring } from '../dkim/keys.ts';
 import { DkimSigner } from '../dkim/sign.ts';
-import { parseNextHop, type NextHop } from '../net/next-hop.ts';
+import { parseNextHop, type NextHop, type Parsed } from '../net/next-hop.ts';
 import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { SmtpServer } from '../smtp/server.ts';
@@ -166,11 +166,11 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     },
   };
   try {
-    for (const entry of config.pop3.listen) addresses.pop3.push(formatListenAddress(await pop3.listen(parseListenAddress(entry) as ListenAddress, false)));
-    for (const entry of config.smtp.listen) addresses.smtp.push(formatListenAddress(await smtp.listen(parseListenAddress(entry) as ListenAddress)));
-    for (const entry of config.pop3s.listen) addresses.pop3s.push(formatListenAddress(await pop3.listen(parseListenAddress(entry) as ListenAddress, true)));
+    for (const entry of config.pop3.listen) addresses.pop3.push(formatListenAddress(await pop3.listen(listenAddress(entry), false)));
+    for (const entry of config.smtp.listen) addresses.smtp.push(formatListenAddress(await smtp.listen(listenAddress(entry))));
+    for (const entry of config.pop3s.listen) addresses.pop3s.push(formatListenAddress(await pop3.listen(listenAddress(entry), true)));
     for (const role of ['submission', 'submissions'] as const) {
-      for (const entry of config[role].listen) addresses[role].push(formatListenAddress(await smtp.listen(parseListenAddress(entry) as ListenAddress, role)));
+      for (const entry of config[role].listen) addresses[role].push(formatListenAddress(await smtp.listen(listenAddress(entry), role)));
     }
   } catch (error) {
     await app.close();
@@ -202,7 +202,7 @@ export function createDeliveryScheduler(
   smtpAddresses: () => string[],
 ): DeliveryScheduler {
   const outbound = config.outbound;
-  const hop = (text: string): NextHop => parseNextHop(text, 25) as NextHop;
+  const hop = (text: string): NextHop => valid(parseNextHop(text, 25));
   const router = new Router(new SystemDnsResolver(config.dns.servers, config.dns.timeout), {
     hostname: config.hostname,
     port: outbound.port,
@@ -241,6 +241,16 @@ export function createDeliveryScheduler(
     },
     { ...deps, router, signer: new DkimSigner(new DkimKeyring(config.dkim.keys_dir, config.dkim.selector)) },
   );
+}
+
+/** A value the config schema has already checked. */
+function valid<T>(parsed: Parsed<T>): T {
+  if (!parsed.ok) throw new Error(parsed.reason);
+  return parsed.value;
+}
+
+function listenAddress(text: string): ListenAddress {
+  return valid(parseListenAddress(text));
 }
 
 /** Whether ip:port reaches one of our own SMTP listeners (an MX pointing back at us). */
