@@ -7,7 +7,7 @@ import { stringify } from 'smol-toml';
 import { generateKey } from '../src/dkim/keys.ts';
 import { silentLogger } from '../src/log/logger.ts';
 import { OutboundQueue } from '../src/queue/queue.ts';
-import { SqliteQueueStore } from '../src/queue/sqlite.ts';
+import { SqliteQueueStore } from '../src/sqlite/queue-index.ts';
 import { Spool } from '../src/queue/spool.ts';
 import { freePort } from './popgate-server.ts';
 

@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import { silentLogger } from '../src/log/logger.ts';
 import { OutboundQueue } from '../src/queue/queue.ts';
 import { Spool } from '../src/queue/spool.ts';
-import { SqliteQueueStore } from '../src/queue/sqlite.ts';
+import { SqliteQueueStore } from '../src/sqlite/queue-index.ts';
 import type { QueuedMessage } from '../src/queue/store.ts';
 import { MAIN, NODE } from './helpers/process.ts';
 

@@ -7,7 +7,7 @@ import { afterEach, describe, test } from 'node:test';
 import { silentLogger } from '../src/log/logger.ts';
 import { OutboundQueue } from '../src/queue/queue.ts';
 import { Spool } from '../src/queue/spool.ts';
-import { SqliteQueueStore } from '../src/queue/sqlite.ts';
+import { SqliteQueueStore } from '../src/sqlite/queue-index.ts';
 import { startDns, type TestDns } from './helpers/dns.ts';
 import { until } from './helpers/outbound.ts';
 import { exited, spawnServer, writeConfig, type ServerProcess } from './helpers/process.ts';

@@ -1,11 +1,11 @@
 import { Command, CommanderError } from 'commander';
 import { stringify } from 'smol-toml';
-import { SqliteAccountStore } from '../accounts/sqlite.ts';
+import { SqliteAccountStore } from '../sqlite/accounts.ts';
 import { AccountError } from '../accounts/store.ts';
 import { ConfigError } from '../config/load.ts';
 import { formatDuration } from '../config/duration.ts';
 import type { Config } from '../config/schema.ts';
-import { openCountersDatabase, openDatabase } from '../db/sqlite.ts';
+import { openCountersDatabase, openDatabase } from '../sqlite/open.ts';
 import { MaildirStore } from '../mailstore/maildir.ts';
 import { resolveConfig } from './config.ts';
 import { readPassword, UsageError } from './password.ts';
@@ -17,7 +17,7 @@ import { createLoginGuard, createPopBeforeSmtp } from '../server/app.ts';
 import type { SqliteLoginGuard } from '../policy/sqlite-login-guard.ts';
 import type { PopBeforeSmtp } from '../relay-auth/pop-before-smtp.ts';
 import { silentLogger } from '../log/logger.ts';
-import { SqliteSendLimitStore } from '../policy/send-limits.ts';
+import { SqliteSendLimitStore } from '../sqlite/send-counts.ts';
 
 // popgate's command line. Administrative commands open the same SQLite file as the server
 // (WAL mode), so they work while it runs.

@@ -3,7 +3,7 @@ import type { Config } from '../config/schema.ts';
 import { silentLogger } from '../log/logger.ts';
 import { OutboundQueue } from '../queue/queue.ts';
 import { Spool } from '../queue/spool.ts';
-import { SqliteQueueStore } from '../queue/sqlite.ts';
+import { SqliteQueueStore } from '../sqlite/queue-index.ts';
 import type { QueuedMessage, QueuedRecipient } from '../queue/store.ts';
 
 // `popgate queue`: look at and act on the outbound queue. The index is the SQLite file the

@@ -1,8 +1,8 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
-import { openSqlite, statementCache } from '../db/sqlite.ts';
-import type { Envelope, QueuedMessage, QueuedRecipient, QueueStore, RecipientState, RecipientUpdate } from './store.ts';
+import { openSqlite, statementCache } from './open.ts';
+import type { Envelope, QueuedMessage, QueuedRecipient, QueueStore, RecipientState, RecipientUpdate } from '../queue/store.ts';
 
 interface MessageRow {
   id: string;

@@ -1,8 +1,8 @@
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
-import { statementCache } from '../db/sqlite.ts';
-import { normalizeDomain, parseAddress } from './address.ts';
-import { hashPassword, VerifiedPasswordCache, verifyPassword } from './password.ts';
-import { AccountError, type AccountStore, type Alias, type AuthenticatedUser, type User } from './store.ts';
+import { statementCache } from './open.ts';
+import { normalizeDomain, parseAddress } from '../accounts/address.ts';
+import { hashPassword, VerifiedPasswordCache, verifyPassword } from '../accounts/password.ts';
+import { AccountError, type AccountStore, type Alias, type AuthenticatedUser, type User } from '../accounts/store.ts';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS domains (

@@ -1,5 +1,5 @@
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
-import type { RelayAuthStore, RelayGrant } from './store.ts';
+import type { RelayAuthStore, RelayGrant } from '../relay-auth/store.ts';
 
 interface Row {
   key: string;
