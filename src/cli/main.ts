@@ -14,7 +14,8 @@ import { QueueError, registerQueueCommands } from './queue.ts';
 import { registerDkimCommands } from './dkim.ts';
 import { DkimKeyError } from '../dkim/keys.ts';
 import { createLoginGuard, createPopBeforeSmtp } from '../server/app.ts';
-import type { SqliteLoginGuard } from '../policy/sqlite-login-guard.ts';
+import type { LoginGuard } from '../policy/login-guard.ts';
+import { SqliteLoginFailureStore } from '../sqlite/login-failures.ts';
 import type { PopBeforeSmtp } from '../relay-auth/pop-before-smtp.ts';
 import { silentLogger } from '../log/logger.ts';
 import { SqliteSendLimitStore } from '../sqlite/send-counts.ts';
@@ -216,11 +217,11 @@ limits
     }),
   );
 
-async function withLimits<T>(fn: (store: SqliteSendLimitStore, guard: SqliteLoginGuard, config: Config) => Promise<T>): Promise<T> {
+async function withLimits<T>(fn: (store: SqliteSendLimitStore, guard: LoginGuard, config: Config) => Promise<T>): Promise<T> {
   const { config } = resolveConfig(configFlag(), true);
   const counters = openCountersDatabase(config.data_dir);
   try {
-    return await fn(new SqliteSendLimitStore(counters), createLoginGuard(config, counters, silentLogger()), config);
+    return await fn(new SqliteSendLimitStore(counters), createLoginGuard(config, new SqliteLoginFailureStore(counters), silentLogger()), config);
   } finally {
     counters.close();
   }

@@ -8,7 +8,8 @@ import type { Logger } from '../log/logger.ts';
 import { LocalMaildropLocks } from '../mailstore/store.ts';
 import { MaildirStore } from '../mailstore/maildir.ts';
 import { formatListenAddress, parseListenAddress, type ListenAddress } from '../net/listen.ts';
-import { SqliteLoginGuard } from '../policy/sqlite-login-guard.ts';
+import { LoginGuard, type LoginFailureStore } from '../policy/login-guard.ts';
+import { SqliteLoginFailureStore } from '../sqlite/login-failures.ts';
 import { PopBeforeSmtp } from '../relay-auth/pop-before-smtp.ts';
 import { SqliteRelayAuthStore } from '../sqlite/relay-grants.ts';
 import { Pop3Server, type LoginEvent } from '../pop3/server.ts';
@@ -64,7 +65,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
 
   // Shared by POP3 and SMTP AUTH; in the database so `popgate limits` sees it.
   const counters = openCountersDatabase(config.data_dir);
-  const guard = createLoginGuard(config, counters, log);
+  const guard = createLoginGuard(config, new SqliteLoginFailureStore(counters), log);
   // Grants go through the counters connection too (no fsync per commit): every POP3 login
   // writes one, and an fsync on the event loop per login capped logins at some 60 a second.
   // A grant lost in a crash costs the customer one more POP3 login, nothing else.
@@ -271,9 +272,9 @@ export function createSendLimits(config: Config, db: DatabaseSync, log: Logger):
   );
 }
 
-export function createLoginGuard(config: Config, counters: DatabaseSync, log: Logger): SqliteLoginGuard {
-  return new SqliteLoginGuard(
-    counters,
+export function createLoginGuard(config: Config, store: LoginFailureStore, log: Logger): LoginGuard {
+  return new LoginGuard(
+    store,
     {
       failureDelayMs: config.auth.failure_delay,
       threshold: config.auth.lockout_threshold,
