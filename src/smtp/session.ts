@@ -5,6 +5,7 @@ import type { Reply } from '../policy/mail-policy.ts';
 import { rfc5322Date } from '../mail/date.ts';
 import { loginAddress } from '../accounts/address.ts';
 import { plaintextLoginAllowed } from '../policy/login-guard.ts';
+import type { LimitExceeded } from '../policy/send-limits.ts';
 import { Spool } from '../queue/spool.ts';
 import type { SmtpRole } from './server.ts';
 import { DataReader } from './data-reader.ts';
@@ -424,7 +425,8 @@ export class SmtpSession {
       return this.#error(530, '5.7.0', 'Authentication required: log in with your e-mail address and password (SMTP AUTH)');
     }
     const limits = this.#server.deps.sendLimits;
-    const overLimit = verdict.relayUser && limits ? await limits.checkMessage(verdict.relayUser) : undefined;
+    const exceeded = verdict.relayUser && limits ? await limits.checkMessage(verdict.relayUser) : undefined;
+    const overLimit = exceeded && sendLimitReply(exceeded);
     if (overLimit) {
       // Refused, never queued: a compromised account must not fill the queue with spam.
       this.#log.info({ event: 'mail_refused', from: match[1], reason: 'sending limit' }, 'sender refused');
@@ -460,7 +462,8 @@ export class SmtpSession {
     }
     const limits = this.#server.deps.sendLimits;
     if (verdict.kind === 'remote' && transaction.relayUser && limits) {
-      const overLimit = await limits.checkRecipient(transaction.relayUser, transaction.relayedRecipients.length);
+      const exceeded = await limits.checkRecipient(transaction.relayUser, transaction.relayedRecipients.length);
+      const overLimit = exceeded && sendLimitReply(exceeded);
       if (overLimit) return this.#reply(overLimit.code, overLimit.enhanced, overLimit.text);
     }
     transaction.recipients.push(verdict.address);
@@ -625,4 +628,12 @@ function decodeBase64(text: string): string | undefined {
   if (trimmed === '=') return '';
   if (!/^[A-Za-z0-9+/]*={0,2}$/.test(trimmed) || trimmed.length % 4 !== 0) return undefined;
   return Buffer.from(trimmed, 'base64').toString('utf8');
+}
+
+/** A reached sending limit as an SMTP reply: the hourly one is worth retrying later (4xx), the daily ones need the provider (5xx). */
+export function sendLimitReply(limit: LimitExceeded): Reply {
+  const what = { messages_per_hour: 'messages per hour', messages_per_day: 'messages per day', recipients_per_day: 'recipients per day' }[limit.limit];
+  return limit.temporary
+    ? { code: 450, enhanced: '4.7.1', text: `Sending limit reached: ${limit.max} ${what}. Please try again later` }
+    : { code: 550, enhanced: '5.7.1', text: `Sending limit reached: ${limit.max} ${what}. Contact your provider if you need more` };
 }
