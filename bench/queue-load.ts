@@ -57,7 +57,7 @@ export async function runQueueDelivery(options: QueueRunOptions): Promise<QueueR
       while (text.length < options.size) text += `${filler}\r\n`;
       await queue.enqueue({ id: Spool.newId(), from: `customer@${HOSTNAME}`, to: [to], receivedAt: Date.now(), clientIp: '192.0.2.1', authorizedUser: `customer@${HOSTNAME}` }, Buffer.from(text));
     }
-    await queue.store.close();
+    await queue.close();
 
     const pop3Port = await freePort();
     const config = {

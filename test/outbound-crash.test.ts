@@ -110,7 +110,7 @@ async function prefill(data: string, count: number, tag: string): Promise<string
       await queue.enqueue({ id: Spool.newId(), from: 'alice@example.test', to: [`user${i}@remote.example`], receivedAt: Date.now(), clientIp: '192.0.2.10', authorizedUser: 'alice@example.test' }, Buffer.from(message));
     }
   } finally {
-    await queue.store.close();
+    await queue.close();
   }
   return subjects;
 }

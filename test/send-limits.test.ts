@@ -46,9 +46,9 @@ describe('sending limits', () => {
   test('a user over the hourly limit is refused with 450 4.7.1 while another user still sends', async () => {
     const alice = await loggedIn('alice@example.test');
     for (let n = 0; n < 2; n++) assert.match(await alice.send('alice@example.test', [`x${n}@remote.example`], body(n)), /^250 /);
-    const queued = (await server.app.queue.store.list()).length;
+    const queued = (await server.app.queue.list()).length;
     assert.match(await alice.command('MAIL FROM:<alice@example.test>'), /^450 4\.7\.1 Sending limit reached: 2 messages per hour/);
-    assert.equal((await server.app.queue.store.list()).length, queued, 'nothing was queued');
+    assert.equal((await server.app.queue.list()).length, queued, 'nothing was queued');
     const bob = await loggedIn('bob@example.test');
     assert.match(await bob.send('bob@example.test', ['y@remote.example'], body(9)), /^250 /);
     alice.socket.destroy();

@@ -26,7 +26,7 @@ export function registerQueueCommands(program: Command, loadConfig: () => Config
     .option('--json', 'print a JSON array instead (timestamps in milliseconds since 1970)')
     .action((options: { json?: boolean }) =>
       withQueue(loadConfig(), async (q) => {
-        const messages = await q.store.list();
+        const messages = await q.list();
         if (options.json) {
           console.log(JSON.stringify(messages, null, 2));
           return;
@@ -57,7 +57,7 @@ export function registerQueueCommands(program: Command, loadConfig: () => Config
       withQueue(loadConfig(), async (q) => {
         if (id !== undefined) {
           await mustGet(q, id);
-          await q.store.retryNow(id, Date.now());
+          await q.retryNow(id, Date.now());
           console.log(`1 message due now (${id}); ${PICKUP}`);
           return;
         }
@@ -99,15 +99,15 @@ async function withQueue(config: Config, fn: (queue: OutboundQueue) => Promise<v
 
 async function mustGet(queue: OutboundQueue, id: string): Promise<QueuedMessage> {
   // Spool ids are letters and digits only: anything else cannot name a message (nor a path).
-  const message = /^[A-Za-z0-9]+$/.test(id) ? await queue.store.get(id) : undefined;
+  const message = /^[A-Za-z0-9]+$/.test(id) ? await queue.get(id) : undefined;
   if (!message) throw new QueueError(`no queued message ${id}: see popgate queue list`);
   return message;
 }
 
 async function retryAll(queue: OutboundQueue): Promise<string> {
-  const total = (await queue.store.list()).length;
+  const total = (await queue.list()).length;
   if (total === 0) return 'queue is empty';
-  const changed = await queue.store.retryNow(undefined, Date.now());
+  const changed = await queue.retryNow(undefined, Date.now());
   return `${total} message(s) due now (${changed} were waiting for a later attempt); ${PICKUP}`;
 }
 

@@ -16,8 +16,6 @@ export interface RelayAuthStore {
   grant(key: string, user: string, now: number, windowMs: number, renew: boolean): Promise<RelayGrant>;
   /** Live grants for a key, newest first. */
   check(key: string, now: number): Promise<RelayGrant[]>;
-  /** Number of distinct users holding a live grant for a key. */
-  countUsers(key: string, now: number): Promise<number>;
   /** Removes every grant for a key (or one user's); returns how many were removed. */
   revoke(key: string, user?: string): Promise<number>;
   /** All live grants. */

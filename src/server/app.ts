@@ -162,7 +162,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       clearInterval(tlsWatcher);
       clearInterval(limitSweeper);
       await Promise.all([pop3.close(config.shutdown_grace), smtp.close(config.shutdown_grace), delivery.stop(config.shutdown_grace)]);
-      await queue.store.close();
+      await queue.close();
       counters.close();
       db.close();
     },
