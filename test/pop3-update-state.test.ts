@@ -18,7 +18,7 @@ async function fill(server: TestServer, address: string, count: number): Promise
 }
 
 function files(server: TestServer, address: string): string[] {
-  const path = server.app.mailstore.pathOf(address);
+  const path = server.app.mailstore.location(address);
   return [...readdirSync(join(path, 'new')), ...readdirSync(join(path, 'cur'))];
 }
 

@@ -1,14 +1,14 @@
 import type { Command } from 'commander';
 import type { Config } from '../config/schema.ts';
 import { silentLogger } from '../log/logger.ts';
-import { OutboundQueue } from '../queue/queue.ts';
-import { Spool } from '../queue/spool.ts';
-import { SqliteQueueStore } from '../sqlite/queue-index.ts';
+import type { OutboundQueue } from '../queue/queue.ts';
+import type { Spool } from '../queue/spool.ts';
 import type { QueuedMessage, QueuedRecipient } from '../queue/store.ts';
+import { openBackends } from '../server/app.ts';
 
-// `popgate queue`: look at and act on the outbound queue. The index is the SQLite file the
-// server uses (WAL, busy timeout), so these commands work while it runs; a running server
-// polls the index every couple of seconds, so a retry takes effect without a restart.
+// `popgate queue`: look at and act on the outbound queue. The index is the one the server
+// uses (openBackends), so these commands work while it runs; a running server polls the index
+// every couple of seconds, so a retry takes effect without a restart.
 
 /** A queue command that cannot do what was asked: exit code 1 with a hint. */
 export class QueueError extends Error {
@@ -89,11 +89,11 @@ export function registerQueueCommands(program: Command, loadConfig: () => Config
 }
 
 async function withQueue(config: Config, fn: (queue: OutboundQueue) => Promise<void>): Promise<void> {
-  const store = SqliteQueueStore.open(config.data_dir);
+  const backends = await openBackends(config, silentLogger());
   try {
-    await fn(new OutboundQueue(new Spool(config.data_dir), store, silentLogger()));
+    await fn(backends.queue);
   } finally {
-    await store.close();
+    await backends.close();
   }
 }
 
