@@ -38,13 +38,13 @@ export interface LockoutRow {
  * live is judged when it is asked, never by a sweep.
  */
 export interface LoginFailureStore {
-  /** Counts a failed login of `key` at `now`; resolves to its failures within (now - windowMs, now]. */
+  /** Counts a failed login of `key` at `now`; resolves to its failures later than `now - windowMs`. */
   addFailure(key: string, now: number, windowMs: number): Promise<number>;
   /** Locks `key` out until `until`, unless a lockout of it is live at `now`; resolves to whether it did. */
   lockOut(key: string, until: number, now: number): Promise<boolean>;
   /** When `key`'s lockout ends, or ended: an ended lockout is still reported until it is reset or swept. */
   lockoutEnd(key: string): Promise<number | undefined>;
-  /** Keys with failures within (now - windowMs, now] or a lockout live at `now`, ordered by key. */
+  /** Keys with failures later than `now - windowMs` or a lockout live at `now`, ordered by key. */
   list(now: number, windowMs: number): Promise<LockoutRow[]>;
   /** Forgets the failures and lockouts of these keys (of every key when undefined); resolves to how many of each went. */
   reset(keys?: readonly string[]): Promise<{ failures: number; lockouts: number }>;

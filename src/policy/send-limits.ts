@@ -34,7 +34,7 @@ export interface LimitExceeded {
 export interface SendLimitStore {
   /** Counts one relayed message with its relayed recipients, sent at `now`. */
   record(user: string, recipients: number, now: number): Promise<void>;
-  /** The user's messages within (now - 1 hour, now] and (now - 1 day, now], and recipients within the day. */
+  /** The user's messages later than `now` - 1 hour and `now` - 1 day, and their recipients within the day. */
   usage(user: string, now: number): Promise<SendUsage>;
   /** The usage of every user who relayed within the day before `now`, ordered by user. */
   list(now: number): Promise<SendUsage[]>;
