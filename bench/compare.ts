@@ -3,8 +3,8 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeF
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'smol-toml';
-import { SqliteAccountStore } from '../src/accounts/sqlite.ts';
-import { openDatabase } from '../src/db/sqlite.ts';
+import { SqliteAccountStore } from '../src/sqlite/accounts.ts';
+import { openDatabase } from '../src/sqlite/open.ts';
 import { MaildirStore } from '../src/mailstore/maildir.ts';
 import { renderChart, type ChartRow } from './chart.ts';
 import { processMemory, runIdle, type IdleResult } from './idle-load.ts';

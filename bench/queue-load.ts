@@ -7,7 +7,7 @@ import { stringify } from 'smol-toml';
 import { generateKey } from '../src/dkim/keys.ts';
 import { silentLogger } from '../src/log/logger.ts';
 import { OutboundQueue } from '../src/queue/queue.ts';
-import { SqliteQueueStore } from '../src/queue/sqlite.ts';
+import { SqliteQueueStore } from '../src/sqlite/queue-index.ts';
 import { Spool } from '../src/queue/spool.ts';
 import { freePort } from './popgate-server.ts';
 
@@ -57,7 +57,7 @@ export async function runQueueDelivery(options: QueueRunOptions): Promise<QueueR
       while (text.length < options.size) text += `${filler}\r\n`;
       await queue.enqueue({ id: Spool.newId(), from: `customer@${HOSTNAME}`, to: [to], receivedAt: Date.now(), clientIp: '192.0.2.1', authorizedUser: `customer@${HOSTNAME}` }, Buffer.from(text));
     }
-    await queue.store.close();
+    await queue.close();
 
     const pop3Port = await freePort();
     const config = {

@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import { silentLogger } from '../src/log/logger.ts';
 import { OutboundQueue } from '../src/queue/queue.ts';
 import { Spool } from '../src/queue/spool.ts';
-import { SqliteQueueStore } from '../src/queue/sqlite.ts';
+import { SqliteQueueStore } from '../src/sqlite/queue-index.ts';
 import type { QueuedMessage } from '../src/queue/store.ts';
 import { MAIN, NODE } from './helpers/process.ts';
 
@@ -35,7 +35,6 @@ describe('popgate queue commands, on a queue the server also uses (SQLite index 
   const config = join(dir, 'popgate.toml');
   let queue: OutboundQueue;
   // The test keeps the index open, as a running server does, while the CLI works on it.
-  const store = () => queue.store;
   // waiting: three recipients, one delivered, one bounced, one deferred with a remote answer.
   // bounce: a null-sender message (a bounce), due now. doomed: deleted by a test.
   const ids = { waiting: '', bounce: '', doomed: '', longError: '' };
@@ -46,8 +45,13 @@ describe('popgate queue commands, on a queue the server also uses (SQLite index 
     return id;
   }
 
+  /** An attempt that changed no recipient: only the next attempt and the error move. */
+  function deferred(id: string, attempts: number, nextAttemptAt: number, lastError: string): Promise<void> {
+    return queue.recordAttempt(id, [], { attempts, nextAttemptAt, lastError, warned: false }, Date.now());
+  }
+
   async function get(id: string): Promise<QueuedMessage> {
-    const m = await store().get(id);
+    const m = await queue.get(id);
     assert.ok(m, `${id} is still in the index`);
     return m;
   }
@@ -58,23 +62,23 @@ describe('popgate queue commands, on a queue the server also uses (SQLite index 
     const now = Date.now();
     ids.bounce = await enqueue('', ['postmaster@remote.test'], now - 2 * HOUR - MINUTE, 'Undelivered Mail Returned to Sender');
     ids.waiting = await enqueue('alice@example.test', ['bob@remote.test', 'carol@remote.test', 'dave@remote.test'], now - 3 * MINUTE - 5000, 'Hello');
-    await store().updateRecipients(
+    await queue.recordAttempt(
       ids.waiting,
       [
         { address: 'bob@remote.test', state: 'pending', status: '4.2.2', diagnostic: 'mx.remote.test said: 452 4.2.2 Mailbox full\x1b[31m', remoteMta: 'mx.remote.test' },
         { address: 'carol@remote.test', state: 'delivered', status: '2.0.0', diagnostic: 'mx.remote.test said: 250 2.0.0 Ok: queued', remoteMta: 'mx.remote.test' },
         { address: 'dave@remote.test', state: 'bounced', status: '5.1.1', diagnostic: 'mx.remote.test said: 550 5.1.1 No such user', remoteMta: 'mx.remote.test' },
       ],
+      { attempts: 2, nextAttemptAt: now + 15 * MINUTE + 30_000, lastError: 'mx.remote.test said: 452 4.2.2 Mailbox full', warned: false },
       now - MINUTE,
     );
-    await store().scheduleRetry(ids.waiting, 2, now + 15 * MINUTE + 30_000, 'mx.remote.test said: 452 4.2.2 Mailbox full');
     ids.longError = await enqueue('carol@example.test', ['erin@far.test'], now - MINUTE, 'Long error');
-    await store().scheduleRetry(ids.longError, 1, now + HOUR + MINUTE, `far.test: ${'connection timed out '.repeat(10)}`);
+    await deferred(ids.longError, 1, now + HOUR + MINUTE, `far.test: ${'connection timed out '.repeat(10)}`);
     ids.doomed = await enqueue('frank@example.test', ['gina@remote.test', 'hank@remote.test'], now - 10_000, 'Delete me');
   });
 
   after(async () => {
-    await queue.store.close();
+    await queue.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -160,7 +164,7 @@ describe('popgate queue commands, on a queue the server also uses (SQLite index 
   });
 
   test('queue retry without an id makes every message due now and says how many', async () => {
-    await store().scheduleRetry(ids.waiting, 3, Date.now() + HOUR, 'deferred');
+    await deferred(ids.waiting, 3, Date.now() + HOUR, 'deferred');
     const { code, stdout } = await popgate(config, ['queue', 'retry']);
     assert.equal(code, 0);
     assert.match(stdout, /^4 message\(s\) due now \(2 were waiting for a later attempt\); a running server picks up due mail within a few seconds/);
@@ -168,8 +172,8 @@ describe('popgate queue commands, on a queue the server also uses (SQLite index 
   });
 
   test('queue flush makes every message due now, like postqueue -f', async () => {
-    await store().scheduleRetry(ids.waiting, 3, Date.now() + HOUR, 'deferred');
-    await store().scheduleRetry(ids.bounce, 1, Date.now() + 2 * HOUR, 'deferred');
+    await deferred(ids.waiting, 3, Date.now() + HOUR, 'deferred');
+    await deferred(ids.bounce, 1, Date.now() + 2 * HOUR, 'deferred');
     const { code, stdout } = await popgate(config, ['queue', 'flush']);
     assert.equal(code, 0);
     assert.match(stdout, /^4 message\(s\) due now \(2 were waiting for a later attempt\)/);
@@ -187,8 +191,8 @@ describe('popgate queue commands, on a queue the server also uses (SQLite index 
     );
     assert.ok(!existsSync(join(spoolDir, `${ids.doomed}.eml`)));
     assert.ok(!existsSync(join(spoolDir, `${ids.doomed}.json`)));
-    assert.equal(await store().get(ids.doomed), undefined);
-    assert.equal((await store().list()).length, 3, 'no bounce was queued');
+    assert.equal(await queue.get(ids.doomed), undefined);
+    assert.equal((await queue.list()).length, 3, 'no bounce was queued');
     const again = await popgate(config, ['queue', 'delete', ids.doomed]);
     assert.equal(again.code, 1);
     assert.match(again.stderr, /no queued message/);
@@ -201,7 +205,7 @@ describe('popgate queue commands, on a queue the server also uses (SQLite index 
       stdout,
       `deleted ${ids.waiting} from alice@example.test to bob@remote.test (2 already delivered or bounced); no bounce was sent, so tell the sender yourself if they should know\n`,
     );
-    assert.equal(await store().get(ids.waiting), undefined);
+    assert.equal(await queue.get(ids.waiting), undefined);
   });
 
   test('an empty queue: list says "queue is empty", --json prints [], retry and flush say so too', async () => {

@@ -4,8 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { VerifiedPasswordCache } from '../src/accounts/password.ts';
-import { SqliteAccountStore } from '../src/accounts/sqlite.ts';
-import { openDatabase } from '../src/db/sqlite.ts';
+import { SqliteAccountStore } from '../src/sqlite/accounts.ts';
+import { openDatabase } from '../src/sqlite/open.ts';
 
 // A successful password check is remembered for a while (auth.verified_login_cache), so a
 // POP3 client polling every few minutes does not pay scrypt each time; guesses always do.

@@ -7,7 +7,7 @@ import { afterEach, describe, test } from 'node:test';
 import { silentLogger } from '../src/log/logger.ts';
 import { OutboundQueue } from '../src/queue/queue.ts';
 import { Spool } from '../src/queue/spool.ts';
-import { SqliteQueueStore } from '../src/queue/sqlite.ts';
+import { SqliteQueueStore } from '../src/sqlite/queue-index.ts';
 import { startDns, type TestDns } from './helpers/dns.ts';
 import { until } from './helpers/outbound.ts';
 import { exited, spawnServer, writeConfig, type ServerProcess } from './helpers/process.ts';
@@ -110,7 +110,7 @@ async function prefill(data: string, count: number, tag: string): Promise<string
       await queue.enqueue({ id: Spool.newId(), from: 'alice@example.test', to: [`user${i}@remote.example`], receivedAt: Date.now(), clientIp: '192.0.2.10', authorizedUser: 'alice@example.test' }, Buffer.from(message));
     }
   } finally {
-    await queue.store.close();
+    await queue.close();
   }
   return subjects;
 }

@@ -9,7 +9,7 @@ import { startOutboundWorld, until, type OutboundWorld } from './helpers/outboun
 const body = (subject: string) => `From: Alice <alice@example.test>\r\nTo: bob@remote.example\r\nSubject: ${subject}\r\nMessage-ID: <${subject.replace(/\W/g, '')}@example.test>\r\n\r\nHello from popgate.\r\n`;
 
 async function queueEmpty(world: OutboundWorld): Promise<boolean> {
-  return (await world.server.app.queue.store.list()).length === 0;
+  return (await world.server.app.queue.list()).length === 0;
 }
 
 describe('delivery through MX records', () => {
@@ -81,7 +81,7 @@ describe('delivery through MX records', () => {
     try {
       const id = await world.queue('alice@example.test', ['slow@remote.example', 'fast@remote.example'], body('partial'));
       const queued = await until(async () => {
-        const entry = await world.server.app.queue.store.get(id);
+        const entry = await world.server.app.queue.get(id);
         return entry && entry.attempts >= 1 ? entry : undefined;
       });
       const states = Object.fromEntries(queued.recipients.map((r) => [r.address, r.state]));
@@ -151,7 +151,7 @@ describe('temporary and permanent failures', () => {
     assert.doesNotMatch(dsn, /Final-Recipient: rfc822; bob@remote\.example/, 'only the failed recipient is reported');
     assert.match(dsn, /Content-Type: message\/rfc822\r\n\r\nFrom: Alice <alice@example\.test>/, 'the original comes back');
     assert.match(dsn, /<nobody@remote\.example>: 550 5\.1\.1 No such user here/, 'a person can read why');
-    await until(async () => (await world.server.app.queue.store.list()).length === 0, 5000, 'empty queue');
+    await until(async () => (await world.server.app.queue.list()).length === 0, 5000, 'empty queue');
     world.sinks[0].behaviour.rcpt = undefined;
   });
 
@@ -189,7 +189,7 @@ describe('temporary and permanent failures', () => {
     });
     assert.match(mails.find((m) => m.includes('y@no-such-domain.example'))!, /Status: 5\.1\.2/);
     const waiting = await until(async () => {
-      const entry = await world.server.app.queue.store.get(broken);
+      const entry = await world.server.app.queue.get(broken);
       return entry && entry.attempts >= 1 ? entry : undefined;
     });
     assert.equal(waiting.recipients[0].state, 'pending');
@@ -202,7 +202,7 @@ describe('temporary and permanent failures', () => {
     world.sinks[0].behaviour.rcpt = () => '550 5.1.1 No such user';
     const before = (await inbox('alice@example.test')).length;
     const id = await world.queue('', ['gone@remote.example'], body('double bounce'));
-    await until(async () => !(await world.server.app.queue.store.get(id)), 5000, 'the message leaves the queue');
+    await until(async () => !(await world.server.app.queue.get(id)), 5000, 'the message leaves the queue');
     assert.equal((await inbox('alice@example.test')).length, before);
     world.sinks[0].behaviour.rcpt = undefined;
   });

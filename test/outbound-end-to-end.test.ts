@@ -134,7 +134,7 @@ describe('POP3 login → SMTP relay → remote MX, traced and DKIM-signed', () =
     assert.equal(ours.selector, selector);
     assert.equal(ours.status.result, 'pass', `DKIM verifies: ${JSON.stringify(ours.status)}`);
 
-    await until(async () => (await server.app.queue.store.list()).length === 0, 5000, 'the message leaves the queue');
+    await until(async () => (await server.app.queue.list()).length === 0, 5000, 'the message leaves the queue');
   });
 
   test('without a POP3 login from its address, a client cannot relay: 554 and nothing reaches the remote MX', { timeout: 30_000 }, async () => {
@@ -151,7 +151,7 @@ describe('POP3 login → SMTP relay → remote MX, traced and DKIM-signed', () =
     } finally {
       smtp.close();
     }
-    assert.deepEqual(await server.app.queue.store.list(), [], 'nothing was queued');
+    assert.deepEqual(await server.app.queue.list(), [], 'nothing was queued');
     await sleep(700); // longer than the retry schedule: a queued message would have gone out
     assert.equal(sink.messages.length, before, 'nothing reached the sink');
     assert.equal(sink.connections, connections, 'popgate did not even connect');

@@ -223,7 +223,7 @@ describe('hostile remote SMTP servers', () => {
   function attempted(id: string, attempts: number): Promise<QueuedMessage> {
     return until(
       async () => {
-        const entry = await server.app.queue.store.get(id);
+        const entry = await server.app.queue.get(id);
         return entry && entry.attempts >= attempts ? entry : undefined;
       },
       20_000,
@@ -232,7 +232,7 @@ describe('hostile remote SMTP servers', () => {
   }
 
   function left(id: string): Promise<boolean> {
-    return until(async () => (await server.app.queue.store.get(id)) === undefined, 20_000, `${id} to leave the queue`);
+    return until(async () => (await server.app.queue.get(id)) === undefined, 20_000, `${id} to leave the queue`);
   }
 
   function receivedBy(to: string): boolean {
@@ -358,7 +358,7 @@ describe('hostile remote SMTP servers', () => {
       socket.once('error', reject);
     });
     assert.match(greeting, /^\+OK/);
-    await until(async () => (await server.app.queue.store.list()).length === 0, 20_000, 'an empty queue');
+    await until(async () => (await server.app.queue.list()).length === 0, 20_000, 'an empty queue');
     assert.equal(server.app.delivery.inFlight, 0);
   });
 });

@@ -82,7 +82,7 @@ describe('relayhost login that fails, and required TLS without STARTTLS', () => 
   test('with outbound.tls = "required", a host without STARTTLS gets nothing and the mail waits', async () => {
     const id = await world.queue('alice@example.test', ['x@plain.example'], body('must be encrypted'));
     const entry = await until(async () => {
-      const queued = await world.server.app.queue.store.get(id);
+      const queued = await world.server.app.queue.get(id);
       return queued && queued.attempts >= 1 ? queued : undefined;
     });
     assert.equal(entry.recipients[0].state, 'pending');
@@ -105,7 +105,7 @@ describe('a relayhost that refuses the login', () => {
   test('keeps the mail queued (a wrong password is the operator\'s to fix, not the sender\'s fault)', async () => {
     const id = await world.queue('alice@example.test', ['x@anywhere.example'], body('auth fails'));
     const entry = await until(async () => {
-      const queued = await world.server.app.queue.store.get(id);
+      const queued = await world.server.app.queue.get(id);
       return queued && queued.attempts >= 1 ? queued : undefined;
     });
     assert.equal(entry.recipients[0].state, 'pending');

@@ -40,7 +40,7 @@ describe('delay warnings and giving up', () => {
     assert.match(failure, /gave up after [\d.]+ days: 451 4\.3\.2 System not accepting network messages/);
     const all = await inbox(world, 'alice@example.test');
     assert.equal(all.filter((m) => m.includes('Action: delayed')).length, 1, 'one warning only');
-    assert.equal(await world.server.app.queue.store.get(id), undefined);
+    assert.equal(await world.server.app.queue.get(id), undefined);
     assert.ok(world.sinks[0].rcptAttempts.get('bob@remote.example')! >= 3, 'several attempts were made');
   });
 });
@@ -79,7 +79,7 @@ describe('DKIM key that cannot sign', () => {
     writeFileSync(path, '-----BEGIN PRIVATE KEY-----\nbroken\n-----END PRIVATE KEY-----\n');
     const id = await world.queue('alice@example.test', ['bob@remote.example'], body('signed or nothing'));
     const entry = await until(async () => {
-      const queued = await world.server.app.queue.store.get(id);
+      const queued = await world.server.app.queue.get(id);
       return queued && queued.attempts >= 1 ? queued : undefined;
     });
     assert.equal(entry.recipients[0].state, 'pending');
@@ -88,7 +88,7 @@ describe('DKIM key that cannot sign', () => {
 
     unlinkSync(path);
     generateKey(keysDir, 'example.test', world.server.app.config.dkim.selector, 'ed25519');
-    await world.server.app.queue.store.retryNow(id, Date.now());
+    await world.server.app.queue.retryNow(id, Date.now());
     world.server.app.delivery.wake();
     const [message] = await world.sinks[0].waitFor(1, 15_000);
     assert.match(message.data.toString(), /^DKIM-Signature: [^]*d=example\.test/);

@@ -234,14 +234,14 @@ async function startWorld(tls: 'opportunistic' | 'required' | 'none'): Promise<T
 
 /** The message has left the queue (every recipient has its final answer). */
 function left(world: TestWorld, id: string): Promise<boolean> {
-  return until(async () => (await world.server.app.queue.store.get(id)) === undefined, 5000, `${id} to leave the queue`);
+  return until(async () => (await world.server.app.queue.get(id)) === undefined, 5000, `${id} to leave the queue`);
 }
 
 /** Waits until the message has been tried at least `attempts` times; returns its queue entry. */
 function attempted(world: TestWorld, id: string, attempts: number) {
   return until(
     async () => {
-      const entry = await world.server.app.queue.store.get(id);
+      const entry = await world.server.app.queue.get(id);
       return entry && entry.attempts >= attempts ? entry : undefined;
     },
     20_000,

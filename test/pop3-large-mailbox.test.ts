@@ -62,7 +62,7 @@ describe('big mailboxes, big messages, foreign files', () => {
 
   test('stored files with LF, CRLF or no final line end all go out as CRLF lines', async () => {
     await server.addUser('mixed@example.test');
-    const path = await server.app.mailstore.ensure('mixed@example.test');
+    const path = await server.app.mailstore.create('mixed@example.test');
     writeFileSync(join(path, 'new', '1700000001.1_1.otherhost'), 'Subject: lf\n\n.dot\nlf body\n');
     writeFileSync(join(path, 'new', '1700000002.1_2.otherhost'), 'Subject: crlf\r\n\r\n.dot\r\ncrlf body\r\n');
     writeFileSync(join(path, 'new', '1700000003.1_3.otherhost'), 'Subject: open\n\nno final newline');

@@ -3,8 +3,8 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { SqliteAccountStore } from '../src/accounts/sqlite.ts';
-import { openDatabase } from '../src/db/sqlite.ts';
+import { SqliteAccountStore } from '../src/sqlite/accounts.ts';
+import { openDatabase } from '../src/sqlite/open.ts';
 import { MaildirStore } from '../src/mailstore/maildir.ts';
 import { Pop3Client } from './helpers/pop3-client.ts';
 import { exited, spawnServer, writeConfig } from './helpers/process.ts';
@@ -18,7 +18,7 @@ async function fill(server: TestServer, address: string, count: number): Promise
 }
 
 function files(server: TestServer, address: string): string[] {
-  const path = server.app.mailstore.pathOf(address);
+  const path = server.app.mailstore.location(address);
   return [...readdirSync(join(path, 'new')), ...readdirSync(join(path, 'cur'))];
 }
 

@@ -1,9 +1,15 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
+import { silentLogger } from '../src/log/logger.ts';
+import { SendLimits } from '../src/policy/send-limits.ts';
+import { sendLimitReply } from '../src/smtp/replies.ts';
+import { openCountersDatabase } from '../src/sqlite/open.ts';
+import { SqliteSendLimitStore } from '../src/sqlite/send-counts.ts';
 import { MAIN, NODE } from './helpers/process.ts';
 import { Pop3Client } from './helpers/pop3-client.ts';
 import { PASSWORD, startTestServer, type TestServer } from './helpers/server.ts';
@@ -40,9 +46,9 @@ describe('sending limits', () => {
   test('a user over the hourly limit is refused with 450 4.7.1 while another user still sends', async () => {
     const alice = await loggedIn('alice@example.test');
     for (let n = 0; n < 2; n++) assert.match(await alice.send('alice@example.test', [`x${n}@remote.example`], body(n)), /^250 /);
-    const queued = (await server.app.queue.store.list()).length;
+    const queued = (await server.app.queue.list()).length;
     assert.match(await alice.command('MAIL FROM:<alice@example.test>'), /^450 4\.7\.1 Sending limit reached: 2 messages per hour/);
-    assert.equal((await server.app.queue.store.list()).length, queued, 'nothing was queued');
+    assert.equal((await server.app.queue.list()).length, queued, 'nothing was queued');
     const bob = await loggedIn('bob@example.test');
     assert.match(await bob.send('bob@example.test', ['y@remote.example'], body(9)), /^250 /);
     alice.socket.destroy();
@@ -87,5 +93,52 @@ describe('sending limits', () => {
     const alice = await loggedIn('alice@example.test');
     assert.match(await alice.send('alice@example.test', ['again@remote.example'], body(3)), /^250 /);
     alice.socket.destroy();
+  });
+});
+
+describe('sending limit rules', () => {
+  const HOUR = 3_600_000;
+  const dir = mkdtempSync(join(tmpdir(), 'popgate-send-limits-'));
+  const db = openCountersDatabase(dir);
+  after(() => {
+    db.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const limits = new SendLimits(
+    new SqliteSendLimitStore(db),
+    { messagesPerHour: 2, messagesPerDay: 3, recipientsPerDay: 5, exemptUsers: ['Bulk@example.test'] },
+    silentLogger(),
+  );
+
+  test('a limit reached is data: which one, its maximum, and whether waiting helps', async () => {
+    const start = 10 * 24 * HOUR;
+    assert.equal(await limits.checkMessage('erin@example.test', start), undefined);
+    await limits.recordSent('erin@example.test', 2, start);
+    await limits.recordSent('erin@example.test', 2, start + 1);
+    assert.deepEqual(await limits.checkMessage('erin@example.test', start + 2), { limit: 'messages_per_hour', max: 2, temporary: true });
+    assert.deepEqual(await limits.checkRecipient('erin@example.test', 1, start + 2), { limit: 'recipients_per_day', max: 5, temporary: false });
+    assert.equal(await limits.checkRecipient('erin@example.test', 0, start + 2), undefined, 'the recipients of this message count too');
+    assert.equal(await limits.checkMessage('erin@example.test', start + HOUR), undefined, 'the hour has passed');
+    await limits.recordSent('erin@example.test', 0, start + HOUR);
+    assert.deepEqual(await limits.checkMessage('erin@example.test', start + HOUR + 1), { limit: 'messages_per_day', max: 3, temporary: false }, 'the day limit is told first');
+    assert.equal(await limits.checkMessage('bulk@example.test', start + HOUR + 1), undefined, 'exempt users, whatever their case');
+  });
+
+  test('the SMTP replies to each limit', () => {
+    assert.deepEqual(sendLimitReply({ limit: 'messages_per_day', max: 3, temporary: false }), {
+      code: 550,
+      enhanced: '5.7.1',
+      text: 'Sending limit reached: 3 messages per day. Contact your provider if you need more',
+    });
+    assert.deepEqual(sendLimitReply({ limit: 'messages_per_hour', max: 2, temporary: true }), {
+      code: 450,
+      enhanced: '4.7.1',
+      text: 'Sending limit reached: 2 messages per hour. Please try again later',
+    });
+    assert.deepEqual(sendLimitReply({ limit: 'recipients_per_day', max: 5, temporary: false }), {
+      code: 550,
+      enhanced: '5.7.1',
+      text: 'Sending limit reached: 5 recipients per day. Contact your provider if you need more',
+    });
   });
 });

@@ -35,14 +35,14 @@ async function blast(port: number, data: Buffer): Promise<void> {
   socket.destroy();
 }
 
-const sinkFiles = (server: TestServer) => readdirSync(join(server.app.mailstore.pathOf('sink@example.test'), 'new'));
+const sinkFiles = (server: TestServer) => readdirSync(join(server.app.mailstore.location('sink@example.test'), 'new'));
 
 describe('SMTP under hostile input', () => {
   let server: TestServer;
   before(async () => {
     server = await startTestServer({ smtp: { listen: ['127.0.0.1:0'], error_delay: '0ms', max_line_length: 1024, max_connections_per_ip: 200 } });
     await server.addUser('sink@example.test');
-    await server.app.mailstore.ensure('sink@example.test');
+    await server.app.mailstore.create('sink@example.test');
   });
   after(() => server.close());
   afterEach(async () => {
@@ -96,7 +96,7 @@ describe('SMTP under hostile input', () => {
     client.close();
     await new Promise((resolve) => setTimeout(resolve, 100));
     assert.equal(sinkFiles(server).length, before);
-    assert.deepEqual(readdirSync(join(server.app.mailstore.pathOf('sink@example.test'), 'tmp')), []);
+    assert.deepEqual(readdirSync(join(server.app.mailstore.location('sink@example.test'), 'tmp')), []);
   });
 
   test('a 10 MB message is stored byte-exact after the trace headers', async () => {
@@ -109,7 +109,7 @@ describe('SMTP under hostile input', () => {
     assert.match(await client.send('a@remote.example', ['sink@example.test'], body), /^250 /);
     await client.command('QUIT');
     const [name] = sinkFiles(server).filter((n) => !before.has(n));
-    const stored = readFileSync(join(server.app.mailstore.pathOf('sink@example.test'), 'new', name), 'latin1');
+    const stored = readFileSync(join(server.app.mailstore.location('sink@example.test'), 'new', name), 'latin1');
     assert.equal(stored.slice(stored.indexOf('Subject: big')), body);
   });
 
@@ -134,7 +134,7 @@ describe('SMTP under hostile input', () => {
     const slow = await startTestServer({ smtp: { listen: ['127.0.0.1:0'], idle_timeout: '300ms' } });
     try {
       await slow.addUser('t@example.test');
-      await slow.app.mailstore.ensure('t@example.test');
+      await slow.app.mailstore.create('t@example.test');
       const client = await SmtpClient.connect(slow.smtpPort);
       await client.hello();
       await client.command('MAIL FROM:<a@remote.example>');
@@ -142,7 +142,7 @@ describe('SMTP under hostile input', () => {
       await client.command('DATA');
       client.write('Subject: never finished\r\n\r\n');
       assert.match(await client.reply(), /^421 4\.4\.2 Timeout/);
-      assert.deepEqual(readdirSync(join(slow.app.mailstore.pathOf('t@example.test'), 'new')), []);
+      assert.deepEqual(readdirSync(join(slow.app.mailstore.location('t@example.test'), 'new')), []);
     } finally {
       await slow.close();
     }

@@ -65,12 +65,12 @@ describe('smuggling over a real socket', () => {
     server = await startTestServer({ smtp: { listen: ['127.0.0.1:0'], error_delay: '0ms' } });
     await server.addUser('victim@example.test');
     await server.addUser('target@example.test');
-    await server.app.mailstore.ensure('victim@example.test');
-    await server.app.mailstore.ensure('target@example.test');
+    await server.app.mailstore.create('victim@example.test');
+    await server.app.mailstore.create('target@example.test');
   });
   after(() => server.close());
 
-  const mailboxCount = (user: string) => readdirSync(join(server.app.mailstore.pathOf(`${user}@example.test`), 'new')).length;
+  const mailboxCount = (user: string) => readdirSync(join(server.app.mailstore.location(`${user}@example.test`), 'new')).length;
 
   for (const variant of VARIANTS) {
     for (const pipelined of [false, true]) {

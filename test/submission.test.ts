@@ -16,7 +16,7 @@ const b64 = (text: string) => Buffer.from(text).toString('base64');
 const message = (from: string, subject: string) => `From: ${from}\r\nTo: friend@remote.example\r\nSubject: ${subject}\r\n\r\nHello.\r\n`;
 
 async function spooled(server: TestServer, subject: string): Promise<string | undefined> {
-  const list = await server.app.queue.store.list();
+  const list = await server.app.queue.list();
   for (const entry of list) {
     const text = (await server.app.queue.read(entry.id)).toString();
     if (text.includes(`Subject: ${subject}\r\n`)) return text;

@@ -1,26 +1,20 @@
 import { Command, CommanderError } from 'commander';
 import { stringify } from 'smol-toml';
-import { SqliteAccountStore } from '../accounts/sqlite.ts';
 import { AccountError } from '../accounts/store.ts';
 import { ConfigError } from '../config/load.ts';
 import { formatDuration } from '../config/duration.ts';
 import type { Config } from '../config/schema.ts';
-import { openCountersDatabase, openDatabase } from '../db/sqlite.ts';
-import { MaildirStore } from '../mailstore/maildir.ts';
 import { resolveConfig } from './config.ts';
 import { readPassword, UsageError } from './password.ts';
 import { serve } from './serve.ts';
 import { QueueError, registerQueueCommands } from './queue.ts';
 import { registerDkimCommands } from './dkim.ts';
 import { DkimKeyError } from '../dkim/keys.ts';
-import { createLoginGuard, createPopBeforeSmtp } from '../server/app.ts';
-import type { SqliteLoginGuard } from '../policy/sqlite-login-guard.ts';
-import type { PopBeforeSmtp } from '../relay-auth/pop-before-smtp.ts';
+import { openBackends, type Backends } from '../server/app.ts';
 import { silentLogger } from '../log/logger.ts';
-import { SqliteSendLimitStore } from '../policy/send-limits.ts';
 
-// popgate's command line. Administrative commands open the same SQLite file as the server
-// (WAL mode), so they work while it runs.
+// popgate's command line. Administrative commands open the same backends as the server
+// (openBackends; SQLite in WAL mode for the embedded ones), so they work while it runs.
 
 const program = new Command('popgate')
   .description('popgate: ISP mail with POP before SMTP')
@@ -30,13 +24,13 @@ const program = new Command('popgate')
 
 const configFlag = () => program.opts<{ config?: string }>().config;
 
-async function withAccounts<T>(fn: (accounts: SqliteAccountStore, config: Config) => Promise<T>): Promise<T> {
+async function withBackends<T>(fn: (backends: Backends, config: Config) => Promise<T>): Promise<T> {
   const { config } = resolveConfig(configFlag(), true);
-  const accounts = new SqliteAccountStore(openDatabase(config.data_dir), true);
+  const backends = await openBackends(config, silentLogger());
   try {
-    return await fn(accounts, config);
+    return await fn(backends, config);
   } finally {
-    await accounts.close();
+    await backends.close();
   }
 }
 
@@ -60,18 +54,18 @@ configCommand
 
 const domain = program.command('domain').description('local domains');
 domain.command('add <domain>').description('add a local domain').action((name: string) =>
-  withAccounts(async (accounts) => {
+  withBackends(async ({ accounts }) => {
     await accounts.addDomain(name);
     console.log(`added domain ${name}; next: popgate user add someone@${name}`);
   }),
 );
 domain.command('list').description('list local domains').action(() =>
-  withAccounts(async (accounts) => {
+  withBackends(async ({ accounts }) => {
     for (const name of await accounts.listDomains()) console.log(name);
   }),
 );
 domain.command('remove <domain>').description('remove a local domain (it must have no users or aliases)').action((name: string) =>
-  withAccounts(async (accounts) => {
+  withBackends(async ({ accounts }) => {
     await accounts.removeDomain(name);
     console.log(`removed domain ${name}`);
   }),
@@ -90,30 +84,30 @@ async function passwordFrom(options: { passwordStdin?: boolean; password?: strin
 const user = program.command('user').description('mail accounts');
 passwordOptions(user.command('add <address>').description('add a mail account')).action(
   (address: string, options: { passwordStdin?: boolean; password?: string }) =>
-    withAccounts(async (accounts, config) => {
+    withBackends(async ({ accounts, mailstore }) => {
       const password = await passwordFrom(options, address);
       const added = await accounts.addUser(address, password);
-      const mailbox = await new MaildirStore(config.data_dir, config.hostname).ensure(added.address);
+      const mailbox = await mailstore.create(added.address);
       console.log(`added ${added.address} (mailbox ${mailbox})`);
     }),
 );
 user.command('list [domain]').description('list mail accounts').action((name?: string) =>
-  withAccounts(async (accounts) => {
+  withBackends(async ({ accounts }) => {
     for (const u of await accounts.listUsers(name)) console.log(`${u.address}\tcreated ${new Date(u.createdAt).toISOString()}`);
   }),
 );
 passwordOptions(user.command('passwd <address>').description('set a new password')).action(
   (address: string, options: { passwordStdin?: boolean; password?: string }) =>
-    withAccounts(async (accounts) => {
+    withBackends(async ({ accounts }) => {
       if (!(await accounts.getUser(address))) throw new AccountError(`no such user: ${address} (see popgate user list)`);
       await accounts.setPassword(address, await passwordFrom(options, address));
       console.log(`password changed for ${address}`);
     }),
 );
 user.command('remove <address>').description('remove a mail account (its Maildir is kept on disk)').action((address: string) =>
-  withAccounts(async (accounts, config) => {
+  withBackends(async ({ accounts, mailstore }) => {
     await accounts.removeUser(address);
-    const mailbox = new MaildirStore(config.data_dir, config.hostname).pathOf(address.toLowerCase());
+    const mailbox = mailstore.location(address.toLowerCase());
     console.log(`removed ${address}; its mail is still in ${mailbox} (delete that folder to erase it)`);
   }),
 );
@@ -123,7 +117,7 @@ passwordOptions(
     .description('set the separate APOP secret (only used when pop3.apop = true)')
     .option('--clear', 'remove the APOP secret'),
 ).action((address: string, options: { passwordStdin?: boolean; password?: string; clear?: boolean }) =>
-  withAccounts(async (accounts) => {
+  withBackends(async ({ accounts }) => {
     if (options.clear) {
       await accounts.setApopSecret(address, undefined);
       console.log(`APOP secret removed for ${address}`);
@@ -136,18 +130,18 @@ passwordOptions(
 
 const alias = program.command('alias').description('aliases: addresses that forward to accounts');
 alias.command('add <alias> <targets...>').description('add an alias pointing to one or more addresses').action((name: string, targets: string[]) =>
-  withAccounts(async (accounts) => {
+  withBackends(async ({ accounts }) => {
     await accounts.addAlias(name, targets);
     console.log(`${name} -> ${targets.join(', ')}`);
   }),
 );
 alias.command('list [domain]').description('list aliases').action((name?: string) =>
-  withAccounts(async (accounts) => {
+  withBackends(async ({ accounts }) => {
     for (const a of await accounts.listAliases(name)) console.log(`${a.alias}\t-> ${a.targets.join(', ')}`);
   }),
 );
 alias.command('remove <alias> [targets...]').description('remove an alias, or only some of its targets').action((name: string, targets: string[]) =>
-  withAccounts(async (accounts) => {
+  withBackends(async ({ accounts }) => {
     await accounts.removeAlias(name, targets);
     console.log(`removed ${name}${targets.length ? ` -> ${targets.join(', ')}` : ''}`);
   }),
@@ -155,8 +149,8 @@ alias.command('remove <alias> [targets...]').description('remove an alias, or on
 
 const relay = program.command('relay').description('POP-before-SMTP relay grants');
 relay.command('list').description('list live grants: address or network, user, time left').action(() =>
-  withPopBeforeSmtp(async (pbs) => {
-    const grants = await pbs.list();
+  withBackends(async ({ popBeforeSmtp }) => {
+    const grants = await popBeforeSmtp.list();
     if (grants.length === 0) {
       console.log('no live grants (a grant appears when a customer logs in to POP3)');
       return;
@@ -170,8 +164,8 @@ relay
   .description('end the grants of an address or network (as shown by relay list)')
   .option('--user <address>', 'only this user\'s grant')
   .action((address: string, options: { user?: string }) =>
-    withPopBeforeSmtp(async (pbs) => {
-      const removed = await pbs.revoke(address, options.user);
+    withBackends(async ({ popBeforeSmtp }) => {
+      const removed = await popBeforeSmtp.revoke(address, options.user);
       if (removed === 0) throw new UsageError(`no grant for ${address}${options.user ? ` and ${options.user}` : ''} (see popgate relay list)`);
       console.log(`revoked ${removed} grant(s) for ${address}; it must log in to POP3 again before relaying`);
     }),
@@ -182,12 +176,12 @@ limits
   .command('show [subject]')
   .description('a user\'s (or every user\'s) relayed mail against the sending limits, and failed logins and lockouts (of an address or account)')
   .action((subject?: string) =>
-    withLimits(async (store, guard, config) => {
+    withBackends(async ({ sendLimits, guard }, config) => {
       const now = Date.now();
       const l = config.limits;
       const isAddress = subject !== undefined && !subject.includes('@');
       console.log(`sending limits: ${l.messages_per_hour} messages/hour, ${l.messages_per_day} messages/day, ${l.recipients_per_day} recipients/day`);
-      const rows = isAddress ? [] : subject ? [await store.usage(subject, now)] : await store.list(now);
+      const rows = isAddress ? [] : subject ? [await sendLimits.usage(subject, now)] : await sendLimits.list(now);
       if (!isAddress && rows.every((r) => r.messagesLastDay === 0)) console.log('  no relayed mail in the last day');
       for (const r of rows.filter((row) => row.messagesLastDay > 0)) {
         const over = r.messagesLastHour >= l.messages_per_hour || r.messagesLastDay >= l.messages_per_day || r.recipientsLastDay >= l.recipients_per_day;
@@ -209,35 +203,15 @@ limits
   .command('reset [subject]')
   .description('forget the sending counts of a user, and the failed logins and lockout of a user or address (everything without one)')
   .action((subject?: string) =>
-    withLimits(async (store, guard) => {
-      const sent = subject === undefined || subject.includes('@') ? await store.reset(subject) : 0;
+    withBackends(async ({ sendLimits, guard }) => {
+      const sent = subject === undefined || subject.includes('@') ? await sendLimits.reset(subject) : 0;
       const logins = await guard.reset(subject);
       console.log(`cleared ${sent} counted message(s) and ${logins} failed-login record(s)${subject ? ` of ${subject}` : ''}: sending and logging in are allowed again at once`);
     }),
   );
 
-async function withLimits<T>(fn: (store: SqliteSendLimitStore, guard: SqliteLoginGuard, config: Config) => Promise<T>): Promise<T> {
-  const { config } = resolveConfig(configFlag(), true);
-  const counters = openCountersDatabase(config.data_dir);
-  try {
-    return await fn(new SqliteSendLimitStore(counters), createLoginGuard(config, counters, silentLogger()), config);
-  } finally {
-    counters.close();
-  }
-}
-
 registerQueueCommands(program, () => resolveConfig(configFlag(), true).config);
 registerDkimCommands(program, () => resolveConfig(configFlag(), true).config);
-
-async function withPopBeforeSmtp(fn: (pbs: PopBeforeSmtp) => Promise<void>): Promise<void> {
-  const { config } = resolveConfig(configFlag(), true);
-  const db = openDatabase(config.data_dir);
-  try {
-    await fn(createPopBeforeSmtp(config, db, silentLogger()));
-  } finally {
-    db.close();
-  }
-}
 
 function formatLeft(ms: number): string {
   const seconds = Math.max(0, Math.round(ms / 1000));

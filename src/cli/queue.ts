@@ -1,14 +1,14 @@
 import type { Command } from 'commander';
 import type { Config } from '../config/schema.ts';
 import { silentLogger } from '../log/logger.ts';
-import { OutboundQueue } from '../queue/queue.ts';
-import { Spool } from '../queue/spool.ts';
-import { SqliteQueueStore } from '../queue/sqlite.ts';
+import type { OutboundQueue } from '../queue/queue.ts';
+import type { Spool } from '../queue/spool.ts';
 import type { QueuedMessage, QueuedRecipient } from '../queue/store.ts';
+import { openBackends } from '../server/app.ts';
 
-// `popgate queue`: look at and act on the outbound queue. The index is the SQLite file the
-// server uses (WAL, busy timeout), so these commands work while it runs; a running server
-// polls the index every couple of seconds, so a retry takes effect without a restart.
+// `popgate queue`: look at and act on the outbound queue. The index is the one the server
+// uses (openBackends), so these commands work while it runs; a running server polls the index
+// every couple of seconds, so a retry takes effect without a restart.
 
 /** A queue command that cannot do what was asked: exit code 1 with a hint. */
 export class QueueError extends Error {
@@ -26,7 +26,7 @@ export function registerQueueCommands(program: Command, loadConfig: () => Config
     .option('--json', 'print a JSON array instead (timestamps in milliseconds since 1970)')
     .action((options: { json?: boolean }) =>
       withQueue(loadConfig(), async (q) => {
-        const messages = await q.store.list();
+        const messages = await q.list();
         if (options.json) {
           console.log(JSON.stringify(messages, null, 2));
           return;
@@ -57,7 +57,7 @@ export function registerQueueCommands(program: Command, loadConfig: () => Config
       withQueue(loadConfig(), async (q) => {
         if (id !== undefined) {
           await mustGet(q, id);
-          await q.store.retryNow(id, Date.now());
+          await q.retryNow(id, Date.now());
           console.log(`1 message due now (${id}); ${PICKUP}`);
           return;
         }
@@ -89,25 +89,25 @@ export function registerQueueCommands(program: Command, loadConfig: () => Config
 }
 
 async function withQueue(config: Config, fn: (queue: OutboundQueue) => Promise<void>): Promise<void> {
-  const store = SqliteQueueStore.open(config.data_dir);
+  const backends = await openBackends(config, silentLogger());
   try {
-    await fn(new OutboundQueue(new Spool(config.data_dir), store, silentLogger()));
+    await fn(backends.queue);
   } finally {
-    await store.close();
+    await backends.close();
   }
 }
 
 async function mustGet(queue: OutboundQueue, id: string): Promise<QueuedMessage> {
   // Spool ids are letters and digits only: anything else cannot name a message (nor a path).
-  const message = /^[A-Za-z0-9]+$/.test(id) ? await queue.store.get(id) : undefined;
+  const message = /^[A-Za-z0-9]+$/.test(id) ? await queue.get(id) : undefined;
   if (!message) throw new QueueError(`no queued message ${id}: see popgate queue list`);
   return message;
 }
 
 async function retryAll(queue: OutboundQueue): Promise<string> {
-  const total = (await queue.store.list()).length;
+  const total = (await queue.list()).length;
   if (total === 0) return 'queue is empty';
-  const changed = await queue.store.retryNow(undefined, Date.now());
+  const changed = await queue.retryNow(undefined, Date.now());
   return `${total} message(s) due now (${changed} were waiting for a later attempt); ${PICKUP}`;
 }
 

@@ -93,7 +93,7 @@ export class DeliveryScheduler {
 
   /** Whatever the last run was delivering when it stopped (or crashed) is due again at once. */
   async start(): Promise<void> {
-    await this.#deps.queue.store.releaseLeases(Date.now());
+    await this.#deps.queue.releaseLeases(Date.now());
     this.#stopped = false;
     this.wake();
   }
@@ -142,7 +142,7 @@ export class DeliveryScheduler {
         this.#again = false;
         const room = this.#maxInFlight - this.#inFlight.size;
         if (room <= 0) break;
-        const due = await this.#deps.queue.store.claim(Date.now(), room, this.#settings.leaseMs);
+        const due = await this.#deps.queue.claim(Date.now(), room, this.#settings.leaseMs);
         for (const message of due) if (!this.#inFlight.has(message.id)) this.#track(message);
         if (due.length === room) this.#again = true;
       } while (this.#again && !this.#stopped);
@@ -158,7 +158,7 @@ export class DeliveryScheduler {
 
   async #nextDueAt(): Promise<number | undefined> {
     if (this.#inFlight.size >= this.#maxInFlight) return undefined;
-    return this.#deps.queue.store.nextDueAt();
+    return this.#deps.queue.nextDueAt();
   }
 
   #track(message: QueuedMessage): void {
@@ -460,7 +460,7 @@ export class DeliveryScheduler {
     const schedule = this.#settings.retryScheduleMs;
     const wait = schedule[Math.min(message.attempts, schedule.length - 1)];
     const next = Math.min(now + wait, message.receivedAt + this.#settings.maxLifetimeMs);
-    await this.#deps.queue.store.recordAttempt(
+    await this.#deps.queue.recordAttempt(
       message.id,
       recipients.filter((r) => changed.has(r.address)),
       { attempts: message.attempts + 1, nextAttemptAt: next, lastError: pending[0].diagnostic, warned },

@@ -50,6 +50,14 @@ export class MaildirStore implements Mailstore {
     return path;
   }
 
+  create(address: string): Promise<string> {
+    return this.ensure(address);
+  }
+
+  location(address: string): string {
+    return this.pathOf(address);
+  }
+
   #uniqueName(): string {
     // Seconds and microseconds give the delivery order (list() sorts on them), so they only
     // ever go forward here, even for deliveries within the same microsecond of the clock.

@@ -31,6 +31,10 @@ export interface Mailstore {
   readInto?(message: StoredMessage, scratch: Buffer, offset?: number, limit?: number, expected?: number): Buffer | undefined;
   /** Removes messages durably; what could not be removed is reported, never hidden. */
   remove(address: string, messages: StoredMessage[]): Promise<RemoveResult>;
+  /** Makes sure an address's mailbox exists (a new account's; mail already in it stays); resolves to its location. */
+  create(address: string): Promise<string>;
+  /** Where an address's mail is kept, told to the operator (for Maildir, its folder). */
+  location(address: string): string;
 }
 
 /** Exclusive access to a maildrop for one POP3 session (RFC 1939 §8). */

@@ -1,9 +1,8 @@
-import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import type { Logger } from '../log/logger.ts';
 
 // Sending limits per user, whichever way the user was authorized (SMTP AUTH or a
 // POP-before-SMTP grant): a compromised account is a provider's real spam problem. Over a
-// limit, mail is refused with a clear reply, never queued silently.
+// limit, mail is refused (the protocol words the reply), never queued silently.
 
 export interface SendLimitSettings {
   messagesPerHour: number;
@@ -13,13 +12,6 @@ export interface SendLimitSettings {
   exemptUsers: readonly string[];
 }
 
-export interface LimitExceeded {
-  limit: 'messages_per_hour' | 'messages_per_day' | 'recipients_per_day';
-  max: number;
-  /** worth retrying later (the hourly limit) */
-  temporary: boolean;
-}
-
 export interface SendUsage {
   user: string;
   messagesLastHour: number;
@@ -27,60 +19,29 @@ export interface SendUsage {
   recipientsLastDay: number;
 }
 
-/** Counts of relayed mail per user; SQLite here, Redis for a cluster later. */
-export interface SendLimitStore {
-  record(user: string, recipients: number, now: number): Promise<void>;
-  usage(user: string, now: number): Promise<SendUsage>;
-  list(now: number): Promise<SendUsage[]>;
-  reset(user?: string): Promise<number>;
-  sweep(now: number): Promise<void>;
+/** A limit a user has reached. */
+export interface LimitExceeded {
+  limit: 'messages_per_hour' | 'messages_per_day' | 'recipients_per_day';
+  max: number;
+  /** worth retrying later (the hourly limit) */
+  temporary: boolean;
 }
 
-const HOUR = 3_600_000;
-const DAY = 24 * HOUR;
-
-export class SqliteSendLimitStore implements SendLimitStore {
-  readonly #db: DatabaseSync;
-  readonly #insert: StatementSync;
-  readonly #usage: StatementSync;
-
-  constructor(db: DatabaseSync) {
-    this.#db = db;
-    db.exec(`CREATE TABLE IF NOT EXISTS send_events (
-      user TEXT NOT NULL,
-      at INTEGER NOT NULL,
-      recipients INTEGER NOT NULL
-    ) STRICT`);
-    db.exec('CREATE INDEX IF NOT EXISTS send_events_user_at ON send_events (user, at)');
-    this.#insert = db.prepare('INSERT INTO send_events (user, at, recipients) VALUES (?, ?, ?)');
-    this.#usage = db.prepare(
-      `SELECT count(*) AS day, coalesce(sum(recipients), 0) AS recipients, coalesce(sum(at > ?2), 0) AS hour
-       FROM send_events WHERE user = ?1 AND at > ?3`,
-    );
-  }
-
-  async record(user: string, recipients: number, now: number): Promise<void> {
-    this.#insert.run(user, now, recipients);
-  }
-
-  async usage(user: string, now: number): Promise<SendUsage> {
-    const row = this.#usage.get(user, now - HOUR, now - DAY) as { day: number; recipients: number; hour: number };
-    return { user, messagesLastHour: row.hour, messagesLastDay: row.day, recipientsLastDay: row.recipients };
-  }
-
-  async list(now: number): Promise<SendUsage[]> {
-    const users = (this.#db.prepare('SELECT DISTINCT user FROM send_events WHERE at > ? ORDER BY user').all(now - DAY) as { user: string }[]).map((r) => r.user);
-    return Promise.all(users.map((user) => this.usage(user, now)));
-  }
-
-  async reset(user?: string): Promise<number> {
-    const result = user === undefined ? this.#db.prepare('DELETE FROM send_events').run() : this.#db.prepare('DELETE FROM send_events WHERE user = ?').run(user);
-    return Number(result.changes);
-  }
-
-  async sweep(now: number): Promise<void> {
-    this.#db.prepare('DELETE FROM send_events WHERE at <= ?').run(now - DAY);
-  }
+/**
+ * Counts of relayed mail per user; SQLite here, Redis for a cluster later. The hour and the
+ * day are the ones before `now`, judged when asked: old counts need no sweep to stop counting.
+ */
+export interface SendLimitStore {
+  /** Counts one relayed message with its relayed recipients, sent at `now`. */
+  record(user: string, recipients: number, now: number): Promise<void>;
+  /** The user's messages later than `now` - 1 hour and `now` - 1 day, and their recipients within the day. */
+  usage(user: string, now: number): Promise<SendUsage>;
+  /** The usage of every user who relayed within the day before `now`, ordered by user. */
+  list(now: number): Promise<SendUsage[]>;
+  /** Forgets a user's counts (everyone's when undefined); resolves to how many messages were forgotten. */
+  reset(user?: string): Promise<number>;
+  /** Housekeeping: forgets messages sent a day or more before `now`. */
+  sweep(now: number): Promise<void>;
 }
 
 export class SendLimits {
@@ -100,14 +61,8 @@ export class SendLimits {
   async checkMessage(user: string, now = Date.now()): Promise<LimitExceeded | undefined> {
     if (this.#exempt.has(user.toLowerCase())) return undefined;
     const usage = await this.#store.usage(user, now);
-    if (usage.messagesLastDay >= this.#settings.messagesPerDay) {
-      this.#log.warn({ event: 'send_limit', limit: 'messages_per_day', ...usage }, 'sending limit reached');
-      return { limit: 'messages_per_day', max: this.#settings.messagesPerDay, temporary: false };
-    }
-    if (usage.messagesLastHour >= this.#settings.messagesPerHour) {
-      this.#log.warn({ event: 'send_limit', limit: 'messages_per_hour', ...usage }, 'sending limit reached');
-      return { limit: 'messages_per_hour', max: this.#settings.messagesPerHour, temporary: true };
-    }
+    if (usage.messagesLastDay >= this.#settings.messagesPerDay) return this.#exceeded('messages_per_day', this.#settings.messagesPerDay, usage);
+    if (usage.messagesLastHour >= this.#settings.messagesPerHour) return this.#exceeded('messages_per_hour', this.#settings.messagesPerHour, usage);
     return undefined;
   }
 
@@ -115,16 +70,33 @@ export class SendLimits {
   async checkRecipient(user: string, already: number, now = Date.now()): Promise<LimitExceeded | undefined> {
     if (this.#exempt.has(user.toLowerCase())) return undefined;
     const usage = await this.#store.usage(user, now);
-    if (usage.recipientsLastDay + already >= this.#settings.recipientsPerDay) {
-      this.#log.warn({ event: 'send_limit', limit: 'recipients_per_day', ...usage }, 'sending limit reached');
-      return { limit: 'recipients_per_day', max: this.#settings.recipientsPerDay, temporary: false };
-    }
+    if (usage.recipientsLastDay + already >= this.#settings.recipientsPerDay) return this.#exceeded('recipients_per_day', this.#settings.recipientsPerDay, usage);
     return undefined;
+  }
+
+  #exceeded(limit: LimitExceeded['limit'], max: number, usage: SendUsage): LimitExceeded {
+    this.#log.warn({ event: 'send_limit', limit, ...usage }, 'sending limit reached');
+    return { limit, max, temporary: limit === 'messages_per_hour' };
   }
 
   /** After the 250: the message and its relayed recipients count. */
   async recordSent(user: string, recipients: number, now = Date.now()): Promise<void> {
     await this.#store.record(user, recipients, now);
+  }
+
+  /** A user's relayed mail within the hour and the day (for `popgate limits show`). */
+  usage(user: string, now = Date.now()): Promise<SendUsage> {
+    return this.#store.usage(user, now);
+  }
+
+  /** Every user who relayed mail within the day. */
+  list(now = Date.now()): Promise<SendUsage[]> {
+    return this.#store.list(now);
+  }
+
+  /** Lets a user (everyone when undefined) send again at once; resolves to how many messages were forgotten. */
+  reset(user?: string): Promise<number> {
+    return this.#store.reset(user);
   }
 
   sweep(now = Date.now()): Promise<void> {

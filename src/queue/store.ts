@@ -49,13 +49,22 @@ export interface RecipientUpdate {
   remoteMta?: string;
 }
 
+/** What an attempt that leaves recipients pending sets on the message; it also ends the lease. */
+export interface NextAttempt {
+  attempts: number;
+  nextAttemptAt: number;
+  lastError?: string;
+  /** A delay warning has been sent to the sender (it is sent once). */
+  warned: boolean;
+}
+
 export interface QueueStore {
   /** Indexes a spooled message with every recipient pending, due at once. Idempotent. */
   add(envelope: Envelope, size: number): Promise<void>;
   ids(): Promise<Set<string>>;
   /**
    * Takes up to `limit` messages due by `now`, oldest first, and leases them: they are not due
-   * again until `leaseMs` has passed or the lease ends (scheduleRetry, remove, releaseLeases).
+   * again until `leaseMs` has passed or the lease ends (recordAttempt, remove, releaseLeases).
    * A lease keeps a message from being picked twice, also by another node of a cluster.
    */
   claim(now: number, limit: number, leaseMs: number): Promise<QueuedMessage[]>;
@@ -65,11 +74,8 @@ export interface QueueStore {
   nextDueAt(): Promise<number | undefined>;
   get(id: string): Promise<QueuedMessage | undefined>;
   list(): Promise<QueuedMessage[]>;
-  updateRecipients(id: string, updates: RecipientUpdate[], now: number): Promise<void>;
-  scheduleRetry(id: string, attempts: number, nextAttemptAt: number, lastError: string | undefined): Promise<void>;
-  markWarned(id: string): Promise<void>;
   /** After an attempt that leaves recipients pending: their answers and the next attempt, at once. */
-  recordAttempt(id: string, updates: RecipientUpdate[], next: { attempts: number; nextAttemptAt: number; lastError?: string; warned: boolean }, now: number): Promise<void>;
+  recordAttempt(id: string, updates: RecipientUpdate[], next: NextAttempt, now: number): Promise<void>;
   /** Makes messages due now: one (by id) or all, except those being delivered. Returns how many. */
   retryNow(id: string | undefined, now: number): Promise<number>;
   remove(id: string): Promise<void>;

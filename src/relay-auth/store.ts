@@ -14,14 +14,12 @@ export interface RelayGrant {
 export interface RelayAuthStore {
   /** Records or renews a grant. `renew` false keeps an unexpired grant's expiry (fixed window). */
   grant(key: string, user: string, now: number, windowMs: number, renew: boolean): Promise<RelayGrant>;
-  /** Live grants for a key, newest first. */
+  /** Grants for a key live at `now` (expiresAt > now), newest first. */
   check(key: string, now: number): Promise<RelayGrant[]>;
-  /** Number of distinct users holding a live grant for a key. */
-  countUsers(key: string, now: number): Promise<number>;
   /** Removes every grant for a key (or one user's); returns how many were removed. */
   revoke(key: string, user?: string): Promise<number>;
-  /** All live grants. */
+  /** Every grant live at `now`, by key and user. */
   list(now: number): Promise<RelayGrant[]>;
-  /** Deletes expired rows; returns how many. */
+  /** Housekeeping: deletes grants expired by `now`; returns how many. */
   sweep(now: number): Promise<number>;
 }

@@ -1,24 +1,26 @@
-import type { DatabaseSync } from 'node:sqlite';
 import type { SecureContext } from 'node:tls';
-import { SqliteAccountStore } from '../accounts/sqlite.ts';
+import { SqliteAccountStore } from '../sqlite/accounts.ts';
 import type { AccountStore } from '../accounts/store.ts';
 import type { Config } from '../config/schema.ts';
-import { openCountersDatabase, openDatabase } from '../db/sqlite.ts';
+import { openCountersDatabase, openDatabase } from '../sqlite/open.ts';
 import type { Logger } from '../log/logger.ts';
-import { LocalMaildropLocks } from '../mailstore/store.ts';
+import { LocalMaildropLocks, type MaildropLocks, type Mailstore } from '../mailstore/store.ts';
 import { MaildirStore } from '../mailstore/maildir.ts';
 import { formatListenAddress, parseListenAddress, type ListenAddress } from '../net/listen.ts';
-import { SqliteLoginGuard } from '../policy/sqlite-login-guard.ts';
+import { LoginGuard, type LoginFailureStore } from '../policy/login-guard.ts';
+import { SqliteLoginFailureStore } from '../sqlite/login-failures.ts';
 import { PopBeforeSmtp } from '../relay-auth/pop-before-smtp.ts';
-import { SqliteRelayAuthStore } from '../relay-auth/sqlite.ts';
+import type { RelayAuthStore } from '../relay-auth/store.ts';
+import { SqliteRelayAuthStore } from '../sqlite/relay-grants.ts';
 import { Pop3Server } from '../pop3/server.ts';
 import { LoginService, type LoginHook } from '../auth/login.ts';
 import { MessageAcceptance } from '../acceptance/acceptance.ts';
 import { MailPolicy } from '../policy/mail-policy.ts';
-import { SendLimits, SqliteSendLimitStore } from '../policy/send-limits.ts';
+import { SendLimits, type SendLimitStore } from '../policy/send-limits.ts';
+import { SqliteSendLimitStore } from '../sqlite/send-counts.ts';
 import { Spool } from '../queue/spool.ts';
 import { OutboundQueue } from '../queue/queue.ts';
-import { SqliteQueueStore } from '../queue/sqlite.ts';
+import { SqliteQueueStore } from '../sqlite/queue-index.ts';
 import { SystemDnsResolver } from '../dns/resolver.ts';
 import { Router } from '../delivery/route.ts';
 import { DeliveryScheduler } from '../delivery/scheduler.ts';
@@ -30,11 +32,11 @@ import { networkInterfaces } from 'node:os';
 import { SmtpServer } from '../smtp/server.ts';
 import { loadSecureContext, resolveTlsFiles, tlsFilesStamp } from '../tls/context.ts';
 
-/** A running popgate: every service of one config, wired to the embedded backends. */
+/** A running popgate: every service of one config, wired to the backends it names. */
 export interface App {
   config: Config;
   accounts: AccountStore;
-  mailstore: MaildirStore;
+  mailstore: Mailstore;
   pop3: Pop3Server;
   smtp: SmtpServer;
   queue: OutboundQueue;
@@ -50,9 +52,8 @@ export interface App {
 }
 
 export async function startApp(config: Config, log: Logger): Promise<App> {
-  const db = openDatabase(config.data_dir);
-  const accounts = new SqliteAccountStore(db, false, config.auth.verified_login_cache);
-  const mailstore = new MaildirStore(config.data_dir, config.hostname);
+  const backends = await openBackends(config, log);
+  const { accounts, mailstore, locks, guard, popBeforeSmtp, sendLimits, queue } = backends;
   const tlsFiles = await resolveTlsFiles(config, (message) => log.info({ event: 'tls_generated' }, message));
   let secureContext: SecureContext | undefined = tlsFiles && loadSecureContext(tlsFiles);
 
@@ -63,13 +64,6 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     );
   }
 
-  // Shared by POP3 and SMTP AUTH; in the database so `popgate limits` sees it.
-  const counters = openCountersDatabase(config.data_dir);
-  const guard = createLoginGuard(config, counters, log);
-  // Grants go through the counters connection too (no fsync per commit): every POP3 login
-  // writes one, and an fsync on the event loop per login capped logins at some 60 a second.
-  // A grant lost in a crash costs the customer one more POP3 login, nothing else.
-  const popBeforeSmtp = createPopBeforeSmtp(config, counters, log);
   const login = new LoginService(accounts, guard, { plaintextWithoutTls: config.auth.plaintext_without_tls, defaultDomain: config.auth.default_domain });
   // The grant is recorded before POP3 answers "+OK", so SMTP sees it with zero lag.
   login.hooks.push(async (event) => void (await popBeforeSmtp.onLogin(event)));
@@ -88,10 +82,9 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       apop: config.pop3.apop,
       implementation: config.pop3.implementation,
     },
-    { login, mailstore, locks: new LocalMaildropLocks(), log, tls: () => secureContext },
+    { login, mailstore, locks, log, tls: () => secureContext },
   );
 
-  const queue = new OutboundQueue(new Spool(config.data_dir), SqliteQueueStore.open(config.data_dir), log);
   await queue.recover();
   const acceptance = new MessageAcceptance(config.hostname, mailstore, queue);
   const policy = new MailPolicy(accounts, popBeforeSmtp, {
@@ -99,7 +92,6 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     windowMs: config.pop_before_smtp.window,
     postmaster: config.smtp.postmaster,
   });
-  const sendLimits = createSendLimits(config, counters, log);
   const limitSweeper = setInterval(() => {
     void sendLimits.sweep().catch((error) => log.error({ err: error }, 'send-limit sweep failed'));
     void guard.sweep().catch((error) => log.error({ err: error }, 'login-limit sweep failed'));
@@ -160,9 +152,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       clearInterval(tlsWatcher);
       clearInterval(limitSweeper);
       await Promise.all([pop3.close(config.shutdown_grace), smtp.close(config.shutdown_grace), delivery.stop(config.shutdown_grace)]);
-      await queue.store.close();
-      counters.close();
-      db.close();
+      await backends.close();
     },
   };
   try {
@@ -181,10 +171,52 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   return app;
 }
 
-export function createPopBeforeSmtp(config: Config, db: DatabaseSync, log: Logger): PopBeforeSmtp {
+/** The storage behind one config, seen through its interfaces. */
+export interface Backends {
+  accounts: AccountStore;
+  mailstore: Mailstore;
+  locks: MaildropLocks;
+  popBeforeSmtp: PopBeforeSmtp;
+  guard: LoginGuard;
+  sendLimits: SendLimits;
+  queue: OutboundQueue;
+  close(): Promise<void>;
+}
+
+/**
+ * Opens the backends a config names, for the server and the CLI alike, so both always work on
+ * the same state. This is the one place that picks an implementation for each interface;
+ * today they are the embedded ones: one SQLite file under data_dir, Maildir folders, the queue
+ * index beside the spool, and in-process maildrop locks (one server process).
+ */
+export async function openBackends(config: Config, log: Logger): Promise<Backends> {
+  const db = openDatabase(config.data_dir);
+  // Failed logins, sending counts and POP-before-SMTP grants go through a second connection
+  // whose commits wait for no fsync: every POP3 login writes a grant, and an fsync on the
+  // event loop per login capped logins at some 60 a second. A grant lost in a crash costs the
+  // customer one more POP3 login; lost counts forgive a little.
+  const counters = openCountersDatabase(config.data_dir);
+  const queue = new OutboundQueue(new Spool(config.data_dir), SqliteQueueStore.open(config.data_dir), log);
+  return {
+    accounts: new SqliteAccountStore(db, false, config.auth.verified_login_cache),
+    mailstore: new MaildirStore(config.data_dir, config.hostname),
+    locks: new LocalMaildropLocks(),
+    popBeforeSmtp: createPopBeforeSmtp(config, new SqliteRelayAuthStore(counters), log),
+    guard: createLoginGuard(config, new SqliteLoginFailureStore(counters), log),
+    sendLimits: createSendLimits(config, new SqliteSendLimitStore(counters), log),
+    queue,
+    async close() {
+      await queue.close();
+      counters.close();
+      db.close();
+    },
+  };
+}
+
+export function createPopBeforeSmtp(config: Config, store: RelayAuthStore, log: Logger): PopBeforeSmtp {
   const settings = config.pop_before_smtp;
   return new PopBeforeSmtp(
-    new SqliteRelayAuthStore(db),
+    store,
     {
       windowMs: settings.window,
       mode: settings.mode,
@@ -267,9 +299,9 @@ function isOwnEndpoint(listening: string[], ip: string, port: number): boolean {
   });
 }
 
-export function createSendLimits(config: Config, db: DatabaseSync, log: Logger): SendLimits {
+export function createSendLimits(config: Config, store: SendLimitStore, log: Logger): SendLimits {
   return new SendLimits(
-    new SqliteSendLimitStore(db),
+    store,
     {
       messagesPerHour: config.limits.messages_per_hour,
       messagesPerDay: config.limits.messages_per_day,
@@ -280,9 +312,9 @@ export function createSendLimits(config: Config, db: DatabaseSync, log: Logger):
   );
 }
 
-export function createLoginGuard(config: Config, counters: DatabaseSync, log: Logger): SqliteLoginGuard {
-  return new SqliteLoginGuard(
-    counters,
+export function createLoginGuard(config: Config, store: LoginFailureStore, log: Logger): LoginGuard {
+  return new LoginGuard(
+    store,
     {
       failureDelayMs: config.auth.failure_delay,
       threshold: config.auth.lockout_threshold,

@@ -1,8 +1,8 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
-import { openSqlite, statementCache } from '../db/sqlite.ts';
-import type { Envelope, QueuedMessage, QueuedRecipient, QueueStore, RecipientState, RecipientUpdate } from './store.ts';
+import { openSqlite, statementCache } from './open.ts';
+import type { Envelope, NextAttempt, QueuedMessage, QueuedRecipient, QueueStore, RecipientState, RecipientUpdate } from '../queue/store.ts';
 
 interface MessageRow {
   id: string;
@@ -133,26 +133,12 @@ export class SqliteQueueStore implements QueueStore {
     return (this.#sql('SELECT * FROM queue_messages ORDER BY received_at, id').all() as unknown as MessageRow[]).map((row) => this.#toMessage(row));
   }
 
-  async updateRecipients(id: string, updates: RecipientUpdate[], now: number): Promise<void> {
-    this.#transaction(() => {
-      for (const u of updates) this.#updateRecipient.run(u.state, u.status ?? null, u.diagnostic ?? null, u.remoteMta ?? null, now, id, u.address);
-    });
-  }
-
-  async scheduleRetry(id: string, attempts: number, nextAttemptAt: number, lastError: string | undefined): Promise<void> {
-    this.#sql('UPDATE queue_messages SET attempts = ?, next_attempt_at = ?, last_error = ?, leased = 0 WHERE id = ?').run(attempts, nextAttemptAt, lastError ?? null, id);
-  }
-
-  async recordAttempt(id: string, updates: RecipientUpdate[], next: { attempts: number; nextAttemptAt: number; lastError?: string; warned: boolean }, now: number): Promise<void> {
+  async recordAttempt(id: string, updates: RecipientUpdate[], next: NextAttempt, now: number): Promise<void> {
     this.#transaction(() => {
       for (const u of updates) this.#updateRecipient.run(u.state, u.status ?? null, u.diagnostic ?? null, u.remoteMta ?? null, now, id, u.address);
       this.#sql('UPDATE queue_messages SET attempts = ?, next_attempt_at = ?, last_error = ?, warned = ?, leased = 0 WHERE id = ?')
         .run(next.attempts, next.nextAttemptAt, next.lastError ?? null, next.warned ? 1 : 0, id);
     });
-  }
-
-  async markWarned(id: string): Promise<void> {
-    this.#sql('UPDATE queue_messages SET warned = 1 WHERE id = ?').run(id);
   }
 
   async retryNow(id: string | undefined, now: number): Promise<number> {

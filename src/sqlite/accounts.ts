@@ -1,8 +1,8 @@
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
-import { statementCache } from '../db/sqlite.ts';
-import { normalizeDomain, parseAddress } from './address.ts';
-import { hashPassword, VerifiedPasswordCache, verifyPassword } from './password.ts';
-import { AccountError, type AccountStore, type Alias, type AuthenticatedUser, type User } from './store.ts';
+import { statementCache } from './open.ts';
+import { normalizeDomain, parseAddress } from '../accounts/address.ts';
+import { hashPassword, VerifiedPasswordCache, verifyPassword } from '../accounts/password.ts';
+import { AccountError, type AccountStore, type Alias, type AuthenticatedUser, type User } from '../accounts/store.ts';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS domains (
@@ -61,7 +61,6 @@ export class SqliteAccountStore implements AccountStore {
   }
 
   async removeDomain(input: string): Promise<void> {
-    this.#memo.clear();
     const domain = requireDomain(input);
     await this.#requireDomainExists(domain);
     const users = this.#sql('SELECT count(*) AS n FROM users WHERE domain = ?').get(domain) as { n: number };
@@ -72,6 +71,8 @@ export class SqliteAccountStore implements AccountStore {
       );
     }
     this.#sql('DELETE FROM domains WHERE name = ?').run(domain);
+    // After the delete: the existence check above has just remembered the domain as found.
+    this.#memo.clear();
   }
 
   async listDomains(): Promise<string[]> {

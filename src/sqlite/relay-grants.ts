@@ -1,5 +1,5 @@
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
-import type { RelayAuthStore, RelayGrant } from './store.ts';
+import type { RelayAuthStore, RelayGrant } from '../relay-auth/store.ts';
 
 interface Row {
   key: string;
@@ -16,7 +16,6 @@ export class SqliteRelayAuthStore implements RelayAuthStore {
   readonly #upsertRenew: StatementSync;
   readonly #upsertFixed: StatementSync;
   readonly #check: StatementSync;
-  readonly #count: StatementSync;
 
   constructor(db: DatabaseSync) {
     this.#db = db;
@@ -41,7 +40,6 @@ export class SqliteRelayAuthStore implements RelayAuthStore {
        RETURNING key, user, granted_at, expires_at`,
     );
     this.#check = db.prepare('SELECT key, user, granted_at, expires_at FROM relay_grants WHERE key = ? AND expires_at > ? ORDER BY granted_at DESC');
-    this.#count = db.prepare('SELECT count(*) AS n FROM relay_grants WHERE key = ? AND expires_at > ?');
   }
 
   async grant(key: string, user: string, now: number, windowMs: number, renew: boolean): Promise<RelayGrant> {
@@ -51,10 +49,6 @@ export class SqliteRelayAuthStore implements RelayAuthStore {
 
   async check(key: string, now: number): Promise<RelayGrant[]> {
     return (this.#check.all(key, now) as unknown as Row[]).map(toGrant);
-  }
-
-  async countUsers(key: string, now: number): Promise<number> {
-    return (this.#count.get(key, now) as { n: number }).n;
   }
 
   async revoke(key: string, user?: string): Promise<number> {
