@@ -4,6 +4,7 @@ import { NetworkList, normalizeIp } from './ip.ts';
 import type { ListenAddress } from './listen.ts';
 
 import type { SecureContext } from 'node:tls';
+import { LocalConnectionRegistry, type ConnectionRegistry } from './connection-registry.ts';
 import { LineConnection, type ConnectionTexts, type LineConnectionSettings, type LineSession } from './line-connection.ts';
 
 // What every line-protocol service shares: listeners, the limits on connections in total and
@@ -36,6 +37,11 @@ export interface ServiceDependencies {
   log: Logger;
   /** The current certificate (it may be reloaded), or undefined when TLS is not configured. */
   tls: () => SecureContext | undefined;
+  /**
+   * Where connections per address and their rate are counted, and this process's name in it:
+   * shared by the workers or nodes that serve the same clients. In memory by default.
+   */
+  connections?: { registry: ConnectionRegistry; holder: string };
 }
 
 /** What a listener's context makes of a new connection: the session, and whether TLS comes first. */
@@ -50,10 +56,11 @@ export class ServiceListeners<Context> {
   readonly #open: SessionOpener<Context>;
   readonly #servers: Server[] = [];
   readonly #sessions = new Set<LineConnection>();
-  readonly #perIp = new Map<string, number>();
-  /** Token buckets for the connection rate: capacity = rate, refilled over a minute. */
-  readonly #rate = new Map<string, { tokens: number; at: number }>();
+  readonly #registry: ConnectionRegistry;
+  readonly #holder: string;
   readonly #trusted: NetworkList;
+  /** Connections accepted and still being admitted: they count towards max_connections too. */
+  #admitting = 0;
   #nextId = 0;
   #closing = false;
 
@@ -73,6 +80,8 @@ export class ServiceListeners<Context> {
     };
     this.#log = deps.log;
     this.#open = open;
+    this.#registry = deps.connections?.registry ?? new LocalConnectionRegistry();
+    this.#holder = deps.connections?.holder ?? String(process.pid);
     this.#trusted = new NetworkList(options.trustedNetworks ?? []);
   }
 
@@ -82,7 +91,7 @@ export class ServiceListeners<Context> {
 
   /** Starts listening; resolves to the bound address (port 0 yields a free port). */
   async listen(address: ListenAddress, label: string, context: Context): Promise<ListenAddress> {
-    const server = createServer({ noDelay: true }, (socket) => this.#accept(socket, context));
+    const server = createServer({ noDelay: true }, (socket) => void this.#accept(socket, context));
     server.on('error', (error) => this.#log.error({ err: error, listener: label }, 'listener error'));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -98,53 +107,60 @@ export class ServiceListeners<Context> {
     return result;
   }
 
-  #accept(socket: Socket, context: Context): void {
+  async #accept(socket: Socket, context: Context): Promise<void> {
     const ip = normalizeIp(socket.remoteAddress);
     socket.on('error', () => {}); // a reset by the peer is routine; the session logs its own end
     if (this.#closing) return this.#refuse(socket, this.#texts.shuttingDown);
-    const perIp = this.#perIp.get(ip) ?? 0;
-    if (this.#sessions.size >= this.#options.maxConnections || perIp >= this.#options.maxConnectionsPerIp) {
-      const scope = perIp >= this.#options.maxConnectionsPerIp ? 'from your address' : 'on this server';
-      this.#log.warn({ event: 'connection_refused', service: this.#name, ip, reason: `too many connections ${scope}` }, 'connection refused');
-      return this.#refuse(socket, this.#texts.tooManyConnections(scope));
-    }
-    if (!this.#withinRate(ip)) {
-      this.#log.warn({ event: 'connection_refused', service: this.#name, ip, reason: 'connection rate' }, 'connection refused');
-      return this.#refuse(socket, this.#texts.tooManyConnections('from your address in a short time'));
-    }
-    this.#perIp.set(ip, perIp + 1);
+    // The total is this process's own resource limit; per address, every process counts together.
+    if (this.#sessions.size + this.#admitting >= this.#options.maxConnections) return this.#refuseTooMany(socket, ip, 'on this server');
     const id = `${this.#name[0]}${(++this.#nextId).toString(36)}${process.pid.toString(36)}`;
+    this.#admitting++;
+    let verdict: 'admitted' | 'from your address' | 'from your address in a short time';
+    try {
+      verdict = await this.#admit(ip, id);
+    } finally {
+      this.#admitting--;
+    }
+    if (verdict !== 'admitted') return this.#refuseTooMany(socket, ip, verdict);
+    const release = () => void this.#registry.release(this.#name, ip, this.#holder, id).catch((error) => this.#log.error({ err: error }, 'cannot release a connection count'));
+    if (socket.destroyed || this.#closing) {
+      release(); // gone, or the server began to stop, while it was being admitted
+      return socket.destroyed ? undefined : this.#refuse(socket, this.#texts.shuttingDown);
+    }
     const connection = new LineConnection(socket, ip, id, this.#connection, this.#texts, this.#log);
     this.#sessions.add(connection);
     connection.onClosed = () => {
       this.#sessions.delete(connection);
-      const left = (this.#perIp.get(ip) ?? 1) - 1;
-      if (left <= 0) this.#perIp.delete(ip);
-      else this.#perIp.set(ip, left);
+      release();
     };
     const { session, implicitTls } = this.#open(connection, context);
     connection.start(session, implicitTls);
   }
 
-  #withinRate(ip: string): boolean {
-    const rate = this.#options.maxConnectionRatePerIp ?? 0;
-    if (rate <= 0 || this.#trusted.has(ip)) return true;
+  /**
+   * Per-address limits: live connections, then the rate (a connection refused for the first
+   * takes no token). A registry that cannot answer (its backend is down) admits: the clients
+   * of a provider are not turned away because a counter is unreachable; it is logged.
+   */
+  async #admit(ip: string, id: string): Promise<'admitted' | 'from your address' | 'from your address in a short time'> {
     const now = Date.now();
-    let bucket = this.#rate.get(ip);
-    if (!bucket) {
-      if (this.#rate.size >= 100_000) {
-        // Under a flood of addresses, forget the full buckets (nothing is lost by that).
-        for (const [key, b] of this.#rate) if (b.tokens + ((now - b.at) * rate) / 60_000 >= rate) this.#rate.delete(key);
-        if (this.#rate.size >= 100_000) this.#rate.clear();
+    try {
+      if (!(await this.#registry.admit(this.#name, ip, this.#holder, id, this.#options.maxConnectionsPerIp, now))) return 'from your address';
+      const rate = this.#options.maxConnectionRatePerIp ?? 0;
+      if (rate > 0 && !this.#trusted.has(ip) && !(await this.#registry.takeToken(this.#name, ip, rate, now))) {
+        await this.#registry.release(this.#name, ip, this.#holder, id);
+        return 'from your address in a short time';
       }
-      bucket = { tokens: rate, at: now };
-      this.#rate.set(ip, bucket);
+    } catch (error) {
+      this.#log.error({ event: 'connection_registry_unavailable', err: error }, 'cannot count connections: admitted without the per-address limits');
     }
-    bucket.tokens = Math.min(rate, bucket.tokens + ((now - bucket.at) * rate) / 60_000);
-    bucket.at = now;
-    if (bucket.tokens < 1) return false;
-    bucket.tokens -= 1;
-    return true;
+    return 'admitted';
+  }
+
+  #refuseTooMany(socket: Socket, ip: string, scope: 'from your address' | 'on this server' | 'from your address in a short time'): void {
+    const reason = scope === 'from your address in a short time' ? 'connection rate' : `too many connections ${scope}`;
+    this.#log.warn({ event: 'connection_refused', service: this.#name, ip, reason }, 'connection refused');
+    this.#refuse(socket, this.#texts.tooManyConnections(scope));
   }
 
   #refuse(socket: Socket, reply: string): void {

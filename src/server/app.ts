@@ -28,6 +28,7 @@ import { DkimKeyring } from '../dkim/keys.ts';
 import { DkimSigner } from '../dkim/sign.ts';
 import { parseNextHop, type NextHop, type Parsed } from '../net/next-hop.ts';
 import { isIP } from 'node:net';
+import { randomHex } from '../mail/random.ts';
 import { networkInterfaces } from 'node:os';
 import { SmtpServer } from '../smtp/server.ts';
 import { loadSecureContext, resolveTlsFiles, tlsFilesStamp } from '../tls/context.ts';
@@ -173,6 +174,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
 
 /** The storage behind one config, seen through its interfaces. */
 export interface Backends {
+  /** This process's name in shared state (connection counts, locks, queue leases): host, pid and a random part. */
+  holder: string;
   accounts: AccountStore;
   mailstore: Mailstore;
   locks: MaildropLocks;
@@ -198,6 +201,7 @@ export async function openBackends(config: Config, log: Logger): Promise<Backend
   const counters = openCountersDatabase(config.data_dir);
   const queue = new OutboundQueue(new Spool(config.data_dir), SqliteQueueStore.open(config.data_dir), log);
   return {
+    holder: `${config.hostname}/${process.pid}/${randomHex(4)}`,
     accounts: new SqliteAccountStore(db, false, config.auth.verified_login_cache),
     mailstore: new MaildirStore(config.data_dir, config.hostname),
     locks: new LocalMaildropLocks(),
