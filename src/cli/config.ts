@@ -21,6 +21,7 @@ export function resolveConfig(flag: string | undefined, allowDefaults: boolean):
 export const DEV_DEFAULTS = {
   hostname: 'mail.example.test',
   data_dir: './data',
+  server: { workers: 1 },
   pop3: { listen: ['127.0.0.1:2110'] },
   pop3s: { listen: ['127.0.0.1:2995'] },
   smtp: { listen: ['127.0.0.1:2525'] },

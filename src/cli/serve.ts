@@ -1,13 +1,45 @@
 import { randomBytes } from 'node:crypto';
 import type { Config } from '../config/schema.ts';
-import { createLogger } from '../log/logger.ts';
-import { startApp, type App } from '../server/app.ts';
+import { createLogger, type Logger } from '../log/logger.ts';
+import { prepareData, startApp, type App } from '../server/app.ts';
+import { superviseWorkers, tellPrimary, workerAssignment, type WorkerAssignment } from '../server/workers.ts';
 
 export async function serve(config: Config, options: { dev: boolean; source: string }): Promise<void> {
+  const assignment = workerAssignment();
+  if (assignment) return serveAsWorker(assignment);
   const log = createLogger(config.log.level);
-  log.info({ event: 'start', config: options.source, data_dir: config.data_dir, pid: process.pid }, 'popgate starting');
+  log.info({ event: 'start', config: options.source, data_dir: config.data_dir, pid: process.pid, workers: config.server.workers }, 'popgate starting');
+  if (config.server.workers > 1) return superviseWorkers({ config, source: options.source, log, prepare: (resolved) => prepareData(resolved, log) });
   // The handlers come first: a listener accepts connections before startApp() has returned,
   // and a SIGTERM in that moment must still shut down gracefully, not kill the process.
+  const stopOnSignal = stopper(log);
+  const app = await startApp(config, log);
+  stopOnSignal.started(app);
+  if (options.dev) await bootstrapDemo(app);
+  reloadOnHangup(app, log);
+}
+
+/** One worker of several (src/server/workers.ts): its config comes from the primary. */
+async function serveAsWorker(assignment: WorkerAssignment): Promise<void> {
+  const { config, slot, count } = assignment;
+  const log = createLogger(config.log.level).child({ worker: slot });
+  const stopOnSignal = stopper(log);
+  // A primary that is gone (killed, crashed) leaves its workers nobody to answer to.
+  process.on('disconnect', () => stopOnSignal.stop('disconnect'));
+  let app: App;
+  try {
+    app = await startApp(config, log, { worker: { slot, count } });
+  } catch (error) {
+    tellPrimary({ type: 'start_failed', reason: (error as Error).message });
+    throw error;
+  }
+  stopOnSignal.started(app);
+  reloadOnHangup(app, log);
+  tellPrimary({ type: 'ready' });
+}
+
+/** SIGTERM and SIGINT stop the app gracefully, also when they come while it is starting. */
+function stopper(log: Logger) {
   let started: App | undefined;
   let stopping: string | undefined;
   const stop = async (app: App, signal: string) => {
@@ -23,10 +55,16 @@ export async function serve(config: Config, options: { dev: boolean; source: str
   };
   process.on('SIGTERM', () => onSignal('SIGTERM'));
   process.on('SIGINT', () => onSignal('SIGINT'));
-  const app = await startApp(config, log);
-  started = app;
-  if (stopping) return stop(app, stopping);
-  if (options.dev) await bootstrapDemo(app);
+  return {
+    stop: onSignal,
+    started(app: App) {
+      started = app;
+      if (stopping) void stop(app, stopping);
+    },
+  };
+}
+
+function reloadOnHangup(app: App, log: Logger): void {
   process.on('SIGHUP', () => {
     try {
       app.reloadTls();

@@ -1,5 +1,5 @@
 import { isIP } from 'node:net';
-import { hostname as systemHostname } from 'node:os';
+import { availableParallelism, hostname as systemHostname } from 'node:os';
 import { z } from 'zod';
 import { parseDuration } from './duration.ts';
 import { parseListenAddress } from '../net/listen.ts';
@@ -55,6 +55,26 @@ export const configSchema = z.strictObject({
     .default(systemHostname()),
   data_dir: z.string().min(1).default('./data'),
   log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).prefault({}),
+  server: z
+    .strictObject({
+      // One worker process per core unless set; the development server sets 1.
+      workers: z.number().int().min(1).max(256).default(() => availableParallelism()),
+    })
+    .prefault({}),
+  cluster: z
+    .strictObject({
+      // Shared short-lived state (grants, lockouts, counters, locks) for several nodes.
+      redis: z.union([z.literal(''), z.string().regex(/^rediss?:\/\/\S+$/, 'must be a redis:// (or rediss://) URL such as "redis://127.0.0.1:6379"')]).default(''),
+    })
+    .prefault({}),
+  database: z
+    .strictObject({
+      // Accounts and the queue index in PostgreSQL, shared by several nodes.
+      url: z
+        .union([z.literal(''), z.string().regex(/^postgres(ql)?:\/\/\S*$/, 'must be a postgres:// URL such as "postgres://popgate@127.0.0.1:5432/popgate" (a host=/socket/dir query works too)')])
+        .default(''),
+    })
+    .prefault({}),
   pop3: pop3Schema.prefault({}),
   pop3s: z.strictObject({ listen: listenList.default([]) }).prefault({}),
   smtp: z

@@ -42,6 +42,12 @@ export interface ServiceDependencies {
    * shared by the workers or nodes that serve the same clients. In memory by default.
    */
   connections?: { registry: ConnectionRegistry; holder: string };
+  /**
+   * Bind with SO_REUSEPORT, so the workers of one machine each listen on the same addresses and
+   * the kernel spreads connections over them. Off for a single process: there a second server
+   * on the same port must fail (EADDRINUSE), not share it silently.
+   */
+  reusePort?: boolean;
 }
 
 /** What a listener's context makes of a new connection: the session, and whether TLS comes first. */
@@ -52,6 +58,7 @@ export class ServiceListeners<Context> {
   readonly #options: ServiceOptions;
   readonly #texts: ServiceTexts;
   readonly #connection: LineConnectionSettings;
+  readonly #reusePort: boolean;
   readonly #log: Logger;
   readonly #open: SessionOpener<Context>;
   readonly #servers: Server[] = [];
@@ -81,6 +88,7 @@ export class ServiceListeners<Context> {
     this.#log = deps.log;
     this.#open = open;
     this.#registry = deps.connections?.registry ?? new LocalConnectionRegistry();
+    this.#reusePort = deps.reusePort ?? false;
     this.#holder = deps.connections?.holder ?? String(process.pid);
     this.#trusted = new NetworkList(options.trustedNetworks ?? []);
   }
@@ -95,7 +103,7 @@ export class ServiceListeners<Context> {
     server.on('error', (error) => this.#log.error({ err: error, listener: label }, 'listener error'));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen({ host: address.host, port: address.port, backlog: 1024 }, () => {
+      server.listen({ host: address.host, port: address.port, backlog: 1024, reusePort: this.#reusePort, exclusive: this.#reusePort }, () => {
         server.off('error', reject);
         resolve();
       });

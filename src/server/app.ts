@@ -29,6 +29,7 @@ import { DkimSigner } from '../dkim/sign.ts';
 import { parseNextHop, type NextHop, type Parsed } from '../net/next-hop.ts';
 import { isIP } from 'node:net';
 import { randomHex } from '../mail/random.ts';
+import { tellPrimary, type WorkerMessage } from './workers.ts';
 import { networkInterfaces } from 'node:os';
 import { SmtpServer } from '../smtp/server.ts';
 import { loadSecureContext, resolveTlsFiles, tlsFilesStamp } from '../tls/context.ts';
@@ -52,7 +53,13 @@ export interface App {
   close(): Promise<void>;
 }
 
-export async function startApp(config: Config, log: Logger): Promise<App> {
+/** How this process serves: alone, or as one of the workers of a machine (src/server/workers.ts). */
+export interface AppRole {
+  worker?: { slot: number; count: number };
+}
+
+export async function startApp(config: Config, log: Logger, role: AppRole = {}): Promise<App> {
+  const worker = role.worker;
   const backends = await openBackends(config, log);
   const { accounts, mailstore, locks, guard, popBeforeSmtp, sendLimits, queue } = backends;
   const tlsFiles = await resolveTlsFiles(config, (message) => log.info({ event: 'tls_generated' }, message));
@@ -83,10 +90,11 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       apop: config.pop3.apop,
       implementation: config.pop3.implementation,
     },
-    { login, mailstore, locks, log, tls: () => secureContext },
+    { login, mailstore, locks, log, tls: () => secureContext, reusePort: worker !== undefined },
   );
 
-  await queue.recover();
+  // Workers start on data their primary already brought in line (prepareData).
+  if (!worker) await queue.recover();
   const acceptance = new MessageAcceptance(config.hostname, mailstore, queue);
   const policy = new MailPolicy(accounts, popBeforeSmtp, {
     enforceSender: config.pop_before_smtp.enforce_sender,
@@ -114,7 +122,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       authOnPort25: config.smtp.auth,
       popBeforeSmtpOnSubmission: config.submission.pop_before_smtp,
     },
-    { policy, login, acceptance, log, tls: () => secureContext, sendLimits },
+    { policy, login, acceptance, log, tls: () => secureContext, sendLimits, reusePort: worker !== undefined },
   );
 
   // Renewed certificates (certbot, ACME clients) are picked up without a restart or SIGHUP.
@@ -125,7 +133,15 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   tlsWatcher.unref();
   const addresses: Record<string, string[]> = { pop3: [], pop3s: [], smtp: [], submission: [], submissions: [] };
   const delivery = createDeliveryScheduler(config, { queue, policy, acceptance, log }, () => addresses.smtp);
-  queue.onEnqueue(() => delivery.wake());
+  // One worker of a machine delivers the queue (slot 1); the others tell it, through their
+  // primary, when they have queued mail, so relayed mail leaves at once whoever accepted it.
+  const delivers = !worker || worker.slot === 1;
+  if (delivers) queue.onEnqueue(() => delivery.wake());
+  else queue.onEnqueue(() => tellPrimary({ type: 'queued' }));
+  const onWake = (message: WorkerMessage) => {
+    if (message.type === 'wake_delivery') delivery.wake();
+  };
+  if (worker && delivers) process.on('message', onWake);
   const app: App = {
     config,
     accounts,
@@ -149,6 +165,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       }
     },
     async close() {
+      process.off('message', onWake);
       clearInterval(sweeper);
       clearInterval(tlsWatcher);
       clearInterval(limitSweeper);
@@ -167,7 +184,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     await app.close();
     throw error;
   }
-  if (config.outbound.enabled) await delivery.start();
+  if (!delivers) log.info({ event: 'outbound_elsewhere' }, 'worker 1 delivers the outbound queue');
+  else if (config.outbound.enabled) await delivery.start();
   else log.warn({ event: 'outbound_disabled' }, 'outbound.enabled = false: relayed mail is queued but not delivered');
   return app;
 }
@@ -287,6 +305,21 @@ function valid<T>(parsed: Parsed<T>): T {
 
 function listenAddress(text: string): ListenAddress {
   return valid(parseListenAddress(text));
+}
+
+/**
+ * What the primary of several workers does once before they start, so they do not race over
+ * it: the development certificate, the database schema, and the queue brought in line with
+ * its spool after a crash.
+ */
+export async function prepareData(config: Config, log: Logger): Promise<void> {
+  await resolveTlsFiles(config, (message) => log.info({ event: 'tls_generated' }, message));
+  const backends = await openBackends(config, log);
+  try {
+    await backends.queue.recover();
+  } finally {
+    await backends.close();
+  }
 }
 
 /** Whether ip:port reaches one of our own SMTP listeners (an MX pointing back at us). */
