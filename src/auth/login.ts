@@ -33,7 +33,7 @@ export type LoginOutcome<Admitted = undefined> =
   | { ok: false; reason: 'plaintext' }
   /** The protocol could not admit the user (POP3: maildrop in use, unreadable); it logged why. */
   | { ok: false; reason: 'refused'; refusal: string }
-  /** A login hook failed: better a retry than a login without what it grants. */
+  /** The accounts (or a login hook) cannot be reached right now: a temporary failure, not counted. */
   | { ok: false; reason: 'unavailable' };
 
 /** The connection a login happens on: where from, whether encrypted, and whether still there. */
@@ -130,6 +130,20 @@ export class LoginService {
     const { connection, mechanism, protocol } = attempt;
     const log = connection.log;
     const address = this.#address(name);
+    // Up to the admission nothing is held, so a failure of a store there is only "try again".
+    try {
+      return await this.#attempt(attempt, address, verify);
+    } catch (error) {
+      // The account store (or the guard's) is unreachable: nobody is told the password was
+      // wrong, nothing is counted, and the client retries.
+      log.error({ event: 'login_unavailable', protocol, mechanism, user: address, err: error }, `${protocol} login cannot be checked right now`);
+      return { ok: false, reason: 'unavailable' };
+    }
+  }
+
+  async #attempt<A>(attempt: LoginAttempt<A>, address: string, verify: (address: string) => Promise<string | undefined>): Promise<LoginOutcome<A>> {
+    const { connection, mechanism, protocol } = attempt;
+    const log = connection.log;
     const verdict = await this.#guard.check(connection.ip, address || undefined);
     if (verdict.locked) {
       log.warn({ event: 'login_refused_locked', protocol, mechanism, user: address, scope: verdict.scope }, 'login refused: locked out');
@@ -164,7 +178,8 @@ export class LoginService {
         return { ok: false, reason: 'unavailable' };
       }
     }
-    await this.#guard.success(connection.ip, user);
+    // The login stands; a guard that cannot note it only logs (the admission is held now).
+    await this.#guard.success(connection.ip, user).catch((error) => log.error({ err: error, user }, 'cannot record the successful login'));
     log.info({ event: 'login', protocol, mechanism, tls: connection.secure, user, ...admission.details }, `${protocol} login`);
     return { ok: true, user, admitted: admission.admitted };
   }

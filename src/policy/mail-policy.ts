@@ -14,6 +14,8 @@ export type Refusal =
   | { reason: 'unknown-user'; address: string }
   /** Another domain without authorization. */
   | { reason: 'relay-denied'; windowMs: number }
+  /** Whether the client may relay cannot be told right now (the grant store is down): try later. */
+  | { reason: 'relay-unavailable' }
   /**
    * The sender is not an address of the client's user: `user` is the logged-in user (SMTP
    * AUTH), absent for POP-before-SMTP grant holders.
@@ -68,7 +70,13 @@ export class MailPolicy {
     const parsed = parseReversePath(text);
     if (!parsed.ok) return { ok: false, refusal: { reason: 'bad-address', problem: parsed.problem } };
     const sender = 'nullSender' in parsed ? '' : parsed.address;
-    const grant = await this.#popBeforeSmtp.authorization(ip);
+    let grant;
+    try {
+      grant = await this.#popBeforeSmtp.authorization(ip);
+    } catch {
+      // Fail closed, but only for relay: mail to local users needs no grant and still flows.
+      return { ok: true, sender, relayRefusal: { reason: 'relay-unavailable' } };
+    }
     if (!grant) return { ok: true, sender };
     for (const user of grant.users) {
       if (sender !== '' && (await this.#accounts.sendableAddresses(user)).includes(sender)) {

@@ -43,7 +43,11 @@ export class PopBeforeSmtp {
     return grantKey(ip, this.settings.prefixes);
   }
 
-  /** Called by POP3 before "+OK" to a successful login. Returns the grant, if one was given. */
+  /**
+   * Called by POP3 before "+OK" to a successful login. Returns the grant, if one was given. A
+   * grant that cannot be written (its store is down) costs the customer the relay, not the
+   * mail: the login goes on, and relay is refused until a later login writes one.
+   */
   async onLogin(event: { ip: string; user: string }): Promise<RelayGrant | undefined> {
     const { ip, user } = event;
     const key = this.keyOf(ip);
@@ -52,16 +56,21 @@ export class PopBeforeSmtp {
       return undefined;
     }
     const now = this.#now();
-    if (this.settings.maxUsersPerKey > 0) {
-      const current = await this.#store.check(key, now);
-      if (!current.some((g) => g.user === user) && current.length >= this.settings.maxUsersPerKey) {
-        this.#log.warn({ event: 'relay_grant_refused', ip, key, user, reason: `${current.length} users already hold a grant for this address` }, 'no POP-before-SMTP grant');
-        return undefined;
+    try {
+      if (this.settings.maxUsersPerKey > 0) {
+        const current = await this.#store.check(key, now);
+        if (!current.some((g) => g.user === user) && current.length >= this.settings.maxUsersPerKey) {
+          this.#log.warn({ event: 'relay_grant_refused', ip, key, user, reason: `${current.length} users already hold a grant for this address` }, 'no POP-before-SMTP grant');
+          return undefined;
+        }
       }
+      const grant = await this.#store.grant(key, user, now, this.settings.windowMs, this.settings.mode === 'sliding');
+      this.#log.info({ event: 'relay_grant', ip, key, user, expiresAt: new Date(grant.expiresAt).toISOString() }, 'POP-before-SMTP grant');
+      return grant;
+    } catch (error) {
+      this.#log.error({ event: 'relay_grant_failed', ip, key, user, err: error }, 'cannot record the POP-before-SMTP grant: the login goes on without one');
+      return undefined;
     }
-    const grant = await this.#store.grant(key, user, now, this.settings.windowMs, this.settings.mode === 'sliding');
-    this.#log.info({ event: 'relay_grant', ip, key, user, expiresAt: new Date(grant.expiresAt).toISOString() }, 'POP-before-SMTP grant');
-    return grant;
   }
 
   /** The live authorization for a client address, or undefined (expired grants never count). */

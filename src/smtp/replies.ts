@@ -103,6 +103,8 @@ export function refusalReply(refusal: Refusal, command: 'MAIL' | 'RCPT'): Reply 
       return reply(550, '5.1.1', `No such user here: <${refusal.address}>`);
     case 'relay-denied':
       return reply(554, '5.7.1', `Relay access denied: log in with POP3 first, then send within ${describeWindow(refusal.windowMs)}`);
+    case 'relay-unavailable':
+      return reply(451, '4.3.0', 'Relay authorization cannot be checked right now: please try again in a few minutes');
     case 'sender-not-owned':
       return reply(
         553,
