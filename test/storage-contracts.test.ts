@@ -4,8 +4,10 @@ import { join } from 'node:path';
 import type { DatabaseSync } from 'node:sqlite';
 import { LocalMaildropLocks } from '../src/mailstore/store.ts';
 import { MaildirStore } from '../src/mailstore/maildir.ts';
+import { silentLogger } from '../src/log/logger.ts';
 import { SqliteAccountStore } from '../src/sqlite/accounts.ts';
 import { SqliteLoginFailureStore } from '../src/sqlite/login-failures.ts';
+import { SqliteMaildropLocks } from '../src/sqlite/maildrop-locks.ts';
 import { openCountersDatabase, openDatabase } from '../src/sqlite/open.ts';
 import { SqliteQueueStore } from '../src/sqlite/queue-index.ts';
 import { SqliteRelayAuthStore } from '../src/sqlite/relay-grants.ts';
@@ -66,6 +68,24 @@ mailstoreContract(
 );
 
 maildropLocksContract('in-process', async () => ({ store: new LocalMaildropLocks(), close: async () => {} }));
+
+// The workers of one machine: each instance is another worker's connection to the same file.
+const LOCK_LEASE_MS = 300;
+maildropLocksContract(
+  'SQLite (shared by workers)',
+  inFolder((dataDir) => {
+    const db = openCountersDatabase(dataDir);
+    const store = new SqliteMaildropLocks(db, { leaseMs: LOCK_LEASE_MS }, silentLogger());
+    return {
+      store,
+      release: async () => {
+        await store.close();
+        db.close();
+      },
+    };
+  }),
+  { leaseMs: LOCK_LEASE_MS },
+);
 
 relayAuthStoreContract('SQLite', onCounters((db) => new SqliteRelayAuthStore(db)));
 
