@@ -1,11 +1,13 @@
 import { after, before, describe } from 'node:test';
 import { silentLogger } from '../src/log/logger.ts';
 import { RedisConnection } from '../src/redis/client.ts';
+import { RedisConnectionRegistry } from '../src/redis/connection-registry.ts';
 import { RedisLoginFailureStore } from '../src/redis/login-failures.ts';
 import { RedisMaildropLocks } from '../src/redis/maildrop-locks.ts';
 import { RedisRelayAuthStore } from '../src/redis/relay-grants.ts';
 import { RedisSendLimitStore } from '../src/redis/send-counts.ts';
 import type { OpenedStore } from './contracts/backend.ts';
+import { connectionRegistryContract } from './contracts/connection-registry.ts';
 import { loginFailureStoreContract } from './contracts/login-failure-store.ts';
 import { maildropLocksContract } from './contracts/maildrop-locks.ts';
 import { relayAuthStoreContract } from './contracts/relay-auth-store.ts';
@@ -51,6 +53,7 @@ describe('Redis backends', { skip: missingEngine('redis-server') }, () => {
   relayAuthStoreContract('Redis', onRedis((connection) => new RedisRelayAuthStore(connection)));
   loginFailureStoreContract('Redis', onRedis((connection) => new RedisLoginFailureStore(connection)));
   sendLimitStoreContract('Redis', onRedis((connection) => new RedisSendLimitStore(connection)));
+  connectionRegistryContract('Redis', onRedis((connection) => new RedisConnectionRegistry(connection)));
   const LOCK_LEASE_MS = 300;
   maildropLocksContract('Redis', onRedis((connection) => new RedisMaildropLocks(connection, { leaseMs: LOCK_LEASE_MS }, silentLogger())), { leaseMs: LOCK_LEASE_MS });
 });

@@ -4,9 +4,11 @@ import { join } from 'node:path';
 import type { DatabaseSync } from 'node:sqlite';
 import { LocalMaildropLocks } from '../src/mailstore/store.ts';
 import { MaildirStore } from '../src/mailstore/maildir.ts';
+import { LocalConnectionRegistry } from '../src/net/connection-registry.ts';
 import { silentLogger } from '../src/log/logger.ts';
 import { SqliteAccountStore } from '../src/sqlite/accounts.ts';
 import { SqliteLoginFailureStore } from '../src/sqlite/login-failures.ts';
+import { SqliteConnectionRegistry } from '../src/sqlite/connection-registry.ts';
 import { SqliteMaildropLocks } from '../src/sqlite/maildrop-locks.ts';
 import { openCountersDatabase, openDatabase } from '../src/sqlite/open.ts';
 import { SqliteQueueStore } from '../src/sqlite/queue-index.ts';
@@ -14,6 +16,7 @@ import { SqliteRelayAuthStore } from '../src/sqlite/relay-grants.ts';
 import { SqliteSendLimitStore } from '../src/sqlite/send-counts.ts';
 import { accountStoreContract } from './contracts/account-store.ts';
 import type { OpenedStore } from './contracts/backend.ts';
+import { connectionRegistryContract } from './contracts/connection-registry.ts';
 import { loginFailureStoreContract } from './contracts/login-failure-store.ts';
 import { maildropLocksContract } from './contracts/maildrop-locks.ts';
 import { mailstoreContract } from './contracts/mailstore.ts';
@@ -92,6 +95,10 @@ relayAuthStoreContract('SQLite', onCounters((db) => new SqliteRelayAuthStore(db)
 loginFailureStoreContract('SQLite', onCounters((db) => new SqliteLoginFailureStore(db)));
 
 sendLimitStoreContract('SQLite', onCounters((db) => new SqliteSendLimitStore(db)));
+
+connectionRegistryContract('in-process', async () => ({ store: new LocalConnectionRegistry(), close: async () => {} }));
+
+connectionRegistryContract('SQLite (shared by workers)', onCounters((db) => new SqliteConnectionRegistry(db)));
 
 queueStoreContract(
   'SQLite',
