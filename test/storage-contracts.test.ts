@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { DatabaseSync } from 'node:sqlite';
+import { LocalAccountEvents } from '../src/accounts/events.ts';
 import { LocalMaildropLocks } from '../src/mailstore/store.ts';
 import { MaildirStore } from '../src/mailstore/maildir.ts';
 import { LocalConnectionRegistry } from '../src/net/connection-registry.ts';
@@ -14,6 +15,7 @@ import { openCountersDatabase, openDatabase } from '../src/sqlite/open.ts';
 import { SqliteQueueStore } from '../src/sqlite/queue-index.ts';
 import { SqliteRelayAuthStore } from '../src/sqlite/relay-grants.ts';
 import { SqliteSendLimitStore } from '../src/sqlite/send-counts.ts';
+import { accountEventsContract } from './contracts/account-events.ts';
 import { accountStoreContract } from './contracts/account-store.ts';
 import type { OpenedStore } from './contracts/backend.ts';
 import { connectionRegistryContract } from './contracts/connection-registry.ts';
@@ -95,6 +97,8 @@ relayAuthStoreContract('SQLite', onCounters((db) => new SqliteRelayAuthStore(db)
 loginFailureStoreContract('SQLite', onCounters((db) => new SqliteLoginFailureStore(db)));
 
 sendLimitStoreContract('SQLite', onCounters((db) => new SqliteSendLimitStore(db)));
+
+accountEventsContract('in-process', async () => ({ store: new LocalAccountEvents(), close: async () => {} }));
 
 connectionRegistryContract('in-process', async () => ({ store: new LocalConnectionRegistry(), close: async () => {} }));
 
