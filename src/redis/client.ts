@@ -40,7 +40,7 @@ const DEFAULT_CONNECT_TIMEOUT_MS = 2000;
 const MAX_RECONNECT_DELAY_MS = 1000;
 
 /** The URL as it may be logged: without its password. */
-export function redactedUrl(url: string): string {
+function redactedUrl(url: string): string {
   try {
     const parsed = new URL(url);
     if (parsed.password) parsed.password = '***';
