@@ -2,16 +2,23 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { DatabaseSync } from 'node:sqlite';
+import { LocalAccountEvents } from '../src/accounts/events.ts';
 import { LocalMaildropLocks } from '../src/mailstore/store.ts';
 import { MaildirStore } from '../src/mailstore/maildir.ts';
+import { LocalConnectionRegistry } from '../src/net/connection-registry.ts';
+import { silentLogger } from '../src/log/logger.ts';
 import { SqliteAccountStore } from '../src/sqlite/accounts.ts';
 import { SqliteLoginFailureStore } from '../src/sqlite/login-failures.ts';
+import { SqliteConnectionRegistry } from '../src/sqlite/connection-registry.ts';
+import { SqliteMaildropLocks } from '../src/sqlite/maildrop-locks.ts';
 import { openCountersDatabase, openDatabase } from '../src/sqlite/open.ts';
 import { SqliteQueueStore } from '../src/sqlite/queue-index.ts';
 import { SqliteRelayAuthStore } from '../src/sqlite/relay-grants.ts';
 import { SqliteSendLimitStore } from '../src/sqlite/send-counts.ts';
+import { accountEventsContract } from './contracts/account-events.ts';
 import { accountStoreContract } from './contracts/account-store.ts';
 import type { OpenedStore } from './contracts/backend.ts';
+import { connectionRegistryContract } from './contracts/connection-registry.ts';
 import { loginFailureStoreContract } from './contracts/login-failure-store.ts';
 import { maildropLocksContract } from './contracts/maildrop-locks.ts';
 import { mailstoreContract } from './contracts/mailstore.ts';
@@ -67,11 +74,35 @@ mailstoreContract(
 
 maildropLocksContract('in-process', async () => ({ store: new LocalMaildropLocks(), close: async () => {} }));
 
+// The workers of one machine: each instance is another worker's connection to the same file.
+const LOCK_LEASE_MS = 300;
+maildropLocksContract(
+  'SQLite (shared by workers)',
+  inFolder((dataDir) => {
+    const db = openCountersDatabase(dataDir);
+    const store = new SqliteMaildropLocks(db, { leaseMs: LOCK_LEASE_MS }, silentLogger());
+    return {
+      store,
+      release: async () => {
+        await store.close();
+        db.close();
+      },
+    };
+  }),
+  { leaseMs: LOCK_LEASE_MS },
+);
+
 relayAuthStoreContract('SQLite', onCounters((db) => new SqliteRelayAuthStore(db)));
 
 loginFailureStoreContract('SQLite', onCounters((db) => new SqliteLoginFailureStore(db)));
 
 sendLimitStoreContract('SQLite', onCounters((db) => new SqliteSendLimitStore(db)));
+
+accountEventsContract('in-process', async () => ({ store: new LocalAccountEvents(), close: async () => {} }));
+
+connectionRegistryContract('in-process', async () => ({ store: new LocalConnectionRegistry(), close: async () => {} }));
+
+connectionRegistryContract('SQLite (shared by workers)', onCounters((db) => new SqliteConnectionRegistry(db)));
 
 queueStoreContract(
   'SQLite',

@@ -29,22 +29,24 @@ export interface ConnectionRegistry {
 
 /** The registry of one process: everything in memory, holders always alive. */
 export class LocalConnectionRegistry implements ConnectionRegistry {
-  readonly #counts = new Map<string, number>();
+  /** The live connections ("holder id") per service and address. */
+  readonly #connections = new Map<string, Set<string>>();
   readonly #buckets = new Map<string, { tokens: number; at: number }>();
 
-  async admit(service: string, ip: string, _holder: string, _id: string, max: number): Promise<boolean> {
+  async admit(service: string, ip: string, holder: string, id: string, max: number): Promise<boolean> {
     const key = `${service} ${ip}`;
-    const count = this.#counts.get(key) ?? 0;
-    if (count >= max) return false;
-    this.#counts.set(key, count + 1);
+    const ids = this.#connections.get(key) ?? new Set<string>();
+    if (ids.size >= max) return false;
+    ids.add(`${holder} ${id}`);
+    this.#connections.set(key, ids);
     return true;
   }
 
-  async release(service: string, ip: string): Promise<void> {
+  async release(service: string, ip: string, holder: string, id: string): Promise<void> {
     const key = `${service} ${ip}`;
-    const left = (this.#counts.get(key) ?? 1) - 1;
-    if (left <= 0) this.#counts.delete(key);
-    else this.#counts.set(key, left);
+    const ids = this.#connections.get(key);
+    if (!ids?.delete(`${holder} ${id}`)) return;
+    if (ids.size === 0) this.#connections.delete(key);
   }
 
   async heartbeat(): Promise<void> {}
