@@ -24,8 +24,13 @@ async function serveAsWorker(assignment: WorkerAssignment): Promise<void> {
   const { config, slot, count } = assignment;
   const log = createLogger(config.log.level).child({ worker: slot });
   const stopOnSignal = stopper(log);
-  // A primary that is gone (killed, crashed) leaves its workers nobody to answer to.
-  process.on('disconnect', () => stopOnSignal.stop('disconnect'));
+  // A primary that is gone (killed with kill -9, crashed) takes its workers with it at once, as
+  // if they had been killed too: nobody would restart them, and a half-alive server that
+  // goes on delivering mail confuses whoever restarts it. What was acknowledged is on disk.
+  process.on('disconnect', () => {
+    log.fatal({ event: 'primary_gone' }, 'the primary process is gone: this worker stops now');
+    process.exit(1);
+  });
   let app: App;
   try {
     app = await startApp(config, log, { worker: { slot, count } });

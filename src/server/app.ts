@@ -29,6 +29,17 @@ import { DkimSigner } from '../dkim/sign.ts';
 import { parseNextHop, type NextHop, type Parsed } from '../net/next-hop.ts';
 import { isIP } from 'node:net';
 import { randomHex } from '../mail/random.ts';
+import { DatabaseSync } from 'node:sqlite';
+import type { ConnectionRegistry } from '../net/connection-registry.ts';
+import { RedisConnection } from '../redis/client.ts';
+import { RedisConnectionRegistry } from '../redis/connection-registry.ts';
+import { RedisLoginFailureStore } from '../redis/login-failures.ts';
+import { RedisMaildropLocks } from '../redis/maildrop-locks.ts';
+import { RedisRelayAuthStore } from '../redis/relay-grants.ts';
+import { RedisSendLimitStore } from '../redis/send-counts.ts';
+import { SqliteConnectionRegistry } from '../sqlite/connection-registry.ts';
+import { SqliteMaildropLocks } from '../sqlite/maildrop-locks.ts';
+import { withFallback } from './fallback.ts';
 import { tellPrimary, type WorkerMessage } from './workers.ts';
 import { networkInterfaces } from 'node:os';
 import { SmtpServer } from '../smtp/server.ts';
@@ -53,6 +64,9 @@ export interface App {
   close(): Promise<void>;
 }
 
+/** How long a process counts as alive in shared connection counts without a heartbeat. */
+const HOLDER_LEASE_MS = 30_000;
+
 /** How this process serves: alone, or as one of the workers of a machine (src/server/workers.ts). */
 export interface AppRole {
   worker?: { slot: number; count: number };
@@ -61,7 +75,15 @@ export interface AppRole {
 export async function startApp(config: Config, log: Logger, role: AppRole = {}): Promise<App> {
   const worker = role.worker;
   const backends = await openBackends(config, log);
-  const { accounts, mailstore, locks, guard, popBeforeSmtp, sendLimits, queue } = backends;
+  const { accounts, mailstore, locks, guard, popBeforeSmtp, sendLimits, queue, holder } = backends;
+  // Shared connection counts know this process by its holder name, alive while it heartbeats.
+  const connections = backends.connections && { registry: backends.connections, holder };
+  const heartbeat = () =>
+    connections?.registry.heartbeat(holder, Date.now(), HOLDER_LEASE_MS).catch((error) => log.error({ err: error }, 'cannot renew this process in the connection counts'));
+  // Before the first connection: counts only hold for holders that are alive.
+  await heartbeat();
+  const heartbeats = setInterval(heartbeat, HOLDER_LEASE_MS / 3);
+  heartbeats.unref();
   const tlsFiles = await resolveTlsFiles(config, (message) => log.info({ event: 'tls_generated' }, message));
   let secureContext: SecureContext | undefined = tlsFiles && loadSecureContext(tlsFiles);
 
@@ -90,7 +112,7 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
       apop: config.pop3.apop,
       implementation: config.pop3.implementation,
     },
-    { login, mailstore, locks, log, tls: () => secureContext, reusePort: worker !== undefined },
+    { login, mailstore, locks, log, tls: () => secureContext, reusePort: worker !== undefined, connections },
   );
 
   // Workers start on data their primary already brought in line (prepareData).
@@ -122,7 +144,7 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
       authOnPort25: config.smtp.auth,
       popBeforeSmtpOnSubmission: config.submission.pop_before_smtp,
     },
-    { policy, login, acceptance, log, tls: () => secureContext, sendLimits, reusePort: worker !== undefined },
+    { policy, login, acceptance, log, tls: () => secureContext, sendLimits, reusePort: worker !== undefined, connections },
   );
 
   // Renewed certificates (certbot, ACME clients) are picked up without a restart or SIGHUP.
@@ -166,6 +188,7 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
     },
     async close() {
       process.off('message', onWake);
+      clearInterval(heartbeats);
       clearInterval(sweeper);
       clearInterval(tlsWatcher);
       clearInterval(limitSweeper);
@@ -201,36 +224,71 @@ export interface Backends {
   guard: LoginGuard;
   sendLimits: SendLimits;
   queue: OutboundQueue;
+  /** Where connections per address are counted when several processes serve the same clients. */
+  connections?: ConnectionRegistry;
   close(): Promise<void>;
 }
 
 /**
  * Opens the backends a config names, for the server and the CLI alike, so both always work on
- * the same state. This is the one place that picks an implementation for each interface;
- * today they are the embedded ones: one SQLite file under data_dir, Maildir folders, the queue
- * index beside the spool, and in-process maildrop locks (one server process).
+ * the same state. This is the one place that picks an implementation for each interface:
+ *
+ * - one process (the default of `npm start`): one SQLite file under data_dir, Maildir
+ *   folders, the queue index beside the spool, and in-process maildrop locks and counters;
+ * - several workers on one machine (`[server] workers`): the same SQLite file shared by them
+ *   (WAL), with maildrop locks and connection counts in it too;
+ * - a cluster (`[cluster] redis`): grants, failed logins, sending counts, maildrop locks,
+ *   connection counts and account-change announcements in Redis. What a node can decide alone
+ *   while Redis is away (failed logins, sending counts, maildrop locks) falls back to this
+ *   node's own memory; grants do not: relay fails closed (451) until Redis is back.
  */
 export async function openBackends(config: Config, log: Logger): Promise<Backends> {
+  const holder = `${config.hostname}/${process.pid}/${randomHex(4)}`;
   const db = openDatabase(config.data_dir);
   // Failed logins, sending counts and POP-before-SMTP grants go through a second connection
   // whose commits wait for no fsync: every POP3 login writes a grant, and an fsync on the
   // event loop per login capped logins at some 60 a second. A grant lost in a crash costs the
   // customer one more POP3 login; lost counts forgive a little.
   const counters = openCountersDatabase(config.data_dir);
+  const closing: (() => Promise<void> | void)[] = [() => counters.close(), () => db.close()];
   const queue = new OutboundQueue(new Spool(config.data_dir), SqliteQueueStore.open(config.data_dir), log);
+  closing.unshift(() => queue.close());
+  let grants: RelayAuthStore = new SqliteRelayAuthStore(counters);
+  let failures: LoginFailureStore = new SqliteLoginFailureStore(counters);
+  let sendCounts: SendLimitStore = new SqliteSendLimitStore(counters);
+  let locks: MaildropLocks = new LocalMaildropLocks();
+  let connections: ConnectionRegistry | undefined;
+  if (config.cluster.redis !== '') {
+    const redis = await RedisConnection.open({ url: config.cluster.redis }, log);
+    closing.unshift(() => redis.close());
+    // This node's own memory, for what it may decide alone while Redis is away.
+    const local = new DatabaseSync(':memory:');
+    closing.push(() => local.close());
+    grants = new RedisRelayAuthStore(redis);
+    failures = withFallback<LoginFailureStore>('failed logins', new RedisLoginFailureStore(redis), new SqliteLoginFailureStore(local), log);
+    sendCounts = withFallback<SendLimitStore>('sending counts', new RedisSendLimitStore(redis), new SqliteSendLimitStore(local), log);
+    const redisLocks = new RedisMaildropLocks(redis, { holder }, log);
+    closing.unshift(() => redisLocks.close());
+    locks = withFallback<MaildropLocks>('maildrop locks', redisLocks, new LocalMaildropLocks(), log);
+    connections = new RedisConnectionRegistry(redis);
+  } else if (config.server.workers > 1) {
+    const sqliteLocks = new SqliteMaildropLocks(counters, { holder }, log);
+    closing.unshift(() => sqliteLocks.close());
+    locks = sqliteLocks;
+    connections = new SqliteConnectionRegistry(counters);
+  }
   return {
-    holder: `${config.hostname}/${process.pid}/${randomHex(4)}`,
+    holder,
     accounts: new SqliteAccountStore(db, false, config.auth.verified_login_cache),
     mailstore: new MaildirStore(config.data_dir, config.hostname),
-    locks: new LocalMaildropLocks(),
-    popBeforeSmtp: createPopBeforeSmtp(config, new SqliteRelayAuthStore(counters), log),
-    guard: createLoginGuard(config, new SqliteLoginFailureStore(counters), log),
-    sendLimits: createSendLimits(config, new SqliteSendLimitStore(counters), log),
+    locks,
+    popBeforeSmtp: createPopBeforeSmtp(config, grants, log),
+    guard: createLoginGuard(config, failures, log),
+    sendLimits: createSendLimits(config, sendCounts, log),
     queue,
+    connections,
     async close() {
-      await queue.close();
-      counters.close();
-      db.close();
+      for (const close of closing) await close();
     },
   };
 }
@@ -314,6 +372,16 @@ function listenAddress(text: string): ListenAddress {
  */
 export async function prepareData(config: Config, log: Logger): Promise<void> {
   await resolveTlsFiles(config, (message) => log.info({ event: 'tls_generated' }, message));
+  if (config.cluster.redis === '') {
+    // The locks of this machine's previous run (a crash leaves them) belong to nobody now.
+    const counters = openCountersDatabase(config.data_dir);
+    try {
+      const released = SqliteMaildropLocks.releaseAll(counters);
+      if (released > 0) log.info({ event: 'maildrop_locks_released', released }, 'maildrop locks of the previous run released');
+    } finally {
+      counters.close();
+    }
+  }
   const backends = await openBackends(config, log);
   try {
     await backends.queue.recover();

@@ -49,4 +49,13 @@ export class SqliteMaildropLocks extends LeasedMaildropLocks {
   constructor(db: DatabaseSync, settings: LeaseSettings, log: Logger) {
     super(new SqliteLeases(db), settings, log);
   }
+
+  /**
+   * Forgets every lock: for the primary before its workers start, when no process of this
+   * machine can hold one (those of a crashed run would otherwise wait for their leases).
+   */
+  static releaseAll(db: DatabaseSync): number {
+    new SqliteLeases(db); // the table, if this is the first start
+    return Number(db.prepare('DELETE FROM maildrop_locks').run().changes);
+  }
 }
