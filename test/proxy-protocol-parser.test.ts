@@ -1,28 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { PROXY_V1_MAX_LENGTH, PROXY_V2_MAX_ADDRESS_LENGTH, ProxyHeaderParser, type ProxyHeader, type ProxyParseResult } from '../src/net/proxy-protocol.ts';
+import { ipv4Block, PROXY_V2_SIGNATURE as SIGNATURE, proxyV2Raw as v2 } from './helpers/proxy-header.ts';
 
 // The PROXY protocol parser (HAProxy's doc/proxy-protocol.txt) fed every way a header can
 // arrive: every case at every chunk size from one octet to all at once, so a header split
 // anywhere (or glued to the client's first command) gives the same answer.
-
-const SIGNATURE = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]);
-
-/** A version 2 header: version/command octet, family/transport octet, and the block after the length. */
-function v2(verCmd: number, family: number, block: Buffer, declared = block.length): Buffer {
-  const fixed = Buffer.alloc(4);
-  fixed[0] = verCmd;
-  fixed[1] = family;
-  fixed.writeUInt16BE(declared, 2);
-  return Buffer.concat([SIGNATURE, fixed, block]);
-}
-
-function ipv4Block(source: number[], destination: number[], sourcePort: number, destinationPort: number): Buffer {
-  const ports = Buffer.alloc(4);
-  ports.writeUInt16BE(sourcePort, 0);
-  ports.writeUInt16BE(destinationPort, 2);
-  return Buffer.concat([Buffer.from(source), Buffer.from(destination), ports]);
-}
 
 function ipv6Block(source: number[], destination: number[], sourcePort: number, destinationPort: number): Buffer {
   const words = (list: number[]) => {
@@ -166,7 +149,7 @@ describe('PROXY protocol v1 (text)', () => {
 });
 
 describe('PROXY protocol v2 (binary)', () => {
-  const inet = ipv4Block([203, 0, 113, 7], [192, 0, 2, 1], 56324, 995);
+  const inet = ipv4Block('203.0.113.7', '192.0.2.1', 56324, 995);
   const inet6 = ipv6Block([0x2001, 0xdb8, 0, 0, 0, 0, 0, 7], [0x2001, 0xdb8, 0, 0, 0, 0, 0, 1], 40000, 25);
   const expectedInet: ProxyHeader = { version: 2, source: { address: '203.0.113.7', port: 56324 }, destination: { address: '192.0.2.1', port: 995 } };
 
