@@ -245,7 +245,10 @@ describe('PROXY protocol: listeners behind a load balancer', () => {
     }
   });
 
-  test('a header cut short by the balancer closing is logged; one that never comes is dropped after 5 s', async () => {
+  test('a header cut short by the balancer closing is an error, a connection closed before any byte (a TCP health check) is not; one that never comes is dropped after 5 s', async () => {
+    const check = await rawConnect(ports.pop3);
+    check.end();
+    await waitFor(() => events('proxy_no_header').length === 1, 'the empty connection logged (debug)');
     const cut = await rawConnect(ports.pop3);
     cut.end(proxyV2('203.0.113.80').subarray(0, 20));
     await waitFor(() => events('proxy_error').some((line) => /closed after 20 octet\(s\), in the middle of the header/.test(String(line.reason))), 'the cut header logged');
@@ -256,6 +259,7 @@ describe('PROXY protocol: listeners behind a load balancer', () => {
     const waited = Date.now() - started;
     assert.ok(waited >= 4000 && waited < 14_000, `dropped after ${waited} ms`);
     assert.ok(events('proxy_error').some((line) => /no complete header within 5000 ms \(0 octet\(s\) received\)/.test(String(line.reason))));
+    assert.ok(!events('proxy_error').some((line) => /before sending anything/.test(String(line.reason))));
   });
 });
 

@@ -259,7 +259,8 @@ function canonicalIpv6(text: string): string {
 
 // --- reading from a socket ---
 
-export type ProxyReadResult = { ok: true; header: ProxyHeader } | { ok: false; reason: string };
+/** `nothingSent`: the peer closed without sending a byte (a balancer's plain TCP health check). */
+export type ProxyReadResult = { ok: true; header: ProxyHeader } | { ok: false; reason: string; nothingSent: boolean };
 
 /**
  * Reads one header from `socket` before anything else reads it. On success whatever followed
@@ -282,7 +283,7 @@ export function readProxyHeader(socket: Socket, timeoutMs: number): Promise<Prox
       const result = parser.push(chunk);
       if (result.status === 'incomplete') return;
       socket.pause();
-      if (result.status === 'invalid') return finish({ ok: false, reason: result.reason });
+      if (result.status === 'invalid') return finish({ ok: false, reason: result.reason, nothingSent: false });
       if (result.rest.length > 0) socket.unshift(result.rest);
       finish({ ok: true, header: result.header });
     };
@@ -290,9 +291,10 @@ export function readProxyHeader(socket: Socket, timeoutMs: number): Promise<Prox
       finish({
         ok: false,
         reason: parser.received === 0 ? 'the connection closed before sending anything' : `the connection closed after ${parser.received} octet(s), in the middle of the header`,
+        nothingSent: parser.received === 0,
       });
     const timer = setTimeout(
-      () => finish({ ok: false, reason: `no complete header within ${timeoutMs} ms (${parser.received} octet(s) received)` }),
+      () => finish({ ok: false, reason: `no complete header within ${timeoutMs} ms (${parser.received} octet(s) received)`, nothingSent: false }),
       timeoutMs,
     );
     socket.on('data', onData);

@@ -196,8 +196,14 @@ export class ServiceListeners<Context> {
   async #proxiedClient(socket: Socket, peer: string, label: string): Promise<string | undefined> {
     const read = await readProxyHeader(socket, PROXY_HEADER_TIMEOUT_MS);
     if (!read.ok) {
-      this.#log.warn({ event: 'proxy_error', service: this.#name, listener: label, via: peer, reason: read.reason }, `invalid PROXY protocol header from ${peer}: ${read.reason}`);
       socket.destroy();
+      if (read.nothingSent) {
+        // Connect and close: a balancer's plain TCP health check (HAProxy's "check" without
+        // "check-send-proxy"), every few seconds. Nothing went wrong; not worth a warning.
+        this.#log.debug({ event: 'proxy_no_header', listener: label, via: peer }, 'a balancer closed its connection before sending anything');
+        return undefined;
+      }
+      this.#log.warn({ event: 'proxy_error', service: this.#name, listener: label, via: peer, reason: read.reason }, `invalid PROXY protocol header from ${peer}: ${read.reason}`);
       return undefined;
     }
     const { source, withoutAddresses } = read.header;
