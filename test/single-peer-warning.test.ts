@@ -24,6 +24,7 @@ describe('the single-peer warning', () => {
   let dir: string;
   let backends: Backends;
   let captured: ReturnType<typeof capturingLogger>;
+  const servers: Pop3Server[] = [];
   const warnings = () => captured.lines.filter((line) => line.event === 'single_peer_address');
 
   before(async () => {
@@ -32,6 +33,7 @@ describe('the single-peer warning', () => {
     backends = await openBackends(parseConfig({ hostname: 'mail.example.test', data_dir: dir }, 'test'), captured.log);
   });
   after(async () => {
+    await Promise.all(servers.map((server) => server.close(100)));
     await backends.close();
     rmSync(dir, { recursive: true, force: true });
   });
@@ -39,10 +41,12 @@ describe('the single-peer warning', () => {
   /** A real POP3 service on the shared backends, with its own warning settings. */
   function pop3(singlePeerWarning: SinglePeerWarningSettings): Pop3Server {
     const login = new LoginService(backends.accounts, backends.guard, { plaintextWithoutTls: 'loopback', defaultDomain: '' });
-    return new Pop3Server(
+    const server = new Pop3Server(
       { hostname: 'mail.example.test', maxConnections: 100, maxConnectionsPerIp: 100, idleTimeoutMs: 60_000, maxLineLength: 1024, apop: false, implementation: 'popgate', singlePeerWarning },
       { login, mailstore: backends.mailstore, locks: backends.locks, log: captured.log, tls: () => undefined },
     );
+    servers.push(server);
+    return server;
   }
 
   async function connectFrom(port: number, localAddress: string, header?: Buffer): Promise<void> {
@@ -66,7 +70,6 @@ describe('the single-peer warning', () => {
     assert.match(String(warning.msg), /load balancer/);
     assert.match(String(warning.msg), /POP-before-SMTP relay to 127\.0\.0\.2, that is, to everybody behind it/);
     assert.match(String(warning.msg), /proxy_protocol_from = \["127\.0\.0\.2"\] in \[pop3\]/);
-    await server.close(100);
   });
 
   test('no warning when a second address shows up first, for an exempt address, or behind the PROXY protocol', async () => {
@@ -85,7 +88,6 @@ describe('the single-peer warning', () => {
 
     await sleep(50);
     assert.equal(warnings().length, earlier);
-    await Promise.all([mixed.close(100), exempt.close(100), proxied.close(100)]);
   });
 
   test('by default loopback clients never warn (100 connections from 127.0.0.2)', async () => {
