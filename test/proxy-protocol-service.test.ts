@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import { ConfigError, parseConfig } from '../src/config/load.ts';
 import { capturingLogger } from './helpers/outbound.ts';
 import { Pop3Client } from './helpers/pop3-client.ts';
-import { proxyV1, proxyV2, proxyV2Local } from './helpers/proxy-header.ts';
+import { proxyV1, proxyV2, proxyV2Local, proxyV2Raw } from './helpers/proxy-header.ts';
 import { message, PASSWORD, startTestServer, type TestServer } from './helpers/server.ts';
 import { SmtpClient } from './helpers/smtp-client.ts';
 import { LineReader, sleep, waitFor } from './helpers/wire.ts';
@@ -193,6 +193,24 @@ describe('PROXY protocol: listeners behind a load balancer', () => {
       assert.match(await reader.command('QUIT'), /^\+OK/);
       assert.ok((await server.app.popBeforeSmtp.list()).some((grant) => grant.key === source), `grant for ${source}`);
     }
+  });
+
+  test('an IPv6 client is written as Node writes a peer address; an IPv4-mapped one as IPv4', async () => {
+    const mapped = Buffer.alloc(36);
+    mapped.writeUInt16BE(0xffff, 10);
+    Buffer.from([203, 0, 113, 45]).copy(mapped, 12);
+    mapped[31] = 1; // destination ::1
+    mapped.writeUInt16BE(40000, 32);
+    mapped.writeUInt16BE(110, 34);
+    const headers = [proxyV1('2001:DB8:0:0::45'), proxyV2Raw(0x21, 0x21, mapped)];
+    for (const header of headers) {
+      const client = await Pop3Client.connect(ports.pop3);
+      client.write(header);
+      assert.match(await client.line(), /^\+OK /);
+      client.close();
+    }
+    await waitFor(() => events('connect').some((line) => line.ip === '203.0.113.45'), 'the mapped client as IPv4');
+    assert.ok(events('connect').some((line) => line.ip === '2001:db8::45'));
   });
 
   test('a LOCAL header (the balancer\'s health check) leaves the balancer\'s own address', async () => {
