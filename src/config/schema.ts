@@ -31,6 +31,9 @@ const network = z.string().superRefine((text, ctx) => {
 
 const positiveInt = z.number().int().positive();
 
+/** A listener's load balancers, which must send a PROXY protocol header (src/net/service.ts). */
+const proxyProtocolFrom = z.array(network).default([]);
+
 /** A next hop: "host", "host:port" or "[v6]:port" (the host is used as is: no MX lookup). */
 const nextHop = z.string().superRefine((text, ctx) => {
   const parsed = parseNextHop(text, 25);
@@ -46,6 +49,7 @@ const pop3Schema = z.strictObject({
   max_line_length: z.number().int().min(64).max(65536).default(1024),
   apop: z.boolean().default(false),
   implementation: z.string().default('popgate'),
+  proxy_protocol_from: proxyProtocolFrom,
 });
 
 export const configSchema = z.strictObject({
@@ -76,7 +80,7 @@ export const configSchema = z.strictObject({
     })
     .prefault({}),
   pop3: pop3Schema.prefault({}),
-  pop3s: z.strictObject({ listen: listenList.default([]) }).prefault({}),
+  pop3s: z.strictObject({ listen: listenList.default([]), proxy_protocol_from: proxyProtocolFrom }).prefault({}),
   smtp: z
     .strictObject({
       listen: listenList.default(['127.0.0.1:2525']),
@@ -91,10 +95,13 @@ export const configSchema = z.strictObject({
       error_delay: duration.prefault('250ms'),
       postmaster: z.string().default(''),
       auth: z.boolean().default(false),
+      proxy_protocol_from: proxyProtocolFrom,
     })
     .prefault({}),
-  submission: z.strictObject({ listen: listenList.default([]), pop_before_smtp: z.boolean().default(true) }).prefault({}),
-  submissions: z.strictObject({ listen: listenList.default([]) }).prefault({}),
+  submission: z
+    .strictObject({ listen: listenList.default([]), pop_before_smtp: z.boolean().default(true), proxy_protocol_from: proxyProtocolFrom })
+    .prefault({}),
+  submissions: z.strictObject({ listen: listenList.default([]), proxy_protocol_from: proxyProtocolFrom }).prefault({}),
   tls: z
     .strictObject({
       cert: z.string().default(''),

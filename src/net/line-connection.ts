@@ -158,6 +158,9 @@ export class LineConnection {
       }
       void this.#process();
     });
+    // A socket whose PROXY header was read arrives paused, with what followed the header put
+    // back to be read first; any other stream is already flowing, and this changes nothing.
+    stream.resume();
   }
 
   async #process(): Promise<void> {

@@ -4,6 +4,12 @@ import type { Parsed } from './next-hop.ts';
 export interface ListenAddress {
   host: string;
   port: number;
+  /**
+   * For a listener: the networks of the load balancers in front of it (CIDR). A connection from
+   * one of them must start with a PROXY protocol header, whose client address is then used;
+   * one from anywhere else is refused. Absent or empty: no PROXY protocol, every peer is a client.
+   */
+  proxyProtocolFrom?: readonly string[];
 }
 
 /** Parses `host:port` or `[v6]:port`; port 0 asks the system for a free port (tests). */

@@ -6,10 +6,21 @@ import type { ListenAddress } from './listen.ts';
 import type { SecureContext } from 'node:tls';
 import { LocalConnectionRegistry, type ConnectionRegistry } from './connection-registry.ts';
 import { LineConnection, type ConnectionTexts, type LineConnectionSettings, type LineSession } from './line-connection.ts';
+import { PROXY_HEADER_TIMEOUT_MS, readProxyHeader } from './proxy-protocol.ts';
+import { DEFAULT_SINGLE_PEER_WARNING, SinglePeerWatch, type SinglePeerWarningSettings } from './single-peer-watch.ts';
 
 // What every line-protocol service shares: listeners, the limits on connections in total and
 // per client address, a LineConnection per client, session bookkeeping, and a graceful stop.
 // The protocols differ only in their sessions and in how they word things.
+//
+// Behind a load balancer, a listener may take the client's address from a PROXY protocol
+// header (HAProxy's doc/proxy-protocol.txt) that the balancer puts before the client's bytes.
+// Such a listener believes a header only from its configured balancers and refuses every other
+// peer outright: the spec (§2) forbids guessing whether a header is there, since a port that
+// took both would let anyone claim any address, and a POP3 login "from" an address grants
+// POP-before-SMTP relay to it. The header is read before anything else, TLS included (the
+// balancer sends it in the clear), and its address is the connection's address for everything
+// after: limits, logs, lockouts, grants, Received: lines.
 
 /** Limits and timing of a service, as its config section sets them. */
 export interface ServiceOptions {
@@ -26,6 +37,8 @@ export interface ServiceOptions {
   maxErrors?: number;
   /** Pause before answering the n-th client error: n times this (0 by default). */
   errorDelayMs?: number;
+  /** When a listener without the PROXY protocol warns that one address is all it sees; see SinglePeerWatch. */
+  singlePeerWarning?: SinglePeerWarningSettings;
 }
 
 /** The protocol's words for what the service itself decides. */
@@ -53,6 +66,16 @@ export interface ServiceDependencies {
 /** What a listener's context makes of a new connection: the session, and whether TLS comes first. */
 export type SessionOpener<Context> = (connection: LineConnection, context: Context) => { session: LineSession; implicitTls: boolean };
 
+/** One listening socket: its name in logs ("pop3s", "submission"), and how it finds the client's address. */
+interface Listener<Context> {
+  label: string;
+  context: Context;
+  /** The balancers that must send a PROXY header; undefined: every peer is the client itself. */
+  proxyFrom: NetworkList | undefined;
+  /** Only on listeners without the PROXY protocol. */
+  singlePeer: SinglePeerWatch | undefined;
+}
+
 export class ServiceListeners<Context> {
   readonly #name: string;
   readonly #options: ServiceOptions;
@@ -66,6 +89,7 @@ export class ServiceListeners<Context> {
   readonly #registry: ConnectionRegistry;
   readonly #holder: string;
   readonly #trusted: NetworkList;
+  readonly #singlePeerWarning: SinglePeerWarningSettings;
   /** Connections accepted and still being admitted: they count towards max_connections too. */
   #admitting = 0;
   #nextId = 0;
@@ -91,15 +115,22 @@ export class ServiceListeners<Context> {
     this.#reusePort = deps.reusePort ?? false;
     this.#holder = deps.connections?.holder ?? String(process.pid);
     this.#trusted = new NetworkList(options.trustedNetworks ?? []);
+    this.#singlePeerWarning = options.singlePeerWarning ?? DEFAULT_SINGLE_PEER_WARNING;
   }
 
   get size(): number {
     return this.#sessions.size;
   }
 
-  /** Starts listening; resolves to the bound address (port 0 yields a free port). */
+  /**
+   * Starts listening; resolves to the bound address (port 0 yields a free port). With
+   * `address.proxyProtocolFrom`, connections from those networks start with a PROXY header and
+   * all others are refused.
+   */
   async listen(address: ListenAddress, label: string, context: Context): Promise<ListenAddress> {
-    const server = createServer({ noDelay: true }, (socket) => void this.#accept(socket, context));
+    const proxyFrom = address.proxyProtocolFrom?.length ? new NetworkList(address.proxyProtocolFrom) : undefined;
+    const listener: Listener<Context> = { label, context, proxyFrom, singlePeer: proxyFrom ? undefined : new SinglePeerWatch(this.#singlePeerWarning) };
+    const server = createServer({ noDelay: true }, (socket) => void this.#accept(socket, listener));
     server.on('error', (error) => this.#log.error({ err: error, listener: label }, 'listener error'));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -111,20 +142,29 @@ export class ServiceListeners<Context> {
     this.#servers.push(server);
     const bound = server.address();
     const result = typeof bound === 'object' && bound ? { host: bound.address, port: bound.port } : address;
-    this.#log.info({ event: 'listening', listener: label, address: result }, `${label} listening`);
+    this.#log.info({ event: 'listening', listener: label, address: result, proxyProtocolFrom: proxyFrom?.entries }, `${label} listening`);
     return result;
   }
 
-  async #accept(socket: Socket, context: Context): Promise<void> {
-    const ip = normalizeIp(socket.remoteAddress);
+  async #accept(socket: Socket, listener: Listener<Context>): Promise<void> {
+    const peer = normalizeIp(socket.remoteAddress);
     socket.on('error', () => {}); // a reset by the peer is routine; the session logs its own end
+    if (listener.proxyFrom && !listener.proxyFrom.has(peer)) return this.#refuseUnproxied(socket, peer, listener.label);
+    const suspect = listener.singlePeer?.observe(peer);
+    if (suspect !== undefined) this.#warnSinglePeer(suspect, listener.label);
     if (this.#closing) return this.#refuse(socket, this.#texts.shuttingDown);
     // The total is this process's own resource limit; per address, every process counts together.
-    if (this.#sessions.size + this.#admitting >= this.#options.maxConnections) return this.#refuseTooMany(socket, ip, 'on this server');
+    if (this.#sessions.size + this.#admitting >= this.#options.maxConnections) return this.#refuseTooMany(socket, peer, 'on this server');
     const id = `${this.#name[0]}${(++this.#nextId).toString(36)}${process.pid.toString(36)}`;
     this.#admitting++;
+    let ip = peer;
     let verdict: 'admitted' | 'from your address' | 'from your address in a short time';
     try {
+      if (listener.proxyFrom) {
+        const client = await this.#proxiedClient(socket, peer, listener.label);
+        if (client === undefined) return;
+        ip = client;
+      }
       verdict = await this.#admit(ip, id);
     } finally {
       this.#admitting--;
@@ -135,14 +175,62 @@ export class ServiceListeners<Context> {
       release(); // gone, or the server began to stop, while it was being admitted
       return socket.destroyed ? undefined : this.#refuse(socket, this.#texts.shuttingDown);
     }
-    const connection = new LineConnection(socket, ip, id, this.#connection, this.#texts, this.#log);
+    // A proxied session's log lines name the balancer it came through, beside the client.
+    const log = ip === peer ? this.#log : this.#log.child({ via: peer });
+    const connection = new LineConnection(socket, ip, id, this.#connection, this.#texts, log);
     this.#sessions.add(connection);
     connection.onClosed = () => {
       this.#sessions.delete(connection);
       release();
     };
-    const { session, implicitTls } = this.#open(connection, context);
+    const { session, implicitTls } = this.#open(connection, listener.context);
     connection.start(session, implicitTls);
+  }
+
+  /**
+   * The client's address from the PROXY header a trusted balancer sent first, or the
+   * balancer's own when the header carries none (its health checks: v2 LOCAL, v1 UNKNOWN).
+   * Undefined when the header is invalid, late or cut short: the connection is dropped without
+   * a word, as the spec asks, since nothing the peer sent can be trusted.
+   */
+  async #proxiedClient(socket: Socket, peer: string, label: string): Promise<string | undefined> {
+    const read = await readProxyHeader(socket, PROXY_HEADER_TIMEOUT_MS);
+    if (!read.ok) {
+      socket.destroy();
+      if (read.nothingSent) {
+        // Connect and close: a balancer's plain TCP health check (HAProxy's "check" without
+        // "check-send-proxy"), every few seconds. Nothing went wrong; not worth a warning.
+        this.#log.debug({ event: 'proxy_no_header', listener: label, via: peer }, 'a balancer closed its connection before sending anything');
+        return undefined;
+      }
+      this.#log.warn({ event: 'proxy_error', service: this.#name, listener: label, via: peer, reason: read.reason }, `invalid PROXY protocol header from ${peer}: ${read.reason}`);
+      return undefined;
+    }
+    const { source, withoutAddresses } = read.header;
+    if (!source) {
+      this.#log.debug({ event: 'proxy_without_address', listener: label, via: peer, kind: withoutAddresses }, 'PROXY header without a client address: the balancer itself');
+      return peer;
+    }
+    return normalizeIp(source.address);
+  }
+
+  /** A peer that is not one of the listener's balancers: its header would be a lie it could tell. */
+  #refuseUnproxied(socket: Socket, peer: string, label: string): void {
+    this.#log.warn(
+      { event: 'proxy_refused', service: this.#name, listener: label, ip: peer },
+      `connection from ${peer} refused: ${label} takes connections only through its load balancers (proxy_protocol_from)`,
+    );
+    socket.destroy();
+  }
+
+  #warnSinglePeer(ip: string, label: string): void {
+    const { afterConnections } = this.#singlePeerWarning;
+    this.#log.warn(
+      { event: 'single_peer_address', service: this.#name, listener: label, ip, connections: afterConnections },
+      `the first ${afterConnections} connections to ${label} all came from ${ip}: this looks like a load balancer that does not pass the client's address on. ` +
+        `A POP3 login through it would grant POP-before-SMTP relay to ${ip}, that is, to everybody behind it. ` +
+        `Have the balancer send the PROXY protocol (HAProxy: send-proxy-v2) and set proxy_protocol_from = ["${ip}"] in [${label}]`,
+    );
   }
 
   /**

@@ -197,11 +197,11 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
     },
   };
   try {
-    for (const entry of config.pop3.listen) addresses.pop3.push(formatListenAddress(await pop3.listen(listenAddress(entry), false)));
-    for (const entry of config.smtp.listen) addresses.smtp.push(formatListenAddress(await smtp.listen(listenAddress(entry))));
-    for (const entry of config.pop3s.listen) addresses.pop3s.push(formatListenAddress(await pop3.listen(listenAddress(entry), true)));
+    for (const entry of config.pop3.listen) addresses.pop3.push(formatListenAddress(await pop3.listen(listenAddress(entry, config.pop3.proxy_protocol_from), false)));
+    for (const entry of config.smtp.listen) addresses.smtp.push(formatListenAddress(await smtp.listen(listenAddress(entry, config.smtp.proxy_protocol_from))));
+    for (const entry of config.pop3s.listen) addresses.pop3s.push(formatListenAddress(await pop3.listen(listenAddress(entry, config.pop3s.proxy_protocol_from), true)));
     for (const role of ['submission', 'submissions'] as const) {
-      for (const entry of config[role].listen) addresses[role].push(formatListenAddress(await smtp.listen(listenAddress(entry), role)));
+      for (const entry of config[role].listen) addresses[role].push(formatListenAddress(await smtp.listen(listenAddress(entry, config[role].proxy_protocol_from), role)));
     }
   } catch (error) {
     await app.close();
@@ -361,8 +361,9 @@ function valid<T>(parsed: Parsed<T>): T {
   return parsed.value;
 }
 
-function listenAddress(text: string): ListenAddress {
-  return valid(parseListenAddress(text));
+/** A listener of the config: its address, and the load balancers that send it PROXY headers. */
+function listenAddress(text: string, proxyProtocolFrom: readonly string[]): ListenAddress {
+  return { ...valid(parseListenAddress(text)), proxyProtocolFrom };
 }
 
 /**

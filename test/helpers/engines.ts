@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -195,4 +195,48 @@ export async function startPostgres(): Promise<RunningEngine & { socketDir: stri
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+export interface RunningHaproxy {
+  /** The ports of the config's `bind` lines, in order. */
+  readonly ports: number[];
+  /** What HAProxy printed (warnings, alerts), for a failing test's message. */
+  output(): string;
+  /** Stops HAProxy and removes its folder. */
+  destroy(): Promise<void>;
+}
+
+/**
+ * A private HAProxy in the foreground (-db) with `config`, which binds only loopback
+ * addresses (`bind 127.0.0.1:PORT`, ports from freePort()). The config is checked first (-c)
+ * so a mistake in it reads as HAProxy's own message; resolves once every bind port accepts.
+ */
+export async function startHaproxy(config: string): Promise<RunningHaproxy> {
+  const binary = findEngine('haproxy');
+  if (!binary) throw new Error('haproxy is not installed');
+  const dir = mkdtempSync(join(tmpdir(), 'popgate-haproxy-'));
+  const file = join(dir, 'haproxy.cfg');
+  writeFileSync(file, config);
+  const check = spawnSync(binary, ['-c', '-q', '-f', file], { encoding: 'utf8' });
+  if (check.status !== 0) {
+    rmSync(dir, { recursive: true, force: true });
+    throw new Error(`haproxy rejects the config: ${check.stderr || check.stdout}`);
+  }
+  const binds = [...config.matchAll(/^\s*bind\s+(127(?:\.\d+){3}):(\d+)/gm)].map((match) => ({ host: match[1], port: Number(match[2]) }));
+  const output: string[] = [];
+  const child = spawn(binary, ['-db', '-f', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout!.on('data', (chunk) => output.push(String(chunk)));
+  child.stderr!.on('data', (chunk) => output.push(String(chunk)));
+  const destroy = async () => {
+    child.kill('SIGKILL');
+    await exited(child);
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    for (const bind of binds) await waitForPort(bind.port, bind.host);
+  } catch (error) {
+    await destroy();
+    throw new Error(`${(error as Error).message}: ${output.join('')}`);
+  }
+  return { ports: binds.map((bind) => bind.port), output: () => output.join(''), destroy };
 }
