@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Config } from '../config/schema.ts';
 import { createLogger, type Logger } from '../log/logger.ts';
-import { prepareData, startApp, type App } from '../server/app.ts';
+import { prepareData, releaseWorkerLocks, startApp, type App } from '../server/app.ts';
 import { superviseWorkers, tellPrimary, workerAssignment, type WorkerAssignment } from '../server/workers.ts';
 
 export async function serve(config: Config, options: { dev: boolean; source: string }): Promise<void> {
@@ -9,7 +9,15 @@ export async function serve(config: Config, options: { dev: boolean; source: str
   if (assignment) return serveAsWorker(assignment);
   const log = createLogger(config.log.level);
   log.info({ event: 'start', config: options.source, data_dir: config.data_dir, pid: process.pid, workers: config.server.workers }, 'popgate starting');
-  if (config.server.workers > 1) return superviseWorkers({ config, source: options.source, log, prepare: (resolved) => prepareData(resolved, log) });
+  if (config.server.workers > 1) {
+    return superviseWorkers({
+      config,
+      source: options.source,
+      log,
+      prepare: (resolved) => prepareData(resolved, log),
+      workerGone: (resolved, pid) => releaseWorkerLocks(resolved, log, pid),
+    });
+  }
   // The handlers come first: a listener accepts connections before startApp() has returned,
   // and a SIGTERM in that moment must still shut down gracefully, not kill the process.
   const stopOnSignal = stopper(log);

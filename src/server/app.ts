@@ -373,21 +373,29 @@ function listenAddress(text: string, proxyProtocolFrom: readonly string[]): List
  */
 export async function prepareData(config: Config, log: Logger): Promise<void> {
   await resolveTlsFiles(config, (message) => log.info({ event: 'tls_generated' }, message));
-  if (config.cluster.redis === '') {
-    // The locks of this machine's previous run (a crash leaves them) belong to nobody now.
-    const counters = openCountersDatabase(config.data_dir);
-    try {
-      const released = SqliteMaildropLocks.releaseAll(counters);
-      if (released > 0) log.info({ event: 'maildrop_locks_released', released }, 'maildrop locks of the previous run released');
-    } finally {
-      counters.close();
-    }
-  }
+  // The locks of this machine's previous run (a crash leaves them) belong to nobody now.
+  releaseWorkerLocks(config, log);
   const backends = await openBackends(config, log);
   try {
     await backends.queue.recover();
   } finally {
     await backends.close();
+  }
+}
+
+/**
+ * Releases the maildrop locks a dead worker held (by its pid), or every lock of this machine
+ * before the workers start. For the embedded backends only: a cluster's locks in Redis belong
+ * to other nodes too, and run out with their leases.
+ */
+export function releaseWorkerLocks(config: Config, log: Logger, pid?: number): void {
+  if (config.cluster.redis !== '') return;
+  const counters = openCountersDatabase(config.data_dir);
+  try {
+    const released = SqliteMaildropLocks.releaseAll(counters, pid);
+    if (released > 0) log.info({ event: 'maildrop_locks_released', released, pid }, pid === undefined ? 'maildrop locks of the previous run released' : `maildrop locks of worker process ${pid} released`);
+  } finally {
+    counters.close();
   }
 }
 

@@ -84,6 +84,8 @@ export interface SupervisorOptions {
   log: Logger;
   /** Work done once before any worker starts (certificate, schema, queue recovery). */
   prepare: (config: Config) => Promise<void>;
+  /** What a dead worker leaves behind that nobody else would clean up (its maildrop locks). */
+  workerGone: (config: Config, pid: number) => void;
 }
 
 /** Runs `config.server.workers` workers until SIGTERM or SIGINT; resolves when all have stopped. */
@@ -123,6 +125,13 @@ export async function superviseWorkers(options: SupervisorOptions): Promise<void
     const slot = slotOf.get(worker);
     slotOf.delete(worker);
     if (slot === undefined) return;
+    if (worker.process.pid !== undefined && code !== 0) {
+      try {
+        options.workerGone(config, worker.process.pid);
+      } catch (error) {
+        log.error({ err: error, slot }, 'cannot clean up after a worker');
+      }
+    }
     if (workers.get(slot) === worker) workers.delete(slot);
     if (stopping) {
       if (workers.size === 0) resolveStopped();
@@ -135,11 +144,11 @@ export async function superviseWorkers(options: SupervisorOptions): Promise<void
     const ranMs = Date.now() - restart.startedAt;
     const delayMs = ranMs > 60_000 ? 0 : restart.delayMs;
     restart.delayMs = ranMs > 60_000 ? 1000 : Math.min(restart.delayMs * 2, 60_000);
-    log.error({ event: 'worker_exit', slot, pid: worker.process.pid, code, signal, restartInMs: delayMs }, `worker ${slot} exited; restarting it`);
+    log.error({ event: 'worker_exit', slot, workerPid: worker.process.pid, code, signal, restartInMs: delayMs }, `worker ${slot} exited; restarting it`);
     setTimeout(() => {
       if (stopping) return;
       fork(slot);
-      log.info({ event: 'worker_restart', slot, pid: workers.get(slot)?.process.pid }, `worker ${slot} restarted`);
+      log.info({ event: 'worker_restart', slot, workerPid: workers.get(slot)?.process.pid }, `worker ${slot} restarted`);
     }, delayMs);
   });
 

@@ -51,11 +51,13 @@ export class SqliteMaildropLocks extends LeasedMaildropLocks {
   }
 
   /**
-   * Forgets every lock: for the primary before its workers start, when no process of this
-   * machine can hold one (those of a crashed run would otherwise wait for their leases).
+   * Forgets every lock, or those of one process (by its pid, part of every holder name): for
+   * the primary before its workers start, when no process of this machine can hold one, and
+   * when a worker died, whose sessions went with it. Otherwise they would wait for their leases.
    */
-  static releaseAll(db: DatabaseSync): number {
+  static releaseAll(db: DatabaseSync, pid?: number): number {
     new SqliteLeases(db); // the table, if this is the first start
-    return Number(db.prepare('DELETE FROM maildrop_locks').run().changes);
+    const result = pid === undefined ? db.prepare('DELETE FROM maildrop_locks').run() : db.prepare("DELETE FROM maildrop_locks WHERE token LIKE '%/' || ? || '/%'").run(String(pid));
+    return Number(result.changes);
   }
 }

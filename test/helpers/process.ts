@@ -43,3 +43,76 @@ export function exited(child: ChildProcess): Promise<number | null> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
   return new Promise((resolve) => child.once('exit', (code) => resolve(code)));
 }
+
+/** A `popgate serve` process and what it logged, parsed. */
+export interface NodeProcess {
+  child: ChildProcess;
+  /** The bound port of each listener by name ("pop3", "smtp", "submission" ...), as logged. */
+  ports: Record<string, number>;
+  /** Every JSON log line so far. */
+  log: Record<string, unknown>[];
+  /** Resolves with the first log line (already seen or still to come) that `matches`. */
+  waitForLog(matches: (entry: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
+  /** SIGTERM, then SIGKILL if it has not exited in time; resolves with the exit code. */
+  stop(timeoutMs?: number): Promise<number | null>;
+}
+
+/**
+ * Starts `popgate serve --config FILE` and resolves once it is ready: with several workers
+ * when the primary logs "workers_ready", with one once every listener of the config logs.
+ */
+export async function spawnNode(configPath: string, options: { listeners: string[]; timeoutMs?: number; env?: NodeJS.ProcessEnv } = { listeners: ['pop3'] }): Promise<NodeProcess> {
+  const child = spawn(NODE, [MAIN, 'serve', '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } });
+  const log: Record<string, unknown>[] = [];
+  const stderr: string[] = [];
+  const waiters: { matches: (entry: Record<string, unknown>) => boolean; resolve: (entry: Record<string, unknown>) => void }[] = [];
+  child.stderr!.on('data', (chunk) => stderr.push(String(chunk)));
+  createInterface({ input: child.stdout! }).on('line', (line) => {
+    let entry: Record<string, unknown>;
+    try {
+      entry = JSON.parse(line);
+    } catch {
+      return;
+    }
+    log.push(entry);
+    for (const waiter of [...waiters]) {
+      if (!waiter.matches(entry)) continue;
+      waiters.splice(waiters.indexOf(waiter), 1);
+      waiter.resolve(entry);
+    }
+  });
+  const waitForLog = (matches: (entry: Record<string, unknown>) => boolean, timeoutMs = 15_000) => {
+    const seen = log.find(matches);
+    if (seen) return Promise.resolve(seen);
+    return new Promise<Record<string, unknown>>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no such log line within ${timeoutMs} ms; stderr: ${stderr.join('')}`)), timeoutMs);
+      waiters.push({ matches, resolve: (entry) => (clearTimeout(timer), resolve(entry)) });
+    });
+  };
+  const ports: Record<string, number> = {};
+  const exit = new Promise<never>((_, reject) => child.once('exit', (code) => reject(new Error(`server exited with ${code}: ${stderr.join('')}`))));
+  exit.catch(() => {});
+  const ready = (async () => {
+    for (const listener of options.listeners) {
+      const entry = await waitForLog((e) => e.event === 'listening' && e.listener === listener, options.timeoutMs ?? 20_000);
+      ports[listener] = (entry.address as { port: number }).port;
+    }
+    const first = await waitForLog((e) => e.event === 'start', options.timeoutMs ?? 20_000);
+    if (Number(first.workers) > 1) await waitForLog((e) => e.event === 'workers_ready', options.timeoutMs ?? 20_000);
+  })();
+  await Promise.race([ready, exit]);
+  return {
+    child,
+    ports,
+    log,
+    waitForLog,
+    async stop(timeoutMs = 15_000) {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+      const code = await exited(child);
+      clearTimeout(timer);
+      return code;
+    },
+  };
+}
