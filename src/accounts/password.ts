@@ -73,6 +73,18 @@ export class VerifiedPasswordCache {
     return timingSafeEqual(entry.mac, this.#mac(password));
   }
 
+  /**
+   * verifyPassword through the cache: a remembered success matches at once, a new one is
+   * remembered. `stored` undefined (an unknown user) still pays a full check, so the time taken
+   * does not tell unknown users from wrong passwords.
+   */
+  async verify(stored: string | undefined, password: string): Promise<boolean> {
+    if (stored !== undefined && this.matches(stored, password)) return true;
+    const ok = await verifyPassword(password, stored);
+    if (ok && stored !== undefined) this.remember(stored, password);
+    return ok;
+  }
+
   remember(stored: string, password: string, now = Date.now()): void {
     if (this.#ttlMs <= 0) return;
     this.#entries.delete(stored);

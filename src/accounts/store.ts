@@ -18,6 +18,9 @@ export interface AuthenticatedUser {
   address: string;
 }
 
+/** What a local address is: a user's mailbox or an alias with its targets. */
+export type LocalAddress = { kind: 'user' } | { kind: 'alias'; targets: string[] };
+
 export class AccountError extends Error {
   readonly exitCode = 1;
 }
@@ -40,7 +43,7 @@ export interface AccountStore {
   getApopSecret(address: string): Promise<string | undefined>;
 
   /** What a local address is: a user's mailbox, an alias with its targets, or nothing. */
-  lookup(address: string): Promise<{ kind: 'user' } | { kind: 'alias'; targets: string[] } | undefined>;
+  lookup(address: string): Promise<LocalAddress | undefined>;
   /** Addresses a user may send as: their own and every alias that reaches them. */
   sendableAddresses(user: string): Promise<string[]>;
 

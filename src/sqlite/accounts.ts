@@ -1,8 +1,10 @@
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import { statementCache } from './open.ts';
-import { normalizeDomain, parseAddress } from '../accounts/address.ts';
-import { hashPassword, VerifiedPasswordCache, verifyPassword } from '../accounts/password.ts';
-import { AccountError, type AccountStore, type Alias, type AuthenticatedUser, type User } from '../accounts/store.ts';
+import { parseAddress } from '../accounts/address.ts';
+import { refusal, requireAddress, requireDomain, requirePassword } from '../accounts/checks.ts';
+import { FoundMemo } from '../accounts/memo.ts';
+import { hashPassword, VerifiedPasswordCache } from '../accounts/password.ts';
+import type { AccountStore, Alias, AuthenticatedUser, LocalAddress, User } from '../accounts/store.ts';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS domains (
@@ -25,10 +27,6 @@ CREATE TABLE IF NOT EXISTS aliases (
 ) STRICT;
 `;
 
-/** How long a found domain or address is remembered, and for how many at most. */
-const MEMO_MS = 1000;
-const MEMO_LIMIT = 10_000;
-
 interface UserRow {
   address: string;
   domain: string;
@@ -41,7 +39,7 @@ export class SqliteAccountStore implements AccountStore {
   readonly #db: DatabaseSync;
   readonly #ownsDb: boolean;
   readonly #sql: (sql: string) => StatementSync;
-  readonly #memo = new Map<string, { value: unknown; until: number }>();
+  readonly #memo = new FoundMemo();
 
   readonly #verified: VerifiedPasswordCache;
 
@@ -57,7 +55,7 @@ export class SqliteAccountStore implements AccountStore {
   async addDomain(input: string): Promise<void> {
     const domain = requireDomain(input);
     const result = this.#sql('INSERT OR IGNORE INTO domains (name, created_at) VALUES (?, ?)').run(domain, Date.now());
-    if (result.changes === 0) throw new AccountError(`domain ${domain} already exists`);
+    if (result.changes === 0) throw refusal.domainExists(domain);
   }
 
   async removeDomain(input: string): Promise<void> {
@@ -66,13 +64,11 @@ export class SqliteAccountStore implements AccountStore {
     const users = this.#sql('SELECT count(*) AS n FROM users WHERE domain = ?').get(domain) as { n: number };
     const aliases = this.#sql('SELECT count(*) AS n FROM aliases WHERE domain = ?').get(domain) as { n: number };
     if (users.n > 0 || aliases.n > 0) {
-      throw new AccountError(
-        `domain ${domain} still has ${users.n} user(s) and ${aliases.n} alias target(s): remove them first (popgate user list ${domain})`,
-      );
+      throw refusal.domainInUse(domain, users.n, aliases.n);
     }
     this.#sql('DELETE FROM domains WHERE name = ?').run(domain);
     // After the delete: the existence check above has just remembered the domain as found.
-    this.#memo.clear();
+    this.#memo.forget();
   }
 
   async listDomains(): Promise<string[]> {
@@ -80,10 +76,9 @@ export class SqliteAccountStore implements AccountStore {
   }
 
   async isLocalDomain(domain: string): Promise<boolean> {
-    const key = `d:${domain}`;
-    if (this.#recentlyFound(key)) return true;
+    if (this.#memo.domain(domain)) return true;
     const found = this.#sql('SELECT 1 FROM domains WHERE name = ?').get(domain) !== undefined;
-    if (found) this.#found(key, true);
+    if (found) this.#memo.foundDomain(domain);
     return found;
   }
 
@@ -91,16 +86,14 @@ export class SqliteAccountStore implements AccountStore {
     const address = requireAddress(input);
     await this.#requireDomainExists(address.domain);
     requirePassword(password);
-    if (await this.getUser(address.address)) throw new AccountError(`user ${address.address} already exists`);
-    if (this.#sql('SELECT 1 FROM aliases WHERE alias = ?').get(address.address)) {
-      throw new AccountError(`${address.address} is an alias: remove the alias first (popgate alias remove ${address.address})`);
-    }
+    if (await this.getUser(address.address)) throw refusal.userExists(address.address);
+    if (this.#sql('SELECT 1 FROM aliases WHERE alias = ?').get(address.address)) throw refusal.addressIsAlias(address.address);
     const hash = await hashPassword(password);
     const createdAt = Date.now();
     const result = this.#db
       .prepare('INSERT OR IGNORE INTO users (address, domain, local, password_hash, created_at) VALUES (?, ?, ?, ?, ?)')
       .run(address.address, address.domain, address.local, hash, createdAt);
-    if (result.changes === 0) throw new AccountError(`user ${address.address} already exists`);
+    if (result.changes === 0) throw refusal.userExists(address.address);
     return { address: address.address, domain: address.domain, local: address.local, createdAt };
   }
 
@@ -112,7 +105,7 @@ export class SqliteAccountStore implements AccountStore {
   }
 
   async removeUser(input: string): Promise<void> {
-    this.#memo.clear();
+    this.#memo.forget();
     const address = await this.#requireUser(input);
     this.#sql('DELETE FROM users WHERE address = ?').run(address);
   }
@@ -141,10 +134,7 @@ export class SqliteAccountStore implements AccountStore {
     const row = address
       ? (this.#sql('SELECT password_hash FROM users WHERE address = ?').get(address.address) as { password_hash: string } | undefined)
       : undefined;
-    const stored = row?.password_hash;
-    if (address && stored !== undefined && this.#verified.matches(stored, password)) return { address: address.address };
-    const ok = await verifyPassword(password, stored);
-    if (ok && stored !== undefined) this.#verified.remember(stored, password);
+    const ok = await this.#verified.verify(row?.password_hash, password);
     return ok && address ? { address: address.address } : undefined;
   }
 
@@ -161,36 +151,17 @@ export class SqliteAccountStore implements AccountStore {
     return row?.apop_secret ?? undefined;
   }
 
-  async lookup(address: string): Promise<{ kind: 'user' } | { kind: 'alias'; targets: string[] } | undefined> {
-    const key = `a:${address}`;
-    const known = this.#recentlyFound(key);
-    if (known) return known as { kind: 'user' } | { kind: 'alias'; targets: string[] };
-    let found: { kind: 'user' } | { kind: 'alias'; targets: string[] } | undefined;
+  async lookup(address: string): Promise<LocalAddress | undefined> {
+    const known = this.#memo.address(address);
+    if (known) return known;
+    let found: LocalAddress | undefined;
     if (this.#sql('SELECT 1 FROM users WHERE address = ?').get(address)) found = { kind: 'user' };
     else {
       const rows = this.#sql('SELECT target FROM aliases WHERE alias = ?').all(address) as { target: string }[];
       if (rows.length > 0) found = { kind: 'alias', targets: rows.map((r) => r.target) };
     }
-    if (found) this.#found(key, found);
+    if (found) this.#memo.foundAddress(address, found);
     return found;
-  }
-
-  // Every MAIL and RCPT asks whether a domain is ours and what an address is; each answer is
-  // a query on the WAL database (several microseconds of locking, tens under load). What was
-  // found is remembered for a second. Only positive answers: an address or domain added (in
-  // this process or by the CLI) is accepted at once; one removed by the CLI may still be
-  // accepted for up to a second, one removed in this process at once (the memo is cleared).
-  #recentlyFound(key: string): unknown {
-    const entry = this.#memo.get(key);
-    if (!entry) return undefined;
-    if (entry.until > Date.now()) return entry.value;
-    this.#memo.delete(key);
-    return undefined;
-  }
-
-  #found(key: string, value: unknown): void {
-    if (this.#memo.size >= MEMO_LIMIT) this.#memo.clear();
-    this.#memo.set(key, { value, until: Date.now() + MEMO_MS });
   }
 
   async sendableAddresses(user: string): Promise<string[]> {
@@ -199,13 +170,13 @@ export class SqliteAccountStore implements AccountStore {
   }
 
   async addAlias(input: string, targetInputs: string[]): Promise<void> {
-    this.#memo.clear();
+    this.#memo.forget();
     const alias = requireAddress(input);
     await this.#requireDomainExists(alias.domain);
-    if (targetInputs.length === 0) throw new AccountError('an alias needs at least one target address');
-    if (await this.getUser(alias.address)) throw new AccountError(`${alias.address} is a user; an alias cannot have the same address`);
+    if (targetInputs.length === 0) throw refusal.aliasWithoutTarget();
+    if (await this.getUser(alias.address)) throw refusal.aliasIsUser(alias.address);
     const targets = targetInputs.map((t) => requireAddress(t).address);
-    if (targets.includes(alias.address)) throw new AccountError(`alias ${alias.address} cannot point to itself`);
+    if (targets.includes(alias.address)) throw refusal.aliasToItself(alias.address);
     const insert = this.#sql('INSERT OR IGNORE INTO aliases (alias, domain, target) VALUES (?, ?, ?)');
     this.#db.exec('BEGIN IMMEDIATE');
     try {
@@ -218,7 +189,7 @@ export class SqliteAccountStore implements AccountStore {
   }
 
   async removeAlias(input: string, targetInputs?: string[]): Promise<void> {
-    this.#memo.clear();
+    this.#memo.forget();
     const alias = requireAddress(input).address;
     let changes: number | bigint;
     if (targetInputs && targetInputs.length > 0) {
@@ -229,7 +200,7 @@ export class SqliteAccountStore implements AccountStore {
     } else {
       changes = this.#sql('DELETE FROM aliases WHERE alias = ?').run(alias).changes;
     }
-    if (Number(changes) === 0) throw new AccountError(`no such alias: ${alias}${targetInputs?.length ? ` -> ${targetInputs.join(', ')}` : ''} (see popgate alias list)`);
+    if (Number(changes) === 0) throw refusal.noSuchAlias(alias, targetInputs);
   }
 
   async listAliases(domainInput?: string): Promise<Alias[]> {
@@ -252,34 +223,16 @@ export class SqliteAccountStore implements AccountStore {
   }
 
   async #requireDomainExists(domain: string): Promise<void> {
-    if (!(await this.isLocalDomain(domain))) throw new AccountError(`unknown domain ${domain}: add it first with popgate domain add ${domain}`);
+    if (!(await this.isLocalDomain(domain))) throw refusal.unknownDomain(domain);
   }
 
   async #requireUser(input: string): Promise<string> {
     const address = requireAddress(input).address;
-    if (!(await this.getUser(address))) throw new AccountError(`no such user: ${address} (see popgate user list)`);
+    if (!(await this.getUser(address))) throw refusal.noSuchUser(address);
     return address;
   }
 }
 
 function toUser(row: UserRow): User {
   return { address: row.address, domain: row.domain, local: row.local, createdAt: row.created_at };
-}
-
-function requireDomain(input: string): string {
-  const domain = normalizeDomain(input);
-  if (!domain) throw new AccountError(`"${input}" is not a valid domain name (for example example.net)`);
-  return domain;
-}
-
-function requireAddress(input: string) {
-  const address = parseAddress(input);
-  if (!address) throw new AccountError(`"${input}" is not a valid address (for example alice@example.net)`);
-  return address;
-}
-
-function requirePassword(password: string): void {
-  if (password.length < 8) throw new AccountError('the password must be at least 8 characters long');
-  if (password.length > 1024) throw new AccountError('the password must be at most 1024 characters long');
-  if (/[\r\n\0]/.test(password)) throw new AccountError('the password must not contain line breaks or NUL characters');
 }
