@@ -19,6 +19,9 @@ import { Xorshift32 } from './helpers/wire.ts';
 // delivers a queue to a real SMTP sink, restarted on the same data dir, and every message
 // must still arrive. A message whose answer was in flight may arrive twice (§6.1 accepts
 // duplicates); none may be lost, and the queue must end empty, spool and index alike.
+// The killed process's leases are released before each restart, as a supervisor does for a
+// process it saw die: a restarted process has a new lease owner name and leaves the old
+// owner's leases alone, which would otherwise keep those messages for the lease time (15 min).
 
 const MESSAGES = 20;
 /** Sessions popgate opens to one next hop: at most this many answers are in flight at a kill. */
@@ -89,6 +92,7 @@ async function startCrashWorld(): Promise<CrashWorld> {
     config,
     children: [],
     async start() {
+      await releaseLeasesOfTheDead(data);
       const server = await spawnServer(config);
       created.children.push(server.child);
       return server;
@@ -113,6 +117,17 @@ async function prefill(data: string, count: number, tag: string): Promise<string
     await queue.close();
   }
   return subjects;
+}
+
+/** Ends the leases of every owner in the index: called only while no server runs, so all of them are dead. */
+async function releaseLeasesOfTheDead(data: string): Promise<void> {
+  const store = SqliteQueueStore.open(data);
+  try {
+    const owners = new Set((await store.list()).map((m) => m.leaseOwner).filter((owner) => owner !== undefined));
+    for (const owner of owners) await store.releaseLeases(Date.now(), owner);
+  } finally {
+    await store.close();
+  }
 }
 
 function subjectOf(message: ReceivedMessage): string {
@@ -192,6 +207,10 @@ describe('kill -9 during delivery loses nothing', () => {
     assert.ok(held.size >= 1 && held.size <= SESSIONS, `1 to ${SESSIONS} messages were in flight at the kill (${held.size})`);
     assert.equal(crash.sink.messages.length, 0, 'no DATA was answered before the kill');
     assert.equal(spoolFiles(crash.data).envelopes.length, MESSAGES, 'a message without an answer stays in the spool');
+    const index = SqliteQueueStore.open(crash.data);
+    const leased = (await index.list()).filter((m) => m.leaseOwner !== undefined);
+    await index.close();
+    assert.ok(leased.length >= held.size, 'what the killed process was delivering is still leased to it');
 
     // The sink answers now, to a connection nobody is listening to any more: popgate never
     // saw a 250 for these, so it must send them again.

@@ -94,3 +94,29 @@ describe('DKIM key that cannot sign', () => {
     assert.match(message.data.toString(), /^DKIM-Signature: [^]*d=example\.test/);
   });
 });
+
+describe('stopping', () => {
+  let world: OutboundWorld;
+  let release: (() => void) | undefined;
+  before(async () => {
+    world = await startOutboundWorld({ zone, sinks: [{ host: '127.0.0.2' }] });
+  });
+  after(async () => {
+    release?.();
+    await world.close();
+  });
+
+  test('a stop releases the leases of what was being delivered: due at once, for another node or the next start', async () => {
+    world.sinks[0].behaviour.hold = () => new Promise<void>((resolve) => (release = resolve));
+    const id = await world.queue('alice@example.test', ['bob@remote.example'], body('interrupted'));
+    await until(() => release !== undefined, 10_000, 'DATA held by the next hop');
+    const leased = await world.server.app.queue.get(id);
+    assert.ok(leased?.leaseOwner, 'leased while its DATA answer is awaited');
+    assert.ok(leased.nextAttemptAt > Date.now() + 60_000, 'not due while leased');
+    await world.server.app.delivery.stop(100);
+    const stopped = await world.server.app.queue.get(id);
+    assert.ok(stopped, 'still queued: its DATA was never answered');
+    assert.equal(stopped.leaseOwner, undefined, 'no longer leased');
+    assert.ok(stopped.nextAttemptAt <= Date.now(), 'due now');
+  });
+});

@@ -33,6 +33,11 @@ export interface DeliverySettings {
   pollMs: number;
   /** How long a message being delivered stays claimed if its delivery never ends. */
   leaseMs: number;
+  /**
+   * The name this scheduler's leases carry (Backends.holder). It releases only its own leases,
+   * never those of another node sharing the queue; a dead owner's leases run out after leaseMs.
+   */
+  leaseOwner: string;
 }
 
 export interface DeliveryDeps {
@@ -91,9 +96,9 @@ export class DeliveryScheduler {
     this.#maxInFlight = Math.max(100, settings.maxConnections * 10);
   }
 
-  /** Whatever the last run was delivering when it stopped (or crashed) is due again at once. */
+  /** Whatever a run under the same lease owner was delivering when it stopped (or crashed) is due again at once. */
   async start(): Promise<void> {
-    await this.#deps.queue.releaseLeases(Date.now());
+    await this.#deps.queue.releaseLeases(Date.now(), this.#settings.leaseOwner);
     this.#stopped = false;
     this.wake();
   }
@@ -111,7 +116,8 @@ export class DeliveryScheduler {
 
   /**
    * Stops taking messages, lets running transactions finish for up to `graceMs`, then closes
-   * every session. Whatever was not answered stays queued for the next start.
+   * every session. Whatever was not answered stays queued, and its leases are released so that
+   * another node, or this one after a restart under a new name, takes it at once.
    */
   async stop(graceMs: number): Promise<void> {
     this.#stopped = true;
@@ -123,6 +129,11 @@ export class DeliveryScheduler {
     await Promise.race([Promise.allSettled([...this.#running]), new Promise((resolve) => (timer = setTimeout(resolve, graceMs)))]);
     clearTimeout(timer);
     for (const session of this.#sessions) session.close();
+    try {
+      await this.#deps.queue.releaseLeases(Date.now(), this.#settings.leaseOwner);
+    } catch (error) {
+      this.#log.error({ event: 'queue_error', err: error }, 'cannot release the leases at stop: those messages wait until their leases run out');
+    }
   }
 
   #arm(delayMs: number): void {
@@ -142,7 +153,7 @@ export class DeliveryScheduler {
         this.#again = false;
         const room = this.#maxInFlight - this.#inFlight.size;
         if (room <= 0) break;
-        const due = await this.#deps.queue.claim(Date.now(), room, this.#settings.leaseMs);
+        const due = await this.#deps.queue.claim(Date.now(), room, this.#settings.leaseMs, this.#settings.leaseOwner);
         for (const message of due) if (!this.#inFlight.has(message.id)) this.#track(message);
         if (due.length === room) this.#again = true;
       } while (this.#again && !this.#stopped);

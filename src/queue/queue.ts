@@ -42,14 +42,14 @@ export class OutboundQueue implements MessageQueue {
     await this.#store.remove(id);
   }
 
-  /** Up to `limit` due messages, oldest first, leased for `leaseMs` so nobody else takes them. */
-  claim(now: number, limit: number, leaseMs: number): Promise<QueuedMessage[]> {
-    return this.#store.claim(now, limit, leaseMs);
+  /** Up to `limit` due messages, oldest first, leased to `owner` for `leaseMs` so nobody else takes them. */
+  claim(now: number, limit: number, leaseMs: number, owner: string): Promise<QueuedMessage[]> {
+    return this.#store.claim(now, limit, leaseMs, owner);
   }
 
-  /** Ends every lease: what the last run was delivering is due again. */
-  releaseLeases(now: number): Promise<number> {
-    return this.#store.releaseLeases(now);
+  /** Ends `owner`'s leases (only its own): what it was delivering is due again. */
+  releaseLeases(now: number, owner: string): Promise<number> {
+    return this.#store.releaseLeases(now, owner);
   }
 
   /** When the next message falls due (undefined for an empty queue). */

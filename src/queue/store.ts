@@ -38,6 +38,8 @@ export interface QueuedMessage {
   lastError?: string;
   /** A delay warning was sent to the sender. */
   warned: boolean;
+  /** Who holds the lease from its last claim (a process's name), until the lease is ended; one that ran out keeps it until the next claim. */
+  leaseOwner?: string;
   recipients: QueuedRecipient[];
 }
 
@@ -63,13 +65,17 @@ export interface QueueStore {
   add(envelope: Envelope, size: number): Promise<void>;
   ids(): Promise<Set<string>>;
   /**
-   * Takes up to `limit` messages due by `now`, oldest first, and leases them: they are not due
-   * again until `leaseMs` has passed or the lease ends (recordAttempt, remove, releaseLeases).
-   * A lease keeps a message from being picked twice, also by another node of a cluster.
+   * Takes up to `limit` messages due by `now`, oldest first, and leases them to `owner`: they are
+   * not due again until `leaseMs` has passed or the lease ends (recordAttempt, remove, the
+   * owner's releaseLeases). A lease keeps a message from being picked twice, also by another
+   * node of a cluster; once it has run out, anyone may claim the message.
    */
-  claim(now: number, limit: number, leaseMs: number): Promise<QueuedMessage[]>;
-  /** Ends every lease (at start: whatever the last run was delivering is due again). */
-  releaseLeases(now: number): Promise<number>;
+  claim(now: number, limit: number, leaseMs: number, owner: string): Promise<QueuedMessage[]>;
+  /**
+   * Ends the leases `owner` holds: those messages are due at `now`. Never another owner's: a
+   * starting node must not take what a live one is delivering; a dead owner's leases run out.
+   */
+  releaseLeases(now: number, owner: string): Promise<number>;
   /** When the next message falls due (undefined for an empty queue). */
   nextDueAt(): Promise<number | undefined>;
   get(id: string): Promise<QueuedMessage | undefined>;

@@ -154,7 +154,7 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
   }, config.tls.reload_check);
   tlsWatcher.unref();
   const addresses: Record<string, string[]> = { pop3: [], pop3s: [], smtp: [], submission: [], submissions: [] };
-  const delivery = createDeliveryScheduler(config, { queue, policy, acceptance, log }, () => addresses.smtp);
+  const delivery = createDeliveryScheduler(config, { queue, policy, acceptance, log }, () => addresses.smtp, holder);
   // One worker of a machine delivers the queue (slot 1); the others tell it, through their
   // primary, when they have queued mail, so relayed mail leaves at once whoever accepted it.
   const delivers = !worker || worker.slot === 1;
@@ -312,6 +312,7 @@ export function createDeliveryScheduler(
   config: Config,
   deps: { queue: OutboundQueue; policy: MailPolicy; acceptance: MessageAcceptance; log: Logger },
   smtpAddresses: () => string[],
+  leaseOwner: string,
 ): DeliveryScheduler {
   const outbound = config.outbound;
   const hop = (text: string): NextHop => valid(parseNextHop(text, 25));
@@ -342,6 +343,7 @@ export function createDeliveryScheduler(
       pollMs: 2000,
       // Longer than any one attempt can take (connect, commands, DATA), so a live delivery keeps it.
       leaseMs: Math.max(15 * 60_000, 4 * (outbound.connect_timeout + outbound.command_timeout)),
+      leaseOwner,
       clientFor: (route) =>
         route.via === 'relayhost'
           ? {

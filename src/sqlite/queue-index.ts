@@ -15,7 +15,7 @@ interface MessageRow {
   next_attempt_at: number;
   last_error: string | null;
   warned: number;
-  leased: number;
+  lease_owner: string | null;
 }
 
 interface RecipientRow {
@@ -65,8 +65,9 @@ export class SqliteQueueStore implements QueueStore {
       next_attempt_at INTEGER NOT NULL,
       last_error TEXT,
       warned INTEGER NOT NULL DEFAULT 0,
-      leased INTEGER NOT NULL DEFAULT 0
+      lease_owner TEXT
     ) STRICT`);
+    addLeaseOwners(db);
     db.exec('CREATE INDEX IF NOT EXISTS queue_messages_due ON queue_messages (next_attempt_at)');
     db.exec(`CREATE TABLE IF NOT EXISTS queue_recipients (
       message_id TEXT NOT NULL REFERENCES queue_messages (id) ON DELETE CASCADE,
@@ -86,7 +87,7 @@ export class SqliteQueueStore implements QueueStore {
     // A leased message's next attempt moves to the lease's end, so the due range of the index
     // holds only messages nobody is delivering: a claim costs the same with 1 or 1,000 in flight.
     this.#claim = db.prepare(
-      `UPDATE queue_messages SET leased = 1, next_attempt_at = ?1
+      `UPDATE queue_messages SET lease_owner = ?4, next_attempt_at = ?1
        WHERE id IN (SELECT id FROM queue_messages WHERE next_attempt_at <= ?2 ORDER BY next_attempt_at, received_at LIMIT ?3)
        RETURNING *`,
     );
@@ -107,16 +108,16 @@ export class SqliteQueueStore implements QueueStore {
     return new Set((this.#sql('SELECT id FROM queue_messages').all() as { id: string }[]).map((row) => row.id));
   }
 
-  async claim(now: number, limit: number, leaseMs: number): Promise<QueuedMessage[]> {
+  async claim(now: number, limit: number, leaseMs: number, owner: string): Promise<QueuedMessage[]> {
     let rows: MessageRow[] = [];
     this.#transaction(() => {
-      rows = this.#claim.all(now + leaseMs, now, limit) as unknown as MessageRow[];
+      rows = this.#claim.all(now + leaseMs, now, limit, owner) as unknown as MessageRow[];
     });
     return rows.sort((a, b) => a.received_at - b.received_at).map((row) => this.#toMessage(row));
   }
 
-  async releaseLeases(now: number): Promise<number> {
-    return Number(this.#sql('UPDATE queue_messages SET leased = 0, next_attempt_at = ? WHERE leased = 1').run(now).changes);
+  async releaseLeases(now: number, owner: string): Promise<number> {
+    return Number(this.#sql('UPDATE queue_messages SET lease_owner = NULL, next_attempt_at = ? WHERE lease_owner = ?').run(now, owner).changes);
   }
 
   async nextDueAt(): Promise<number | undefined> {
@@ -136,7 +137,7 @@ export class SqliteQueueStore implements QueueStore {
   async recordAttempt(id: string, updates: RecipientUpdate[], next: NextAttempt, now: number): Promise<void> {
     this.#transaction(() => {
       for (const u of updates) this.#updateRecipient.run(u.state, u.status ?? null, u.diagnostic ?? null, u.remoteMta ?? null, now, id, u.address);
-      this.#sql('UPDATE queue_messages SET attempts = ?, next_attempt_at = ?, last_error = ?, warned = ?, leased = 0 WHERE id = ?')
+      this.#sql('UPDATE queue_messages SET attempts = ?, next_attempt_at = ?, last_error = ?, warned = ?, lease_owner = NULL WHERE id = ?')
         .run(next.attempts, next.nextAttemptAt, next.lastError ?? null, next.warned ? 1 : 0, id);
     });
   }
@@ -144,8 +145,8 @@ export class SqliteQueueStore implements QueueStore {
   async retryNow(id: string | undefined, now: number): Promise<number> {
     const result =
       id === undefined
-        ? this.#sql('UPDATE queue_messages SET next_attempt_at = ? WHERE next_attempt_at > ? AND leased = 0').run(now, now)
-        : this.#sql('UPDATE queue_messages SET next_attempt_at = min(next_attempt_at, ?) WHERE id = ? AND leased = 0').run(now, id);
+        ? this.#sql('UPDATE queue_messages SET next_attempt_at = ? WHERE next_attempt_at > ? AND lease_owner IS NULL').run(now, now)
+        : this.#sql('UPDATE queue_messages SET next_attempt_at = min(next_attempt_at, ?) WHERE id = ? AND lease_owner IS NULL').run(now, id);
     return Number(result.changes);
   }
 
@@ -179,6 +180,7 @@ export class SqliteQueueStore implements QueueStore {
       nextAttemptAt: row.next_attempt_at,
       lastError: row.last_error ?? undefined,
       warned: row.warned === 1,
+      leaseOwner: row.lease_owner ?? undefined,
       recipients,
     };
   }
@@ -192,5 +194,27 @@ export class SqliteQueueStore implements QueueStore {
       this.#db.exec('ROLLBACK');
       throw error;
     }
+  }
+}
+
+/**
+ * Leases have owners since several nodes may share a queue. An index written before has a
+ * `leased` flag instead: the column is added (checked and altered in one write transaction, so a
+ * CLI and a server opening the file at once do it once) and the flag dropped. A message that
+ * was leased keeps its time, the end of that lease, without an owner: it falls due when the
+ * lease would have ended, as the leases of a process that is gone do.
+ */
+function addLeaseOwners(db: DatabaseSync): void {
+  db.exec('BEGIN IMMEDIATE');
+  try {
+    const columns = (db.prepare("SELECT name FROM pragma_table_info('queue_messages')").all() as { name: string }[]).map((c) => c.name);
+    if (!columns.includes('lease_owner')) {
+      db.exec('ALTER TABLE queue_messages ADD COLUMN lease_owner TEXT');
+      db.exec('ALTER TABLE queue_messages DROP COLUMN leased');
+    }
+    db.exec('COMMIT');
+  } catch (error) {
+    db.exec('ROLLBACK');
+    throw error;
   }
 }
