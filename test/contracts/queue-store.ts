@@ -123,6 +123,26 @@ export function queueStoreContract(backend: string, open: OpenStore<QueueStore>)
         assert.deepEqual(claims.flatMap(ids).sort(), ['A', 'B', 'C']);
       }));
 
+    test('many claims at once, from two instances, take every message exactly once', () =>
+      withStore(open, async ({ store, reopen }) => {
+        const stores = reopen ? [store, await reopen()] : [store];
+        for (let i = 0; i < 100; i++) await store.add(envelope(`M${String(i).padStart(3, '0')}`, T0 + i), 10);
+        // Each instance answers a few calls at once first (opening its connections, if it has
+        // any), so the claims below run side by side rather than one after another.
+        await Promise.all(stores.flatMap((s) => Array.from({ length: 8 }, () => s.nextDueAt())));
+        const claimed: string[] = [];
+        const claimer = async (s: QueueStore, owner: string) => {
+          for (;;) {
+            const batch = await s.claim(T0 + 1000, 3, LEASE, owner);
+            if (batch.length === 0) return;
+            claimed.push(...ids(batch));
+          }
+        };
+        await Promise.all(stores.flatMap((s, n) => Array.from({ length: 8 }, () => claimer(s, n === 0 ? NODE_A : NODE_B))));
+        assert.equal(new Set(claimed).size, 100, 'every message was claimed');
+        assert.equal(claimed.length, 100, 'none twice');
+      }));
+
     test('a lease holds against another instance too (another node of a cluster)', (t) =>
       withStore(open, async ({ store, reopen }) => {
         if (!reopen) return t.skip('this backend has one instance only');

@@ -1,0 +1,154 @@
+import type pg from 'pg';
+import { silentLogger } from '../log/logger.ts';
+import { createPool, inTransaction } from './pool.ts';
+
+// popgate's PostgreSQL schema, as an ordered list of migrations kept in the code. The
+// database records the versions applied in popgate_schema_migrations. Each migration runs in a
+// transaction of its own together with its record, so a failure leaves the schema at the
+// previous version. Several nodes starting at once may all call migrate: each step first takes
+// a transaction-level advisory lock, so one node applies a migration and the others find it
+// applied. A database migrated by a newer popgate is refused: this code would not know its
+// tables.
+//
+// Time is stored as bigint milliseconds since 1970, as the store interfaces count it. Names
+// and addresses are compared bytewise (COLLATE "C"), as SQLite does: they are ASCII after
+// normalization (IDN A-labels, lower case), and sorting does not depend on the server's locale.
+
+export interface Migration {
+  version: number;
+  description: string;
+  sql: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    description: 'accounts: domains, users, aliases',
+    sql: `
+      CREATE TABLE popgate_domains (
+        name text COLLATE "C" PRIMARY KEY,
+        created_at bigint NOT NULL
+      );
+      CREATE TABLE popgate_users (
+        address text COLLATE "C" PRIMARY KEY,
+        domain text COLLATE "C" NOT NULL REFERENCES popgate_domains (name),
+        local text COLLATE "C" NOT NULL,
+        password_hash text NOT NULL,
+        apop_secret text,
+        created_at bigint NOT NULL
+      );
+      CREATE INDEX popgate_users_domain ON popgate_users (domain);
+      CREATE TABLE popgate_aliases (
+        alias text COLLATE "C" NOT NULL,
+        domain text COLLATE "C" NOT NULL REFERENCES popgate_domains (name),
+        target text COLLATE "C" NOT NULL,
+        PRIMARY KEY (alias, target)
+      );
+      CREATE INDEX popgate_aliases_domain ON popgate_aliases (domain);
+      CREATE INDEX popgate_aliases_target ON popgate_aliases (target);
+    `,
+  },
+  {
+    version: 2,
+    description: 'outbound queue index: messages with their leases, recipients',
+    sql: `
+      CREATE TABLE popgate_queue_messages (
+        id text COLLATE "C" PRIMARY KEY,
+        sender text NOT NULL,
+        received_at bigint NOT NULL,
+        client_ip text NOT NULL,
+        authorized_user text,
+        size bigint NOT NULL,
+        attempts integer NOT NULL DEFAULT 0,
+        next_attempt_at bigint NOT NULL,
+        last_error text,
+        warned boolean NOT NULL DEFAULT false,
+        lease_owner text
+      );
+      CREATE INDEX popgate_queue_messages_due ON popgate_queue_messages (next_attempt_at, received_at);
+      CREATE INDEX popgate_queue_messages_lease_owner ON popgate_queue_messages (lease_owner) WHERE lease_owner IS NOT NULL;
+      CREATE TABLE popgate_queue_recipients (
+        message_id text COLLATE "C" NOT NULL REFERENCES popgate_queue_messages (id) ON DELETE CASCADE,
+        position integer NOT NULL,
+        address text NOT NULL,
+        state text NOT NULL CHECK (state IN ('pending', 'delivered', 'failed', 'bounced')),
+        status text,
+        diagnostic text,
+        remote_mta text,
+        updated_at bigint,
+        PRIMARY KEY (message_id, address)
+      );
+    `,
+  },
+];
+
+/** The schema version this code knows. */
+export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;
+
+/** The key of the advisory lock migrations take ("popgate" in ASCII); any constant shared by every node works. */
+const MIGRATION_LOCK = '31647725953053797';
+/** A migration may build an index on a large table: far longer than the pool's statement timeout. */
+const MIGRATION_TIMEOUT_MS = 10 * 60_000;
+
+/** The database holds a schema this popgate does not know. */
+export class SchemaTooNewError extends Error {}
+
+export interface MigrationResult {
+  /** The migrations this call applied, in order (none when another node was first or nothing was due). */
+  applied: Migration[];
+  /** The schema version afterwards. */
+  version: number;
+}
+
+/** Brings the schema up to date, one migration per transaction; safe to call from several nodes at once. */
+export async function migrate(pool: pg.Pool, migrations: readonly Migration[] = MIGRATIONS): Promise<MigrationResult> {
+  const latest = migrations.length === 0 ? 0 : migrations[migrations.length - 1].version;
+  const applied: Migration[] = [];
+  for (;;) {
+    const step = await inTransaction(pool, async (client) => {
+      const query = (text: string, values: unknown[] = []) =>
+        // The pool's client-side timeout would give up on a long migration (or on waiting
+        // for another node's): this step's own, a little beyond the server's.
+        client.query({ text, values, query_timeout: MIGRATION_TIMEOUT_MS + 1000 } as pg.QueryConfig);
+      await query(`SET LOCAL statement_timeout = ${MIGRATION_TIMEOUT_MS}`);
+      await query('SELECT pg_advisory_xact_lock($1::bigint)', [MIGRATION_LOCK]);
+      await query(`CREATE TABLE IF NOT EXISTS popgate_schema_migrations (
+        version integer PRIMARY KEY,
+        description text NOT NULL,
+        applied_at timestamptz NOT NULL DEFAULT now()
+      )`);
+      const { rows } = await query('SELECT coalesce(max(version), 0) AS version FROM popgate_schema_migrations');
+      const current = rows[0].version as number;
+      if (current > latest) {
+        throw new SchemaTooNewError(
+          `the database schema is at version ${current}, newer than this popgate knows (${latest}): ` +
+            'run the popgate version that migrated it (every node of a cluster must run the same version)',
+        );
+      }
+      const next = migrations.find((migration) => migration.version > current);
+      if (!next) return { version: current };
+      await query(next.sql);
+      await query('INSERT INTO popgate_schema_migrations (version, description) VALUES ($1, $2)', [next.version, next.description]);
+      return { version: next.version, migration: next };
+    });
+    if (!step.migration) return { applied, version: step.version };
+    applied.push(step.migration);
+  }
+}
+
+/**
+ * `popgate db migrate`: migrates the database at `url` and tells `print` what it did, one
+ * line per applied version or "schema up to date (version N)".
+ */
+export async function migrateDatabase(url: string, print: (line: string) => void): Promise<MigrationResult> {
+  // Lost idle connections need no log line here: the query that meets the failure reports it.
+  const pool = createPool(url, silentLogger(), { applicationName: 'popgate db migrate' });
+  try {
+    const result = await migrate(pool);
+    for (const migration of result.applied) print(`applied version ${migration.version}: ${migration.description}`);
+    if (result.applied.length === 0) print(`schema up to date (version ${result.version})`);
+    return result;
+  } finally {
+    await pool.end();
+  }
+}
