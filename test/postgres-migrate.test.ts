@@ -5,7 +5,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type pg from 'pg';
-import { configSchema } from '../src/config/schema.ts';
 import { migrate, migrateDatabase, MIGRATIONS, SCHEMA_VERSION, SchemaTooNewError } from '../src/postgres/migrate.ts';
 import { createPool, DatabaseUrlError } from '../src/postgres/pool.ts';
 import { silentLogger } from '../src/log/logger.ts';
@@ -176,9 +175,7 @@ describe('PostgreSQL schema migrations', { skip: missingEngine('postgres') }, ()
       assert.match(result.stderr, /^popgate: no database configured: set url in the \[database\] section of the config file/);
     });
 
-    // The [database] section comes with the cluster configuration; until the schema has it, a
-    // config naming a database is refused before the command runs.
-    test('migrates the configured database, then finds it up to date', { skip: !('database' in configSchema.shape) && 'no [database] section in the config schema yet' }, async () => {
+    test('migrates the configured database, then finds it up to date', async () => {
       try {
         await unmigrated();
         const config = join(dir, 'database.toml');

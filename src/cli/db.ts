@@ -12,9 +12,8 @@ export function registerDbCommands(program: Command, loadConfig: () => Config): 
   db.command('migrate')
     .description('bring the database schema up to date (safe while nodes run, and from several nodes at once)')
     .action(async () => {
-      // Read defensively: the [database] section is not part of every config schema version.
-      const url = (loadConfig() as { database?: { url?: string } }).database?.url;
-      if (!url) throw new UsageError('no database configured: set url in the [database] section of the config file (for example url = "postgres://popgate@db.example.net/popgate")');
+      const url = loadConfig().database.url;
+      if (url === '') throw new UsageError('no database configured: set url in the [database] section of the config file (for example url = "postgres://popgate@db.example.net/popgate")');
       try {
         await migrateDatabase(url, (line) => console.log(line));
       } catch (error) {
