@@ -19,9 +19,8 @@ import { Xorshift32 } from './helpers/wire.ts';
 // delivers a queue to a real SMTP sink, restarted on the same data dir, and every message
 // must still arrive. A message whose answer was in flight may arrive twice (§6.1 accepts
 // duplicates); none may be lost, and the queue must end empty, spool and index alike.
-// The killed process's leases are released before each restart, as a supervisor does for a
-// process it saw die: a restarted process has a new lease owner name and leaves the old
-// owner's leases alone, which would otherwise keep those messages for the lease time (15 min).
+// The restarted server takes its leases under the same name (node and worker slot) as the
+// killed one, so it takes back at once what the killed one was delivering.
 
 const MESSAGES = 20;
 /** Sessions popgate opens to one next hop: at most this many answers are in flight at a kill. */
@@ -67,6 +66,10 @@ async function startCrashWorld(): Promise<CrashWorld> {
       'hostname = "mail.example.test"',
       `data_dir = "${data}"`,
       'shutdown_grace = "1s"',
+      // One process, so "killed" means every process that delivers is gone at that moment
+      // (test/workers.test.ts covers killing workers).
+      '[server]',
+      'workers = 1',
       '[pop3]',
       'listen = ["127.0.0.1:0"]',
       '[smtp]',
@@ -92,7 +95,6 @@ async function startCrashWorld(): Promise<CrashWorld> {
     config,
     children: [],
     async start() {
-      await releaseLeasesOfTheDead(data);
       const server = await spawnServer(config);
       created.children.push(server.child);
       return server;
@@ -117,17 +119,6 @@ async function prefill(data: string, count: number, tag: string): Promise<string
     await queue.close();
   }
   return subjects;
-}
-
-/** Ends the leases of every owner in the index: called only while no server runs, so all of them are dead. */
-async function releaseLeasesOfTheDead(data: string): Promise<void> {
-  const store = SqliteQueueStore.open(data);
-  try {
-    const owners = new Set((await store.list()).map((m) => m.leaseOwner).filter((owner) => owner !== undefined));
-    for (const owner of owners) await store.releaseLeases(Date.now(), owner);
-  } finally {
-    await store.close();
-  }
 }
 
 function subjectOf(message: ReceivedMessage): string {

@@ -69,6 +69,9 @@ export const configSchema = z.strictObject({
     .strictObject({
       // Shared short-lived state (grants, lockouts, counters, locks) for several nodes.
       redis: z.union([z.literal(''), z.string().regex(/^rediss?:\/\/\S+$/, 'must be a redis:// (or rediss://) URL such as "redis://127.0.0.1:6379"')]).default(''),
+      // This node's name, unique in the cluster ("" = the machine's host name): queue leases
+      // carry it, so a node restarted after a crash takes back at once what it was delivering.
+      node: z.string().regex(/^[A-Za-z0-9._-]*$/, 'must be letters, digits, ".", "_" or "-" such as "mx1"').default(''),
     })
     .prefault({}),
   database: z

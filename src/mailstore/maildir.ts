@@ -28,7 +28,15 @@ export class MaildirStore implements Mailstore {
   #counter = 0;
   #lastTime = 0;
 
-  constructor(dataDir: string, hostname: string) {
+  readonly #cacheListings: boolean;
+
+  /**
+   * `shared`: other machines deliver into and remove from these folders too (a cluster on
+   * shared storage). Large listings are then read afresh at every login: a folder's time seen
+   * through a network file system's attribute cache cannot prove that nothing changed.
+   */
+  constructor(dataDir: string, hostname: string, options: { shared?: boolean } = {}) {
+    this.#cacheListings = !options.shared;
     this.#root = join(dataDir, 'mail');
     // The spec asks for "/" and ":" in the host part to be written as octal escapes.
     this.#host = hostname.replace(/\//g, '\\057').replace(/:/g, '\\072');
@@ -140,7 +148,7 @@ export class MaildirStore implements Mailstore {
   async #listFolder(dir: string): Promise<ListedMessage[]> {
     // The time is read before the folder: a change during the read leaves a newer time.
     const modified = (await stat(dir, { bigint: true })).mtimeNs;
-    const cached = this.#listings.get(dir);
+    const cached = this.#cacheListings ? this.#listings.get(dir) : undefined;
     if (cached && cached.modified === modified && cached.trusted) {
       this.#listings.delete(dir); // most recently used last
       this.#listings.set(dir, cached);
@@ -172,7 +180,7 @@ export class MaildirStore implements Mailstore {
       this.#listings.delete(dir);
     }
     // Small mailboxes are read again cheaply; memory goes to the large ones.
-    if (listing.entries.length < CACHE_MIN_ENTRIES) return;
+    if (!this.#cacheListings || listing.entries.length < CACHE_MIN_ENTRIES) return;
     this.#listings.set(dir, listing);
     this.#cachedEntries += listing.entries.length;
     for (const [oldest, old] of this.#listings) {

@@ -82,8 +82,10 @@ export class OutboundQueue implements MessageQueue {
 
   /** Brings the index in line with the spool after a restart or a crash. */
   async recover(): Promise<{ indexed: number; forgotten: number; dropped: number }> {
-    const { complete, dropped } = await this.spool.sweep();
+    // The index first, the files second: an entry another node adds in between is then found
+    // in the files and indexed (adding is idempotent), never forgotten as one without files.
     const known = await this.#store.ids();
+    const { complete, dropped } = await this.spool.sweep();
     let indexed = 0;
     for (const id of complete) {
       if (known.has(id)) continue;

@@ -19,16 +19,29 @@ export interface Envelope {
   authorizedUser?: string;
 }
 
+/** On a spool shared by several nodes, a half-written entry older than this was abandoned. */
+const SHARED_STRAY_AGE_MS = 60 * 60_000;
+
 export class Spool {
   readonly dir: string;
+  /** Where this process stages new entries: tmp/, or tmp/<node>/ on a shared spool. */
+  readonly #tmp: string;
+  /** Several nodes write this spool (a cluster's shared storage). */
+  readonly #shared: boolean;
   #ready: Promise<void> | undefined;
   // Concurrent sessions relaying at once share the fsync of the spool folder (group commit).
   readonly #directory = new DirectorySyncer();
   // Relayed messages written at once are staged in separate folders (see StagingFolders).
   readonly #staging = new StagingFolders();
 
-  constructor(dataDir: string) {
+  /**
+   * `sharedBy`: this node's name when several nodes share the spool (a cluster on shared
+   * storage): it stages in a folder of its own, and recovery leaves other nodes' work alone.
+   */
+  constructor(dataDir: string, sharedBy?: string) {
     this.dir = join(dataDir, 'queue');
+    this.#shared = sharedBy !== undefined;
+    this.#tmp = sharedBy === undefined ? join(this.dir, 'tmp') : join(this.dir, 'tmp', sharedBy);
   }
 
   static newId(): string {
@@ -36,8 +49,8 @@ export class Spool {
   }
 
   async enqueue(envelope: Envelope, message: Buffer | Buffer[]): Promise<void> {
-    await (this.#ready ??= mkdir(join(this.dir, 'tmp'), { recursive: true, mode: 0o700 }).then(() => undefined));
-    const staging = this.#staging.acquire(join(this.dir, 'tmp'));
+    await (this.#ready ??= mkdir(this.#tmp, { recursive: true, mode: 0o700 }).then(() => undefined));
+    const staging = this.#staging.acquire(this.#tmp);
     const tmp = staging.dir;
     try {
       // Both files are on disk before either is named in the spool, so their writes may overlap.
@@ -93,9 +106,12 @@ export class Spool {
 
   /**
    * After a crash: drops what was never acknowledged (tmp/ leftovers, a message whose
-   * envelope was never renamed into place) and returns the ids of complete entries.
+   * envelope was never renamed into place) and returns the ids of complete entries. On a
+   * shared spool another node may be between its two renames (or removing an entry) right
+   * now, so only this node's staging folder is emptied and a half entry is dropped only once
+   * it is an hour old.
    */
-  async sweep(): Promise<{ complete: Set<string>; dropped: string[] }> {
+  async sweep(now = Date.now()): Promise<{ complete: Set<string>; dropped: string[] }> {
     let names: string[];
     try {
       names = await readdir(this.dir);
@@ -104,23 +120,26 @@ export class Spool {
     }
     const envelopes = new Set(names.filter((n) => n.endsWith('.json')).map((n) => n.slice(0, -5)));
     const messages = new Set(names.filter((n) => n.endsWith('.eml')).map((n) => n.slice(0, -4)));
+    const abandoned = async (name: string) => !this.#shared || (await stat(join(this.dir, name)).then((info) => info.mtimeMs < now - SHARED_STRAY_AGE_MS, () => false));
     const dropped: string[] = [];
     for (const id of messages) {
-      if (!envelopes.has(id)) {
+      if (!envelopes.has(id) && (await abandoned(`${id}.eml`))) {
         await rm(join(this.dir, `${id}.eml`), { force: true });
         dropped.push(id);
       }
     }
     for (const id of envelopes) {
-      if (!messages.has(id)) {
-        // Cannot happen with the write and remove orders above; an operator may have
-        // deleted the file. Nothing to deliver, so the envelope goes too.
+      if (messages.has(id)) continue;
+      // Cannot happen with the write and remove orders above (but in the moment another node
+      // removes the entry); an operator may have deleted the file. Nothing to deliver, so the
+      // envelope goes too.
+      envelopes.delete(id);
+      if (await abandoned(`${id}.json`)) {
         await rm(join(this.dir, `${id}.json`), { force: true });
-        envelopes.delete(id);
         dropped.push(id);
       }
     }
-    await rm(join(this.dir, 'tmp'), { recursive: true, force: true });
+    await rm(this.#tmp, { recursive: true, force: true });
     this.#staging.forget();
     this.#ready = undefined;
     return { complete: envelopes, dropped };

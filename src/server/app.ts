@@ -40,8 +40,15 @@ import { RedisSendLimitStore } from '../redis/send-counts.ts';
 import { SqliteConnectionRegistry } from '../sqlite/connection-registry.ts';
 import { SqliteMaildropLocks } from '../sqlite/maildrop-locks.ts';
 import { withFallback } from './fallback.ts';
+import { LocalAccountEvents, type AccountEvents } from '../accounts/events.ts';
+import { RedisAccountEvents } from '../redis/account-events.ts';
+import { createPool } from '../postgres/pool.ts';
+import { migrate } from '../postgres/migrate.ts';
+import { PostgresAccountStore } from '../postgres/accounts.ts';
+import { PostgresQueueStore } from '../postgres/queue-index.ts';
+import type { QueueStore } from '../queue/store.ts';
 import { tellPrimary, type WorkerMessage } from './workers.ts';
-import { networkInterfaces } from 'node:os';
+import { hostname, networkInterfaces } from 'node:os';
 import { SmtpServer } from '../smtp/server.ts';
 import { loadSecureContext, resolveTlsFiles, tlsFilesStamp } from '../tls/context.ts';
 
@@ -154,7 +161,11 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
   }, config.tls.reload_check);
   tlsWatcher.unref();
   const addresses: Record<string, string[]> = { pop3: [], pop3s: [], smtp: [], submission: [], submissions: [] };
-  const delivery = createDeliveryScheduler(config, { queue, policy, acceptance, log }, () => addresses.smtp, holder);
+  // Queue leases are taken under a name that outlives this process: the node and the worker
+  // slot. A restarted process (after kill -9, a crash) releases its predecessor's leases at
+  // once; another node's live leases carry another name and are left alone.
+  const leaseOwner = `${config.cluster.node || hostname()}/${worker?.slot ?? 1}`;
+  const delivery = createDeliveryScheduler(config, { queue, policy, acceptance, log }, () => addresses.smtp, leaseOwner);
   // One worker of a machine delivers the queue (slot 1); the others tell it, through their
   // primary, when they have queued mail, so relayed mail leaves at once whoever accepted it.
   const delivers = !worker || worker.slot === 1;
@@ -240,57 +251,92 @@ export interface Backends {
  * - a cluster (`[cluster] redis`): grants, failed logins, sending counts, maildrop locks,
  *   connection counts and account-change announcements in Redis. What a node can decide alone
  *   while Redis is away (failed logins, sending counts, maildrop locks) falls back to this
- *   node's own memory; grants do not: relay fails closed (451) until Redis is back.
+ *   node's own memory; grants do not: relay fails closed (451) until Redis is back;
+ * - shared accounts and queue (`[database] url`): domains, users, aliases and the queue index
+ *   in PostgreSQL (migrated at start), with data_dir on storage every node mounts: each node
+ *   stages spool files in a folder of its own, and Maildir listings are not kept between
+ *   logins.
  */
 export async function openBackends(config: Config, log: Logger): Promise<Backends> {
   const holder = `${config.hostname}/${process.pid}/${randomHex(4)}`;
-  const db = openDatabase(config.data_dir);
-  // Failed logins, sending counts and POP-before-SMTP grants go through a second connection
-  // whose commits wait for no fsync: every POP3 login writes a grant, and an fsync on the
-  // event loop per login capped logins at some 60 a second. A grant lost in a crash costs the
-  // customer one more POP3 login; lost counts forgive a little.
-  const counters = openCountersDatabase(config.data_dir);
-  const closing: (() => Promise<void> | void)[] = [() => counters.close(), () => db.close()];
-  const queue = new OutboundQueue(new Spool(config.data_dir), SqliteQueueStore.open(config.data_dir), log);
-  closing.unshift(() => queue.close());
-  let grants: RelayAuthStore = new SqliteRelayAuthStore(counters);
-  let failures: LoginFailureStore = new SqliteLoginFailureStore(counters);
-  let sendCounts: SendLimitStore = new SqliteSendLimitStore(counters);
-  let locks: MaildropLocks = new LocalMaildropLocks();
-  let connections: ConnectionRegistry | undefined;
-  if (config.cluster.redis !== '') {
-    const redis = await RedisConnection.open({ url: config.cluster.redis }, log);
-    closing.unshift(() => redis.close());
-    // This node's own memory, for what it may decide alone while Redis is away.
-    const local = new DatabaseSync(':memory:');
-    closing.push(() => local.close());
-    grants = new RedisRelayAuthStore(redis);
-    failures = withFallback<LoginFailureStore>('failed logins', new RedisLoginFailureStore(redis), new SqliteLoginFailureStore(local), log);
-    sendCounts = withFallback<SendLimitStore>('sending counts', new RedisSendLimitStore(redis), new SqliteSendLimitStore(local), log);
-    const redisLocks = new RedisMaildropLocks(redis, { holder }, log);
-    closing.unshift(() => redisLocks.close());
-    locks = withFallback<MaildropLocks>('maildrop locks', redisLocks, new LocalMaildropLocks(), log);
-    connections = new RedisConnectionRegistry(redis);
-  } else if (config.server.workers > 1) {
-    const sqliteLocks = new SqliteMaildropLocks(counters, { holder }, log);
-    closing.unshift(() => sqliteLocks.close());
-    locks = sqliteLocks;
-    connections = new SqliteConnectionRegistry(counters);
-  }
-  return {
-    holder,
-    accounts: new SqliteAccountStore(db, false, config.auth.verified_login_cache),
-    mailstore: new MaildirStore(config.data_dir, config.hostname),
-    locks,
-    popBeforeSmtp: createPopBeforeSmtp(config, grants, log),
-    guard: createLoginGuard(config, failures, log),
-    sendLimits: createSendLimits(config, sendCounts, log),
-    queue,
-    connections,
-    async close() {
-      for (const close of closing) await close();
-    },
+  const closing: (() => Promise<void> | void)[] = [];
+  const close = async () => {
+    for (const step of closing.splice(0)) await step();
   };
+  try {
+    return await open();
+  } catch (error) {
+    await close();
+    throw error;
+  }
+
+  async function open(): Promise<Backends> {
+    const db = openDatabase(config.data_dir);
+    closing.push(() => db.close());
+    // Failed logins, sending counts and POP-before-SMTP grants go through a second connection
+    // whose commits wait for no fsync: every POP3 login writes a grant, and an fsync on the
+    // event loop per login capped logins at some 60 a second. A grant lost in a crash costs the
+    // customer one more POP3 login; lost counts forgive a little.
+    const counters = openCountersDatabase(config.data_dir);
+    closing.unshift(() => counters.close());
+    let grants: RelayAuthStore = new SqliteRelayAuthStore(counters);
+    let failures: LoginFailureStore = new SqliteLoginFailureStore(counters);
+    let sendCounts: SendLimitStore = new SqliteSendLimitStore(counters);
+    let locks: MaildropLocks = new LocalMaildropLocks();
+    let connections: ConnectionRegistry | undefined;
+    let events: AccountEvents = new LocalAccountEvents();
+    if (config.cluster.redis !== '') {
+      const redis = await RedisConnection.open({ url: config.cluster.redis }, log);
+      closing.unshift(() => redis.close());
+      // This node's own memory, for what it may decide alone while Redis is away.
+      const local = new DatabaseSync(':memory:');
+      closing.push(() => local.close());
+      grants = new RedisRelayAuthStore(redis);
+      failures = withFallback<LoginFailureStore>('failed logins', new RedisLoginFailureStore(redis), new SqliteLoginFailureStore(local), log);
+      sendCounts = withFallback<SendLimitStore>('sending counts', new RedisSendLimitStore(redis), new SqliteSendLimitStore(local), log);
+      const redisLocks = new RedisMaildropLocks(redis, { holder }, log);
+      closing.unshift(() => redisLocks.close());
+      locks = withFallback<MaildropLocks>('maildrop locks', redisLocks, new LocalMaildropLocks(), log);
+      connections = new RedisConnectionRegistry(redis);
+      events = new RedisAccountEvents(redis, log);
+    } else if (config.server.workers > 1) {
+      const sqliteLocks = new SqliteMaildropLocks(counters, { holder }, log);
+      closing.unshift(() => sqliteLocks.close());
+      locks = sqliteLocks;
+      connections = new SqliteConnectionRegistry(counters);
+    }
+    // Accounts and the queue index: in PostgreSQL when several nodes share them, which also
+    // means the spool and the Maildirs are on storage every node mounts.
+    const shared = config.database.url !== '';
+    let accounts: AccountStore;
+    let index: QueueStore;
+    if (shared) {
+      const pool = createPool(config.database.url, log);
+      closing.push(() => pool.end());
+      await migrate(pool);
+      const postgresAccounts = await PostgresAccountStore.open(pool, { events, log, verifiedLoginCacheMs: config.auth.verified_login_cache });
+      closing.unshift(() => postgresAccounts.close());
+      accounts = postgresAccounts;
+      index = new PostgresQueueStore(pool);
+    } else {
+      accounts = new SqliteAccountStore(db, false, config.auth.verified_login_cache);
+      index = SqliteQueueStore.open(config.data_dir);
+    }
+    const queue = new OutboundQueue(new Spool(config.data_dir, shared ? config.cluster.node || hostname() : undefined), index, log);
+    closing.unshift(() => queue.close());
+    return {
+      holder,
+      accounts,
+      mailstore: new MaildirStore(config.data_dir, config.hostname, { shared }),
+      locks,
+      popBeforeSmtp: createPopBeforeSmtp(config, grants, log),
+      guard: createLoginGuard(config, failures, log),
+      sendLimits: createSendLimits(config, sendCounts, log),
+      queue,
+      connections,
+      close,
+    };
+  }
 }
 
 export function createPopBeforeSmtp(config: Config, store: RelayAuthStore, log: Logger): PopBeforeSmtp {
