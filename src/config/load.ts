@@ -4,6 +4,7 @@ import { resolve, dirname, isAbsolute, join } from 'node:path';
 import { parse as parseToml, TomlError } from 'smol-toml';
 import type { z } from 'zod';
 import { configSchema, type Config } from './schema.ts';
+import { formatDuration } from './duration.ts';
 import { isLoopback } from '../net/ip.ts';
 import { parseNextHop } from '../net/next-hop.ts';
 
@@ -91,6 +92,12 @@ function checkConsistency(config: Config, source: string): void {
         `${source}: outbound.relayhost_tls: must be "starttls" or "tls" when outbound.relayhost_user is set, so the password never crosses the network unencrypted`,
       );
     }
+  }
+  const attempt = config.outbound.connect_timeout + config.outbound.command_timeout;
+  if (config.outbound.lease <= attempt) {
+    throw new ConfigError(
+      `${source}: outbound.lease: must be longer than outbound.connect_timeout + outbound.command_timeout (${formatDuration(attempt)}), or a slow delivery would lose its claim and a second node deliver the message again`,
+    );
   }
   if (config.outbound.relayhost_user !== '' && config.outbound.relayhost === '') {
     throw new ConfigError(`${source}: outbound.relayhost_user: a login needs outbound.relayhost (the smarthost it is for)`);

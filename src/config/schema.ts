@@ -166,6 +166,9 @@ export const configSchema = z.strictObject({
       max_messages_per_connection: positiveInt.default(100),
       connect_timeout: duration.prefault('30s'),
       command_timeout: duration.prefault('5m'),
+      // How long a message being delivered stays claimed by the node delivering it; if that
+      // node dies, another takes the message after this.
+      lease: duration.prefault('15m'),
       retry_schedule: z.array(duration).min(1).prefault(['5m', '10m', '20m', '40m', '80m', '160m', '4h']),
       max_lifetime: duration.prefault('5d'),
       delay_warning: duration.prefault('4h'),

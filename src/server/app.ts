@@ -387,8 +387,8 @@ export function createDeliveryScheduler(
       delayWarningMs: outbound.delay_warning,
       bounceReturnLimit: outbound.bounce_size_limit,
       pollMs: 2000,
-      // Longer than any one attempt can take (connect, commands, DATA), so a live delivery keeps it.
-      leaseMs: Math.max(15 * 60_000, 4 * (outbound.connect_timeout + outbound.command_timeout)),
+      // Longer than any one attempt can take (the config insists), so a live delivery keeps it.
+      leaseMs: outbound.lease,
       leaseOwner,
       clientFor: (route) =>
         route.via === 'relayhost'

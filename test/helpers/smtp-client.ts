@@ -21,8 +21,8 @@ export class SmtpClient {
     socket.on('error', () => {});
   }
 
-  static async connect(port: number, localAddress?: string): Promise<SmtpClient> {
-    const socket = netConnect({ host: '127.0.0.1', port, localAddress });
+  static async connect(port: number, localAddress?: string, host = '127.0.0.1'): Promise<SmtpClient> {
+    const socket = netConnect({ host, port, localAddress });
     await new Promise<void>((resolve, reject) => {
       socket.once('connect', () => resolve());
       socket.once('error', reject);
