@@ -254,6 +254,8 @@ try {
     console.error(`popgate: ${error.message}`);
     process.exit(1);
   }
-  console.error(`popgate: ${(error as Error).stack ?? error}`);
+  // One line naming the cause; the stack only when asked for (it helps a developer, not an operator).
+  console.error(`popgate: ${error instanceof Error ? error.message : String(error)}`);
+  if (process.env.POPGATE_DEBUG) console.error((error as Error).stack);
   process.exit(1);
 }

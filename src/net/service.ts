@@ -1,7 +1,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from '../log/logger.ts';
 import { NetworkList, normalizeIp } from './ip.ts';
-import type { ListenAddress } from './listen.ts';
+import { formatListenAddress, type ListenAddress } from './listen.ts';
 
 import type { SecureContext } from 'node:tls';
 import { LocalConnectionRegistry, type ConnectionRegistry } from './connection-registry.ts';
@@ -131,14 +131,15 @@ export class ServiceListeners<Context> {
     const proxyFrom = address.proxyProtocolFrom?.length ? new NetworkList(address.proxyProtocolFrom) : undefined;
     const listener: Listener<Context> = { label, context, proxyFrom, singlePeer: proxyFrom ? undefined : new SinglePeerWatch(this.#singlePeerWarning) };
     const server = createServer({ noDelay: true }, (socket) => void this.#accept(socket, listener));
-    server.on('error', (error) => this.#log.error({ err: error, listener: label }, 'listener error'));
     await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
+      const failed = (error: NodeJS.ErrnoException) => reject(new Error(listenFailure(label, address, error)));
+      server.once('error', failed);
       server.listen({ host: address.host, port: address.port, backlog: 1024, reusePort: this.#reusePort, exclusive: this.#reusePort }, () => {
-        server.off('error', reject);
+        server.off('error', failed);
         resolve();
       });
     });
+    server.on('error', (error) => this.#log.error({ err: error, listener: label }, 'listener error'));
     this.#servers.push(server);
     const bound = server.address();
     const result = typeof bound === 'object' && bound ? { host: bound.address, port: bound.port } : address;
@@ -275,5 +276,20 @@ export class ServiceListeners<Context> {
     while (this.#sessions.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     await Promise.all([...this.#sessions].map((session) => session.abort(this.#texts.shuttingDown)));
     await listenersClosed;
+  }
+}
+
+/** Why a listener could not start, in words that say what to do. */
+function listenFailure(label: string, address: ListenAddress, error: NodeJS.ErrnoException): string {
+  const where = `${label} cannot listen on ${formatListenAddress(address)}`;
+  switch (error.code) {
+    case 'EADDRINUSE':
+      return `${where}: the address is in use (another popgate, or another mail server, already listens there); stop it or change ${label}.listen`;
+    case 'EACCES':
+      return `${where}: permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE; see the README)`;
+    case 'EADDRNOTAVAIL':
+      return `${where}: this machine has no such address; change ${label}.listen`;
+    default:
+      return `${where}: ${error.message}`;
   }
 }

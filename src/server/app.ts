@@ -313,7 +313,11 @@ export async function openBackends(config: Config, log: Logger): Promise<Backend
     if (shared) {
       const pool = createPool(config.database.url, log);
       closing.push(() => pool.end());
-      await migrate(pool);
+      try {
+        await migrate(pool);
+      } catch (error) {
+        throw new Error(`cannot use PostgreSQL at ${safeUrl(config.database.url)}: ${(error as Error).message}`);
+      }
       const postgresAccounts = await PostgresAccountStore.open(pool, { events, log, verifiedLoginCacheMs: config.auth.verified_login_cache });
       closing.unshift(() => postgresAccounts.close());
       accounts = postgresAccounts;
@@ -444,6 +448,17 @@ export function releaseWorkerLocks(config: Config, log: Logger, pid?: number): v
     if (released > 0) log.info({ event: 'maildrop_locks_released', released, pid }, pid === undefined ? 'maildrop locks of the previous run released' : `maildrop locks of worker process ${pid} released`);
   } finally {
     counters.close();
+  }
+}
+
+/** A URL as it may be shown: without its password. */
+function safeUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return '(unparsable URL)';
   }
 }
 
