@@ -90,6 +90,8 @@ export class ServiceListeners<Context> {
   readonly #holder: string;
   readonly #trusted: NetworkList;
   readonly #singlePeerWarning: SinglePeerWarningSettings;
+  /** The registry failed its last admission (its backend is away): logged once until it answers. */
+  #registryDown = false;
   /** Connections accepted and still being admitted: they count towards max_connections too. */
   #admitting = 0;
   #nextId = 0;
@@ -248,8 +250,16 @@ export class ServiceListeners<Context> {
         await this.#registry.release(this.#name, ip, this.#holder, id);
         return 'from your address in a short time';
       }
+      if (this.#registryDown) {
+        this.#registryDown = false;
+        this.#log.info({ event: 'connection_registry_back', service: this.#name }, 'connections per address are counted again');
+      }
     } catch (error) {
-      this.#log.error({ event: 'connection_registry_unavailable', err: error }, 'cannot count connections: admitted without the per-address limits');
+      // Logged once per outage, not once per connection.
+      if (!this.#registryDown) {
+        this.#registryDown = true;
+        this.#log.error({ event: 'connection_registry_unavailable', service: this.#name, err: error }, 'cannot count connections: admitting without the per-address limits until the counter answers again');
+      }
     }
     return 'admitted';
   }
