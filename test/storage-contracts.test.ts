@@ -72,6 +72,13 @@ mailstoreContract(
   inFolder((dataDir) => ({ store: new MaildirStore(dataDir, 'mail.example.test'), release: () => {} })),
 );
 
+// On a cluster's shared storage every file call goes off the event loop and nothing is cached:
+// the same promises, by the other code paths.
+mailstoreContract(
+  'Maildir on shared storage',
+  inFolder((dataDir) => ({ store: new MaildirStore(dataDir, 'mail.example.test', { shared: true }), release: () => {} })),
+);
+
 maildropLocksContract('in-process', async () => ({ store: new LocalMaildropLocks(), close: async () => {} }));
 
 // The workers of one machine: each instance is another worker's connection to the same file.

@@ -17,12 +17,16 @@ const SYNC_WRITE_LIMIT = 1024 * 1024;
 
 const fsyncAsync = promisify(fsync);
 
-/** Creates `path` (it must not exist), writes the pieces without concatenating, and fsyncs. */
-export async function writeDurably(path: string, data: Buffer | Buffer[]): Promise<void> {
+/**
+ * Creates `path` (it must not exist), writes the pieces without concatenating, and fsyncs.
+ * `network`: the file system is remote (shared storage), where every call is a round trip to
+ * the server: nothing then runs on the event loop, whatever the size.
+ */
+export async function writeDurably(path: string, data: Buffer | Buffer[], options: { network?: boolean } = {}): Promise<void> {
   const pieces = (Array.isArray(data) ? data : [data]).filter((piece) => piece.length > 0);
   let size = 0;
   for (const piece of pieces) size += piece.length;
-  if (size > SYNC_WRITE_LIMIT) return writeLargeDurably(path, pieces);
+  if (size > SYNC_WRITE_LIMIT || options.network) return writeLargeDurably(path, pieces);
   const fd = openSync(path, 'wx', 0o600);
   try {
     let pending = pieces;
@@ -62,6 +66,16 @@ async function syncDirectory(path: string): Promise<void> {
   }
 }
 
+/** The same, every call off the event loop: for a network file system. */
+async function syncRemoteDirectory(path: string): Promise<void> {
+  const handle = await open(path, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
 interface DirectoryState {
   /** The fsync under way: it may have started before a caller's rename, so it cannot vouch for it. */
   running?: Promise<void>;
@@ -80,8 +94,9 @@ export class DirectorySyncer {
   readonly #directories = new Map<string, DirectoryState>();
   readonly #fsync: (path: string) => Promise<void>;
 
-  constructor(fsync: (path: string) => Promise<void> = syncDirectory) {
-    this.#fsync = fsync;
+  /** `fsync`: how a folder is synced; `{ network: true }` for a network file system. */
+  constructor(fsync: ((path: string) => Promise<void>) | { network: boolean } = syncDirectory) {
+    this.#fsync = typeof fsync === 'function' ? fsync : fsync.network ? syncRemoteDirectory : syncDirectory;
   }
 
   sync(path: string): Promise<void> {

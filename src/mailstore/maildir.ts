@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { closeSync, createReadStream, openSync, readSync, renameSync } from 'node:fs';
-import { mkdir, readdir, stat, unlink } from 'node:fs/promises';
+import { mkdir, readdir, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DirectorySyncer, StagingFolders, writeDurably } from '../fs/durable.ts';
 import { randomHex } from '../mail/random.ts';
@@ -19,7 +19,7 @@ export class MaildirStore implements Mailstore {
   // Virtual sizes of foreign files that carry no ",W=", computed once per file name.
   readonly #virtualSizes = new Map<string, number>();
   // Shared by every session of the process, so concurrent deliveries to a folder share fsyncs.
-  readonly #directories = new DirectorySyncer();
+  readonly #directories: DirectorySyncer;
   // Concurrent deliveries to one mailbox are staged in separate folders (see StagingFolders).
   readonly #staging = new StagingFolders();
   // Listings of large cur/ folders, least recently used first (see list()).
@@ -28,15 +28,19 @@ export class MaildirStore implements Mailstore {
   #counter = 0;
   #lastTime = 0;
 
-  readonly #cacheListings: boolean;
+  /** Other machines use these folders too (a cluster on shared storage). */
+  readonly #shared: boolean;
 
   /**
    * `shared`: other machines deliver into and remove from these folders too (a cluster on
-   * shared storage). Large listings are then read afresh at every login: a folder's time seen
-   * through a network file system's attribute cache cannot prove that nothing changed.
+   * shared storage, a network file system). Large listings are then read afresh at every
+   * login (a folder's time seen through a network file system's attribute cache cannot prove
+   * that nothing changed), and no file call runs on the event loop (each is a round trip to
+   * the file server, which would stall every session of the process).
    */
   constructor(dataDir: string, hostname: string, options: { shared?: boolean } = {}) {
-    this.#cacheListings = !options.shared;
+    this.#shared = options.shared ?? false;
+    this.#directories = new DirectorySyncer({ network: this.#shared });
     this.#root = join(dataDir, 'mail');
     // The spec asks for "/" and ":" in the host part to be written as octal escapes.
     this.#host = hostname.replace(/\//g, '\\057').replace(/:/g, '\\072');
@@ -83,7 +87,7 @@ export class MaildirStore implements Mailstore {
     const staging = this.#staging.acquire(join(path, 'tmp'));
     const tmpPath = join(staging.dir, unique);
     try {
-      await writeDurably(tmpPath, pieces);
+      await writeDurably(tmpPath, pieces, { network: this.#shared });
     } catch (error) {
       await unlink(tmpPath).catch(() => {});
       throw error;
@@ -102,7 +106,8 @@ export class MaildirStore implements Mailstore {
     const name = `${unique},S=${size}${virtual === size ? '' : `,W=${virtual}`}`;
     // Synchronous for the same reason as the write (src/fs/durable.ts): a rename within one
     // folder tree is a metadata update in memory; the directory fsync below makes it durable.
-    renameSync(tmpPath, join(path, 'new', name));
+    if (this.#shared) await rename(tmpPath, join(path, 'new', name));
+    else renameSync(tmpPath, join(path, 'new', name));
     await this.#directories.sync(join(path, 'new'));
     return name;
   }
@@ -137,7 +142,9 @@ export class MaildirStore implements Mailstore {
     for (const name of await readdir(newDir)) {
       if (name.charCodeAt(0) === DOT) continue;
       try {
-        renameSync(join(newDir, name), join(cur, name.includes(':') ? name : `${name}:2,`));
+        const claimed = join(cur, name.includes(':') ? name : `${name}:2,`);
+        if (this.#shared) await rename(join(newDir, name), claimed);
+        else renameSync(join(newDir, name), claimed);
       } catch (error) {
         // Another reader of this Maildir claimed it first: it is in cur/ now.
         if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
@@ -148,7 +155,7 @@ export class MaildirStore implements Mailstore {
   async #listFolder(dir: string): Promise<ListedMessage[]> {
     // The time is read before the folder: a change during the read leaves a newer time.
     const modified = (await stat(dir, { bigint: true })).mtimeNs;
-    const cached = this.#cacheListings ? this.#listings.get(dir) : undefined;
+    const cached = this.#shared ? undefined : this.#listings.get(dir);
     if (cached && cached.modified === modified && cached.trusted) {
       this.#listings.delete(dir); // most recently used last
       this.#listings.set(dir, cached);
@@ -180,7 +187,7 @@ export class MaildirStore implements Mailstore {
       this.#listings.delete(dir);
     }
     // Small mailboxes are read again cheaply; memory goes to the large ones.
-    if (!this.#cacheListings || listing.entries.length < CACHE_MIN_ENTRIES) return;
+    if (this.#shared || listing.entries.length < CACHE_MIN_ENTRIES) return;
     this.#listings.set(dir, listing);
     this.#cachedEntries += listing.entries.length;
     for (const [oldest, old] of this.#listings) {
@@ -191,6 +198,8 @@ export class MaildirStore implements Mailstore {
   }
 
   readInto(message: StoredMessage, scratch: Buffer, offset = 0, limit = scratch.length, expected = 0): Buffer | undefined {
+    // On shared storage the caller streams instead (read(): off the event loop).
+    if (this.#shared) return undefined;
     const fd = openSync(message.ref, 'r');
     try {
       const room = limit - offset;

@@ -30,7 +30,7 @@ export class Spool {
   readonly #shared: boolean;
   #ready: Promise<void> | undefined;
   // Concurrent sessions relaying at once share the fsync of the spool folder (group commit).
-  readonly #directory = new DirectorySyncer();
+  readonly #directory: DirectorySyncer;
   // Relayed messages written at once are staged in separate folders (see StagingFolders).
   readonly #staging = new StagingFolders();
 
@@ -41,6 +41,7 @@ export class Spool {
   constructor(dataDir: string, sharedBy?: string) {
     this.dir = join(dataDir, 'queue');
     this.#shared = sharedBy !== undefined;
+    this.#directory = new DirectorySyncer({ network: this.#shared });
     this.#tmp = sharedBy === undefined ? join(this.dir, 'tmp') : join(this.dir, 'tmp', sharedBy);
   }
 
@@ -55,8 +56,8 @@ export class Spool {
     try {
       // Both files are on disk before either is named in the spool, so their writes may overlap.
       await Promise.all([
-        writeDurably(join(tmp, `${envelope.id}.eml`), message),
-        writeDurably(join(tmp, `${envelope.id}.json`), Buffer.from(JSON.stringify(envelope))),
+        writeDurably(join(tmp, `${envelope.id}.eml`), message, { network: this.#shared }),
+        writeDurably(join(tmp, `${envelope.id}.json`), Buffer.from(JSON.stringify(envelope)), { network: this.#shared }),
       ]);
     } finally {
       staging.release();
