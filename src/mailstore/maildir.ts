@@ -30,6 +30,7 @@ export class MaildirStore implements Mailstore {
 
   /** Other machines use these folders too (a cluster on shared storage). */
   readonly #shared: boolean;
+  readonly readInto?: Mailstore['readInto'];
 
   /**
    * `shared`: other machines deliver into and remove from these folders too (a cluster on
@@ -41,6 +42,9 @@ export class MaildirStore implements Mailstore {
   constructor(dataDir: string, hostname: string, options: { shared?: boolean } = {}) {
     this.#shared = options.shared ?? false;
     this.#directories = new DirectorySyncer({ network: this.#shared });
+    // A synchronous read is offered only where it costs microseconds: on shared storage the
+    // reader streams instead (read(), off the event loop).
+    if (!this.#shared) this.readInto = (message, scratch, offset, limit, expected) => this.#readInto(message, scratch, offset, limit, expected);
     this.#root = join(dataDir, 'mail');
     // The spec asks for "/" and ":" in the host part to be written as octal escapes.
     this.#host = hostname.replace(/\//g, '\\057').replace(/:/g, '\\072');
@@ -197,9 +201,7 @@ export class MaildirStore implements Mailstore {
     }
   }
 
-  readInto(message: StoredMessage, scratch: Buffer, offset = 0, limit = scratch.length, expected = 0): Buffer | undefined {
-    // On shared storage the caller streams instead (read(): off the event loop).
-    if (this.#shared) return undefined;
+  #readInto(message: StoredMessage, scratch: Buffer, offset = 0, limit = scratch.length, expected = 0): Buffer | undefined {
     const fd = openSync(message.ref, 'r');
     try {
       const room = limit - offset;
