@@ -61,6 +61,7 @@ describe('PostgreSQL schema migrations', { skip: missingEngine('postgres') }, ()
       assert.deepEqual(await appliedVersions(pool), MIGRATIONS.map((m) => m.version));
       assert.deepEqual(await tables(pool, schema.name), [
         'popgate_aliases',
+        'popgate_domain_settings',
         'popgate_domains',
         'popgate_queue_messages',
         'popgate_queue_recipients',

@@ -10,6 +10,8 @@ import type { QueueStore } from '../src/queue/store.ts';
 import { accountStoreContract } from './contracts/account-store.ts';
 import type { OpenedStore } from './contracts/backend.ts';
 import { queueStoreContract } from './contracts/queue-store.ts';
+import { domainSettingsStoreContract } from './contracts/domain-settings-store.ts';
+import { PostgresDomainSettingsStore } from '../src/postgres/domain-settings.ts';
 import { missingEngine, startPostgres, type RunningEngine } from './helpers/engines.ts';
 import { until } from './helpers/outbound.ts';
 import { freshSchema } from './helpers/postgres.ts';
@@ -61,6 +63,11 @@ describe('storage contracts on PostgreSQL', { skip: missingEngine('postgres') },
   queueStoreContract(
     'PostgreSQL',
     onFreshSchema<QueueStore>(async (pool) => new PostgresQueueStore(pool)),
+  );
+
+  domainSettingsStoreContract(
+    'PostgreSQL',
+    onFreshSchema(async (pool) => Object.assign(new PostgresDomainSettingsStore(pool), { close: async () => {} })),
   );
 
   describe('PostgreSQL accounts on several nodes', () => {

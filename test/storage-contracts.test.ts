@@ -17,6 +17,8 @@ import { SqliteRelayAuthStore } from '../src/sqlite/relay-grants.ts';
 import { SqliteSendLimitStore } from '../src/sqlite/send-counts.ts';
 import { accountEventsContract } from './contracts/account-events.ts';
 import { accountStoreContract } from './contracts/account-store.ts';
+import { domainSettingsStoreContract } from './contracts/domain-settings-store.ts';
+import { SqliteDomainSettingsStore } from '../src/sqlite/domain-settings.ts';
 import type { OpenedStore } from './contracts/backend.ts';
 import { connectionRegistryContract } from './contracts/connection-registry.ts';
 import { loginFailureStoreContract } from './contracts/login-failure-store.ts';
@@ -116,5 +118,13 @@ queueStoreContract(
   inFolder((dataDir) => {
     const store = SqliteQueueStore.open(dataDir);
     return { store, release: () => store.close() };
+  }),
+);
+
+domainSettingsStoreContract(
+  'SQLite',
+  inFolder((dataDir) => {
+    const db = openDatabase(dataDir);
+    return { store: new SqliteDomainSettingsStore(db), release: () => db.close() };
   }),
 );

@@ -31,6 +31,11 @@ export interface IncomingMessage {
   content: readonly Buffer[];
   /** A Received: header is prepended when given. */
   trace?: Trace;
+  /**
+   * What local mailboxes get instead of `content` (the inbound filter's verdict): header
+   * fields for the top of each local copy, and the message as filtered.
+   */
+  local?: { headers: Buffer; content: readonly Buffer[] };
   clientIp: string;
   /** Recorded with queued copies, so their delivery logs and sending limits name the user. */
   authorizedUser?: string;
@@ -50,9 +55,11 @@ export class MessageAcceptance {
   /** Every copy durable (file and folder fsync'd) before it resolves to the message's queue id. */
   async accept(message: IncomingMessage): Promise<string> {
     const id = Spool.newId();
-    const traced = message.trace ? [Buffer.from(this.#receivedHeader(id, message.trace)), ...message.content] : [...message.content];
+    const received = message.trace ? [Buffer.from(this.#receivedHeader(id, message.trace))] : [];
+    const traced = [...received, ...message.content];
     const work: Promise<unknown>[] = [];
-    const localCopy = [Buffer.from(`Return-Path: <${message.sender}>\r\n`), ...traced];
+    const returnPath = Buffer.from(`Return-Path: <${message.sender}>\r\n`);
+    const localCopy = message.local ? [returnPath, message.local.headers, ...received, ...message.local.content] : [returnPath, ...traced];
     for (const mailbox of message.mailboxes) work.push(this.#mailstore.deliver(mailbox, localCopy));
     const remote = [...message.remote];
     if (remote.length > 0) {

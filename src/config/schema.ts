@@ -31,6 +31,17 @@ const network = z.string().superRefine((text, ctx) => {
 
 const positiveInt = z.number().int().positive();
 
+/** A DNS zone name such as "zen.spamhaus.org". */
+const dnsZone = z.string().regex(/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9][a-z0-9-]{0,61}[a-z0-9]$/i, 'must be a DNS zone such as "zen.spamhaus.org"');
+
+/** A blocklist or allowlist zone with its weight, matched return codes and action. */
+const listZone = z.strictObject({
+  zone: dnsZone,
+  action: z.enum(['reject', 'score', 'allow']).optional(),
+  weight: z.number().min(0).max(100).default(0),
+  codes: z.array(z.string().regex(/^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/, 'must be a 127.x.y.z return code')).default([]),
+});
+
 /** A listener's load balancers, which must send a PROXY protocol header (src/net/service.ts). */
 const proxyProtocolFrom = z.array(network).default([]);
 
@@ -187,6 +198,39 @@ export const configSchema = z.strictObject({
       messages_per_day: positiveInt.default(1000),
       recipients_per_day: positiveInt.default(2000),
       exempt_users: z.array(z.string()).default([]),
+    })
+    .prefault({}),
+  filter: z
+    .strictObject({
+      // DMARC p=reject failing: "enforce" refuses it (p=quarantine is marked), "mark" marks
+      // both, "off" neither (the Authentication-Results header is still added).
+      dmarc: z.enum(['enforce', 'mark', 'off']).default('enforce'),
+      // SPF -all fail without a passing aligned DKIM signature.
+      spf_fail: z.enum(['reject', 'mark', 'off']).default('mark'),
+      // A check that could not be made (DNS timeout): accept (and say so in the headers) or 451.
+      temporary_errors: z.enum(['accept', 'defer']).default('accept'),
+      dnsbl: z.array(z.union([dnsZone, listZone])).default([]),
+      dnswl: z.array(z.union([dnsZone, listZone])).default([]),
+      greylisting: z.boolean().default(false),
+      greylist_delay: duration.prefault('5m'),
+      greylist_retry_window: duration.prefault('2d'),
+      greylist_remember: duration.prefault('36d'),
+      // Port 25 only: wait this long before the greeting; a client that talks first is refused.
+      pregreet_delay: duration.prefault('0s'),
+      spam_score: z.number().min(0).default(5),
+      subject_tag: z.string().max(40).default(''),
+      // The longest the checks of one message may take; past it they count as temporary errors.
+      deadline: duration.prefault('20s'),
+      rspamd: z
+        .strictObject({
+          url: z.union([z.literal(''), z.string().regex(/^https?:\/\/\S+$/, 'must be an http:// URL such as "http://127.0.0.1:11333"')]).default(''),
+          timeout: duration.prefault('10s'),
+          // rspamd down or too slow: "accept" with popgate's own verdict, or "defer" (451).
+          on_failure: z.enum(['accept', 'defer']).default('accept'),
+          // Also check mail that customers relay (a compromised account's spam), naming the user.
+          outbound: z.boolean().default(false),
+        })
+        .prefault({}),
     })
     .prefault({}),
   shutdown_grace: duration.prefault('5s'),

@@ -40,8 +40,11 @@ export interface ConnectionTexts {
 
 /** What a protocol session provides to its connection. */
 export interface LineSession {
-  /** The first reply, once the connection is ready (after the handshake for implicit TLS). */
-  greet(): void;
+  /**
+   * The first reply, once the connection is ready (after the handshake for implicit TLS). A
+   * promise holds every command back until it settles (a greeting that waits on purpose).
+   */
+  greet(): void | Promise<void>;
   /** One command line, without its line end. A promise holds back the next line until it settles. */
   command(line: string): void | Promise<void>;
   /** Called once when the connection has closed, however it ended. */
@@ -106,14 +109,34 @@ export class LineConnection {
     if (!implicitTls) {
       this.log.info({ event: 'connect', tls: false }, `${this.#settings.protocol} session started`);
       this.#attach(this.#raw);
-      session.greet();
+      this.#greet(session);
       return;
     }
     const tls = this.#beginTls();
     tls.once('secure', () => {
       this.log.info({ event: 'connect', tls: true, protocol: tls.getProtocol() }, `${this.#settings.protocol} session started over TLS`);
-      session.greet();
+      this.#greet(session);
     });
+  }
+
+  /** Input that came while the greeting was awaited is read only once it is out. */
+  #greet(session: LineSession): void {
+    const greeting = this.#run(() => session.greet());
+    if (!greeting) return;
+    this.#busy = true;
+    void greeting.then(() => {
+      this.#busy = false;
+      if (this.#paused && !this.#closed) {
+        this.#paused = false;
+        this.#stream.resume();
+      }
+      if (this.#input.length > 0 && !this.#closed) void this.#process();
+    });
+  }
+
+  /** Whether the client has sent anything not read yet (the pregreet test asks before the greeting). */
+  get hasUnreadInput(): boolean {
+    return this.#input.length > 0;
   }
 
   get secure(): boolean {

@@ -80,6 +80,18 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 3,
+    description: 'per-domain overrides of the inbound filter settings',
+    sql: `
+      CREATE TABLE popgate_domain_settings (
+        domain text COLLATE "C" NOT NULL,
+        name text COLLATE "C" NOT NULL,
+        value text NOT NULL,
+        PRIMARY KEY (domain, name)
+      );
+    `,
+  },
 ];
 
 /** The schema version this code knows. */

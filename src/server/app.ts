@@ -47,6 +47,12 @@ import { migrate } from '../postgres/migrate.ts';
 import { PostgresAccountStore } from '../postgres/accounts.ts';
 import { PostgresQueueStore } from '../postgres/queue-index.ts';
 import type { QueueStore } from '../queue/store.ts';
+import type { DomainSettingsStore } from '../filter/domain-settings.ts';
+import { SqliteDomainSettingsStore } from '../sqlite/domain-settings.ts';
+import { PostgresDomainSettingsStore } from '../postgres/domain-settings.ts';
+import { InboundFilter } from '../filter/filter.ts';
+import { Authenticator } from '../filter/authentication.ts';
+import { FilterDns } from '../filter/dns.ts';
 import { tellPrimary, type WorkerMessage } from './workers.ts';
 import { hostname, networkInterfaces } from 'node:os';
 import { SmtpServer } from '../smtp/server.ts';
@@ -130,6 +136,7 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
     windowMs: config.pop_before_smtp.window,
     postmaster: config.smtp.postmaster,
   });
+  const filter = createInboundFilter(config, backends, log);
   const limitSweeper = setInterval(() => {
     void sendLimits.sweep().catch((error) => log.error({ err: error }, 'send-limit sweep failed'));
     void guard.sweep().catch((error) => log.error({ err: error }, 'login-limit sweep failed'));
@@ -151,7 +158,7 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
       authOnPort25: config.smtp.auth,
       popBeforeSmtpOnSubmission: config.submission.pop_before_smtp,
     },
-    { policy, login, acceptance, log, tls: () => secureContext, sendLimits, reusePort: worker !== undefined, connections },
+    { policy, login, acceptance, log, tls: () => secureContext, sendLimits, reusePort: worker !== undefined, connections, filter },
   );
 
   // Renewed certificates (certbot, ACME clients) are picked up without a restart or SIGHUP.
@@ -237,6 +244,10 @@ export interface Backends {
   queue: OutboundQueue;
   /** Where connections per address are counted when several processes serve the same clients. */
   connections?: ConnectionRegistry;
+  /** Per-domain overrides of the inbound filter settings (`popgate domain set`). */
+  domainSettings: DomainSettingsStore;
+  /** Account and domain changes announced to every process (Redis in a cluster). */
+  events: AccountEvents;
   close(): Promise<void>;
 }
 
@@ -310,6 +321,7 @@ export async function openBackends(config: Config, log: Logger): Promise<Backend
     const shared = config.database.url !== '';
     let accounts: AccountStore;
     let index: QueueStore;
+    let domainSettings: DomainSettingsStore;
     if (shared) {
       const pool = createPool(config.database.url, log);
       closing.push(() => pool.end());
@@ -322,9 +334,11 @@ export async function openBackends(config: Config, log: Logger): Promise<Backend
       closing.unshift(() => postgresAccounts.close());
       accounts = postgresAccounts;
       index = new PostgresQueueStore(pool);
+      domainSettings = new PostgresDomainSettingsStore(pool);
     } else {
       accounts = new SqliteAccountStore(db, false, config.auth.verified_login_cache);
       index = SqliteQueueStore.open(config.data_dir);
+      domainSettings = new SqliteDomainSettingsStore(db);
     }
     const queue = new OutboundQueue(new Spool(config.data_dir, shared ? config.cluster.node || hostname() : undefined), index, log);
     closing.unshift(() => queue.close());
@@ -338,9 +352,37 @@ export async function openBackends(config: Config, log: Logger): Promise<Backend
       sendLimits: createSendLimits(config, sendCounts, log),
       queue,
       connections,
+      domainSettings,
+      events,
       close,
     };
   }
+}
+
+/** Inbound filtering as [filter] sets it (src/filter/filter.ts). */
+export function createInboundFilter(config: Config, backends: Backends, log: Logger): InboundFilter {
+  const settings = config.filter;
+  const dns = new FilterDns(config.dns.servers, config.dns.timeout);
+  return new InboundFilter(
+    {
+      hostname: config.hostname,
+      dmarc: settings.dmarc,
+      spfFail: settings.spf_fail,
+      temporaryErrors: settings.temporary_errors,
+      greylisting: settings.greylisting,
+      pregreetDelayMs: settings.pregreet_delay,
+      spamScore: settings.spam_score,
+      subjectTag: settings.subject_tag,
+      trustedNetworks: config.auth.trusted_networks,
+      rspamd: settings.rspamd.url === '' ? undefined : { onFailure: settings.rspamd.on_failure, outbound: settings.rspamd.outbound },
+    },
+    {
+      authenticator: new Authenticator({ hostname: config.hostname, resolver: dns.resolve, deadlineMs: settings.deadline }),
+      domains: backends.domainSettings,
+      events: backends.events,
+      log,
+    },
+  );
 }
 
 export function createPopBeforeSmtp(config: Config, store: RelayAuthStore, log: Logger): PopBeforeSmtp {

@@ -1,6 +1,7 @@
 import type { AddressProblem } from '../mail/address.ts';
 import type { LimitExceeded } from '../policy/send-limits.ts';
 import type { Refusal } from '../policy/mail-policy.ts';
+import type { FilterRefusal } from '../filter/filter.ts';
 
 // Every reply the SMTP server sends, named once: the basic code (RFC 5321 §4.2), the enhanced
 // status code (RFC 3463, announced with ENHANCEDSTATUSCODES per RFC 2034) and words that tell
@@ -142,4 +143,26 @@ function describeWindow(ms: number): string {
   if (ms >= 60_000) return '1 minute';
   const seconds = Math.max(1, Math.round(ms / 1000));
   return `${seconds} second${seconds === 1 ? '' : 's'}`;
+}
+
+/** An inbound-filter refusal in SMTP's words (RFC 7372 codes where one fits). */
+export function filterReply(refusal: FilterRefusal): Reply {
+  switch (refusal.reason) {
+    case 'early-talker':
+      return reply(554, '5.7.1', 'Your mail server talked before our greeting, as spam software does: wait for the 220 greeting');
+    case 'listed':
+      return reply(550, '5.7.1', `Your address ${refusal.ip} is listed by ${refusal.zone}: see that list's web site to be delisted, or ask your provider`);
+    case 'greylisted': {
+      const minutes = Math.max(1, Math.ceil(refusal.retryAfterMs / 60_000));
+      return reply(451, '4.7.1', `Greylisted: a first message from a new server is delayed; please try again in ${minutes} minute${minutes === 1 ? '' : 's'}`);
+    }
+    case 'dmarc':
+      return reply(550, '5.7.1', `Rejected by DMARC: the message failed sender authentication, and ${refusal.domain || 'its author domain'} asks receivers to refuse such mail`);
+    case 'spf':
+      return reply(550, '5.7.23', `SPF check failed: this server may not send mail for ${refusal.domain || 'the sender domain'}`);
+    case 'spam':
+      return reply(550, '5.7.1', refusal.text && /^[\x20-\x7e]{1,200}$/.test(refusal.text) ? refusal.text : 'Message rejected as spam');
+    case 'temporary':
+      return reply(451, '4.7.0', `The ${refusal.what} could not be made right now: please try again later`);
+  }
 }

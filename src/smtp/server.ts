@@ -4,6 +4,7 @@ import type { ListenAddress } from '../net/listen.ts';
 import { ServiceListeners, type ServiceDependencies, type ServiceOptions, type ServiceTexts } from '../net/service.ts';
 import type { MailPolicy } from '../policy/mail-policy.ts';
 import type { SendLimits } from '../policy/send-limits.ts';
+import type { InboundFilter } from '../filter/filter.ts';
 import { format, Replies } from './replies.ts';
 import { SmtpSession, type SmtpContext, type SmtpRole } from './session.ts';
 
@@ -26,6 +27,7 @@ export interface SmtpDependencies extends ServiceDependencies {
   acceptance: MessageAcceptance;
   /** Sending limits per user for relayed mail; absent: none. */
   sendLimits?: SendLimits;
+  filter?: InboundFilter;
 }
 
 const TEXTS: ServiceTexts = {
@@ -49,6 +51,7 @@ export class SmtpServer {
       login: deps.login,
       acceptance: deps.acceptance,
       sendLimits: deps.sendLimits,
+      filter: deps.filter,
     });
     const contexts = { smtp: context('smtp'), submission: context('submission'), submissions: context('submissions') };
     this.#listeners = new ServiceListeners('smtp', options, TEXTS, deps, (connection, role) => ({

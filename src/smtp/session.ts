@@ -1,11 +1,12 @@
 import type { MessageAcceptance } from '../acceptance/acceptance.ts';
 import type { LoginOutcome, LoginService } from '../auth/login.ts';
 import { SASL_MECHANISMS, SaslExchange, type SaslStep } from '../auth/sasl.ts';
+import type { FilterClient, InboundFilter, MessageContext } from '../filter/filter.ts';
 import type { LineConnection, LineSession } from '../net/line-connection.ts';
 import type { MailPolicy, Refusal } from '../policy/mail-policy.ts';
 import type { SendLimits } from '../policy/send-limits.ts';
 import { DataReader } from './data-reader.ts';
-import { format, formatLines, refusalReply, Replies, sendLimitReply, type Reply } from './replies.ts';
+import { filterReply, format, formatLines, refusalReply, Replies, sendLimitReply, type Reply } from './replies.ts';
 
 // One SMTP session (RFC 5321), top to bottom: greeting, EHLO/HELO, an optional STARTTLS
 // (RFC 3207) and AUTH (RFC 4954), then transactions of MAIL, RCPT and DATA. The connection
@@ -31,6 +32,11 @@ export interface SmtpContext {
   acceptance: MessageAcceptance;
   /** Sending limits per user for relayed mail; absent: none. */
   sendLimits?: SendLimits;
+  /**
+   * Filtering: of mail for local mailboxes on the port 25 role (blocklists, greylisting, sender
+   * authentication, spam), and of relayed mail on every role when configured (rspamd).
+   */
+  filter?: InboundFilter;
 }
 
 interface Transaction {
@@ -62,14 +68,51 @@ export class SmtpSession implements LineSession {
   /** Set while an AUTH exchange waits for the client's next line (RFC 4954 §4). */
   #sasl: SaslExchange | undefined;
   #transaction: Transaction | undefined;
+  /** What the inbound filter knows of this client (its DNS list answers), on port 25. */
+  #client: FilterClient | undefined;
 
   constructor(connection: LineConnection, context: SmtpContext) {
     this.#conn = connection;
     this.#context = context;
   }
 
-  greet(): void {
+  /** The filter of inbound mail: port 25 only (submission is for customers). */
+  get #inbound(): InboundFilter | undefined {
+    return this.#context.role === 'smtp' ? this.#context.filter : undefined;
+  }
+
+  greet(): void | Promise<void> {
+    const filter = this.#inbound;
+    if (filter) this.#client = filter.client(this.#conn.ip);
+    if (!filter || filter.pregreetDelayMs <= 0) return this.#reply(Replies.greeting(this.#context.hostname));
+    return this.#pregreet(filter);
+  }
+
+  /**
+   * postscreen's pregreet test: a real mail server waits for the greeting before it speaks;
+   * spam software often does not. Port 25 only, and only when configured.
+   */
+  async #pregreet(filter: InboundFilter): Promise<void> {
+    await this.#conn.sleep(filter.pregreetDelayMs);
+    if (this.#conn.isClosed) return;
+    if (this.#conn.hasUnreadInput) {
+      const decision = filter.earlyTalker(this.#client!);
+      if (!decision.ok) return this.#conn.abort(format(filterReply(decision.refusal)));
+    }
     this.#reply(Replies.greeting(this.#context.hostname));
+  }
+
+  /** The filter's view of a transaction: who sends, to which local mailboxes, and whether it is exempt. */
+  #filterContext(transaction: Transaction, filter: InboundFilter): MessageContext {
+    return {
+      client: this.#client ?? { ip: this.#conn.ip },
+      helo: this.#helo ?? '',
+      sender: transaction.sender,
+      recipients: [...transaction.mailboxes],
+      // Grant holders, SMTP AUTH users and trusted networks are never filtered.
+      exempt: transaction.relayUser !== undefined || filter.isTrusted(this.#conn.ip),
+      user: transaction.relayUser,
+    };
   }
 
   #reply(reply: Reply): void {
@@ -280,6 +323,15 @@ export class SmtpSession implements LineSession {
       const overLimit = await limits.checkRecipient(transaction.relayUser, transaction.relayedRecipients.length);
       if (overLimit) return this.#reply(sendLimitReply(overLimit));
     }
+    const filter = this.#inbound;
+    if (verdict.kind === 'local' && filter) {
+      const decision = await filter.recipient(this.#filterContext(transaction, filter), verdict.address);
+      if (!decision.ok) {
+        // A deferral (greylisting) is routine for a well-behaved server: not counted as an error.
+        const reply = filterReply(decision.refusal);
+        return decision.permanent ? this.#error(reply) : this.#reply(reply);
+      }
+    }
     transaction.recipients.push(verdict.address);
     if (verdict.kind === 'local') {
       verdict.mailboxes.forEach((m) => transaction.mailboxes.add(m));
@@ -323,10 +375,32 @@ export class SmtpSession implements LineSession {
       this.#conn.log.info({ ...logged, outcome: 'refused', reason: 'too big' }, 'message refused');
       return this.#reply(Replies.tooBig(this.#context.maxMessageSize));
     }
+    let local: { headers: Buffer; content: Buffer[] } | undefined;
+    const filter = this.#context.filter;
+    if (filter) {
+      const context = this.#filterContext(transaction, filter);
+      if (transaction.mailboxes.size > 0 && this.#inbound) {
+        const decision = await filter.message(context, data.chunks);
+        if (!decision.ok) {
+          this.#conn.log.info({ ...logged, outcome: decision.permanent ? 'refused' : 'deferred', reason: `filter: ${decision.refusal.reason}` }, 'message refused');
+          const reply = filterReply(decision.refusal);
+          return decision.permanent ? this.#error(reply) : this.#reply(reply);
+        }
+        local = { headers: decision.headers, content: [decision.content] };
+      }
+      if (transaction.relayedRecipients.length > 0) {
+        const decision = await filter.relayed({ ...context, recipients: transaction.relayedRecipients }, data.chunks);
+        if (!decision.ok) {
+          this.#conn.log.warn({ ...logged, outcome: 'refused', reason: `filter: ${decision.refusal.reason}` }, 'relayed message refused');
+          return this.#error(filterReply(decision.refusal));
+        }
+      }
+    }
     let id: string;
     try {
       // Durable before 250 (RFC 5321 §6.1): every local copy fsync'd, the rest in the spool.
       id = await this.#context.acceptance.accept({
+        local,
         sender: transaction.sender,
         mailboxes: transaction.mailboxes,
         remote: transaction.remote,
