@@ -13,6 +13,8 @@ import { registerDbCommands } from './db.ts';
 import { DkimKeyError } from '../dkim/keys.ts';
 import { openBackends, type Backends } from '../server/app.ts';
 import { silentLogger } from '../log/logger.ts';
+import { DOMAIN_SETTINGS, settingProblem, type DomainSettingName, type DomainSettings } from '../filter/domain-settings.ts';
+import { normalizeDomain } from '../accounts/address.ts';
 
 // popgate's command line. Administrative commands open the same backends as the server
 // (openBackends; SQLite in WAL mode for the embedded ones), so they work while it runs.
@@ -71,6 +73,48 @@ domain.command('remove <domain>').description('remove a local domain (it must ha
     console.log(`removed domain ${name}`);
   }),
 );
+domain
+  .command('set <domain> <settings...>')
+  .description(`override the [filter] defaults for one domain: ${Object.entries(DOMAIN_SETTINGS).map(([name, values]) => `${name}=${values.join('|')}`).join(' ')} (empty value: back to the default)`)
+  .action((name: string, settings: string[]) =>
+    withBackends(async ({ accounts, domainSettings, events }, config) => {
+      const target = normalizeDomain(name);
+      if (!target || !(await accounts.isLocalDomain(target))) throw new AccountError(`unknown domain ${name}: add it first with popgate domain add ${name}`);
+      const changes: [DomainSettingName, string][] = [];
+      for (const setting of settings) {
+        const eq = setting.indexOf('=');
+        if (eq === -1) throw new UsageError(`"${setting}" is not name=value (for example dmarc=mark)`);
+        const [key, value] = [setting.slice(0, eq).trim(), setting.slice(eq + 1).trim()];
+        const problem = settingProblem(key, value);
+        if (problem) throw new UsageError(problem);
+        changes.push([key as DomainSettingName, value]);
+      }
+      for (const [key, value] of changes) await domainSettings.set(target, key, value === '' ? undefined : value);
+      await events.publish({ kind: 'domain', subject: target });
+      console.log(describeDomainSettings(target, await domainSettings.get(target), config));
+    }),
+  );
+domain.command('show <domain>').description('the [filter] settings that apply to a domain, with its overrides').action((name: string) =>
+  withBackends(async ({ accounts, domainSettings }, config) => {
+    const target = normalizeDomain(name);
+    if (!target || !(await accounts.isLocalDomain(target))) throw new AccountError(`unknown domain ${name} (see popgate domain list)`);
+    console.log(describeDomainSettings(target, await domainSettings.get(target), config));
+  }),
+);
+
+/** Each filter setting of a domain: its override, or the server's default from the config. */
+function describeDomainSettings(domainName: string, overrides: DomainSettings, config: Config): string {
+  const defaults: Record<DomainSettingName, string> = {
+    dmarc: config.filter.dmarc,
+    spf_fail: config.filter.spf_fail,
+    temporary_errors: config.filter.temporary_errors,
+    greylisting: String(config.filter.greylisting),
+  };
+  const lines = (Object.keys(DOMAIN_SETTINGS) as DomainSettingName[]).map((key) =>
+    overrides[key] === undefined ? `  ${key} = ${defaults[key]}\t(server default)` : `  ${key} = ${overrides[key]}\t(set for ${domainName})`,
+  );
+  return [`${domainName}:`, ...lines].join('\n');
+}
 
 const passwordOptions = (command: Command) =>
   command

@@ -74,6 +74,9 @@ export class Authenticator {
       // mailauth's declared type is narrower than what it handles (MX and A answers too).
       resolver: resolver as DNSResolver,
       disableBimi: true,
+      // The RFCs as written: a body hash mismatch is dkim=fail (RFC 8601 §2.7.1), rsa-sha1 is
+      // not trusted (RFC 8301 §3.1), malformed signatures and records are told apart.
+      strict: true,
     });
     checks.catch(() => {}); // settled later than the deadline: nobody waits for it any more
     let result: AuthenticateResult | 'timeout' | 'error';

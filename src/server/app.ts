@@ -70,6 +70,8 @@ export interface App {
   /** Bound addresses per service, e.g. { pop3: ["127.0.0.1:2110"] } (useful with port 0). */
   addresses: Record<string, string[]>;
   popBeforeSmtp: PopBeforeSmtp;
+  /** Every store of this process (for the administrative side: the CLI's operations, the console). */
+  backends: Backends;
   /** Hooks run before "+OK" to every successful POP3 login. */
   onLogin: LoginHook[];
   /** Re-reads the certificate files (SIGHUP), so a renewed certificate needs no restart. */
@@ -191,6 +193,7 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
     queue,
     delivery,
     popBeforeSmtp,
+    backends,
     addresses,
     onLogin: login.hooks,
     reloadTls() {
