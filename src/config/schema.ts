@@ -202,6 +202,8 @@ export const configSchema = z.strictObject({
     .prefault({}),
   filter: z
     .strictObject({
+      // false: no inbound filtering at all (another filter in front of popgate does it).
+      enabled: z.boolean().default(true),
       // DMARC p=reject failing: "enforce" refuses it (p=quarantine is marked), "mark" marks
       // both, "off" neither (the Authentication-Results header is still added).
       dmarc: z.enum(['enforce', 'mark', 'off']).default('enforce'),

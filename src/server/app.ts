@@ -138,7 +138,7 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
     windowMs: config.pop_before_smtp.window,
     postmaster: config.smtp.postmaster,
   });
-  const filter = createInboundFilter(config, backends, log);
+  const filter = config.filter.enabled ? createInboundFilter(config, backends, log) : undefined;
   const limitSweeper = setInterval(() => {
     void sendLimits.sweep().catch((error) => log.error({ err: error }, 'send-limit sweep failed'));
     void guard.sweep().catch((error) => log.error({ err: error }, 'login-limit sweep failed'));
