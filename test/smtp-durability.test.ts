@@ -30,11 +30,12 @@ describe('SMTP end to end', () => {
       const raw = (await pop.multilineRaw()).toString('utf8').replace(/^\./gm, '');
       await pop.command('QUIT');
       const traceEnd = raw.indexOf('From: sender@remote.example');
-      // Return-Path, the inbound filter's verdict (RFC 8601, RFC 7208 §9.1, the spam marks),
+      // Return-Path, the inbound filter's verdict (Authentication-Results above the other trace
+      // fields, RFC 8601 §5; Received-SPF, RFC 7208 §9.1; the spam marks),
       // then popgate's Received: trace.
       assert.match(
         raw.slice(0, traceEnd),
-        /^Return-Path: <sender@remote\.example>\r\nReceived-SPF: none [^]*?\r\nAuthentication-Results: mail\.example\.test;[^]*?\r\nX-Spam-Flag: NO\r\nX-Spam-Status: No, score=0\.0 required=5\.0 tests=none\r\nReceived: from client\.example \(\[127\.0\.0\.1\]\)\r\n\tby mail\.example\.test \(popgate\) with ESMTP id \w+\r\n\tfor <e2e@example\.test>;\r\n\t.+\r\n$/,
+        /^Return-Path: <sender@remote\.example>\r\nAuthentication-Results: mail\.example\.test;[^]*?\r\nReceived-SPF: none [^]*?\r\nX-Spam-Flag: NO\r\nX-Spam-Status: No, score=0\.0 required=5\.0 tests=none\r\nReceived: from client\.example \(\[127\.0\.0\.1\]\)\r\n\tby mail\.example\.test \(popgate\) with ESMTP id \w+\r\n\tfor <e2e@example\.test>;\r\n\t.+\r\n$/,
       );
       assert.equal(raw.slice(traceEnd), original);
     } finally {
