@@ -21,7 +21,7 @@ describe('delay warnings and giving up', () => {
     world = await startOutboundWorld({
       zone,
       sinks: [{ host: '127.0.0.2', rcpt: () => '451 4.3.2 System not accepting network messages' }],
-      outbound: { retry_schedule: ['100ms', '200ms'], delay_warning: '300ms', max_lifetime: '1500ms' },
+      outbound: { retry_schedule: ['100ms', '200ms'], delay_warning: '300ms', max_lifetime: '3s' },
     });
     await world.server.addUser('alice@example.test');
   });
@@ -34,7 +34,7 @@ describe('delay warnings and giving up', () => {
     assert.match(warning, /Status: 4\.3\.2/);
     assert.match(warning, /Will-Retry-Until: /);
     assert.match(warning, /Content-Type: message\/rfc822/);
-    const failure = await until(async () => (await inbox(world, 'alice@example.test')).find((m) => m.includes('Action: failed')), 5000, 'final bounce');
+    const failure = await until(async () => (await inbox(world, 'alice@example.test')).find((m) => m.includes('Action: failed')), 10000, 'final bounce');
     assert.match(failure, /Subject: Undelivered Mail Returned to Sender/);
     assert.match(failure, /Status: 4\.3\.2/, 'the last temporary status, now final');
     assert.match(failure, /gave up after [\d.]+ days: 451 4\.3\.2 System not accepting network messages/);
