@@ -10,6 +10,7 @@ import { silentLogger } from '../src/log/logger.ts';
 import { SqliteAccountStore } from '../src/sqlite/accounts.ts';
 import { SqliteLoginFailureStore } from '../src/sqlite/login-failures.ts';
 import { SqliteConnectionRegistry } from '../src/sqlite/connection-registry.ts';
+import { SqliteGreylistStore } from '../src/sqlite/greylist.ts';
 import { SqliteMaildropLocks } from '../src/sqlite/maildrop-locks.ts';
 import { openCountersDatabase, openDatabase } from '../src/sqlite/open.ts';
 import { SqliteQueueStore } from '../src/sqlite/queue-index.ts';
@@ -19,6 +20,7 @@ import { accountEventsContract } from './contracts/account-events.ts';
 import { accountStoreContract } from './contracts/account-store.ts';
 import type { OpenedStore } from './contracts/backend.ts';
 import { connectionRegistryContract } from './contracts/connection-registry.ts';
+import { greylistStoreContract } from './contracts/greylist-store.ts';
 import { loginFailureStoreContract } from './contracts/login-failure-store.ts';
 import { maildropLocksContract } from './contracts/maildrop-locks.ts';
 import { mailstoreContract } from './contracts/mailstore.ts';
@@ -104,6 +106,8 @@ relayAuthStoreContract('SQLite', onCounters((db) => new SqliteRelayAuthStore(db)
 loginFailureStoreContract('SQLite', onCounters((db) => new SqliteLoginFailureStore(db)));
 
 sendLimitStoreContract('SQLite', onCounters((db) => new SqliteSendLimitStore(db)));
+
+greylistStoreContract('SQLite', onCounters((db) => new SqliteGreylistStore(db)));
 
 accountEventsContract('in-process', async () => ({ store: new LocalAccountEvents(), close: async () => {} }));
 
