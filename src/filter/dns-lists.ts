@@ -8,9 +8,12 @@ import { expandIpv6 } from '../relay-auth/key.ts';
 // allow: lower the score and skip greylisting). What to do with the hits is the pipeline's.
 //
 // A list that answers wrongly must never refuse everybody. So:
-// - Only answers in 127.0.0.0/8 are listings (RFC 5782 §2.1). Anything else comes from a
-//   resolver that rewrites "no such name" into an address of its own, and counts as no listing.
-// - 127.0.0.1 is never a listing: RFC 5782 §5 makes it the address no list may contain.
+// - Only answers in 127.0.0.0/8 are listings: lists put their codes there, where no real host
+//   is. Anything else comes from a resolver that rewrites "no such name" into an address of
+//   its own (a search page), and counts as no listing.
+// - An answer of 127.0.0.1 is never a listing: it is localhost, which broken resolvers and
+//   wildcards answer for any name (and the address RFC 5782 §5 keeps out of every list). A
+//   list that uses it as a code (HostKarma's "known good" answer) cannot be used for it.
 // - 127.255.255.0/24 is how lists say "query refused" (Spamhaus: .252 typing error in the
 //   zone name, .254 queries through a public resolver, .255 too many queries): no listing.
 // - Before a zone's listing is believed, the zone is asked about 127.0.0.1 (RFC 5782 §5: "IPv4-
