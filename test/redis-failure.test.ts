@@ -7,6 +7,7 @@ import type { AccountChange } from '../src/accounts/events.ts';
 import { RedisAccountEvents } from '../src/redis/account-events.ts';
 import { RedisConnection } from '../src/redis/client.ts';
 import { RedisConnectionRegistry } from '../src/redis/connection-registry.ts';
+import { RedisGreylistStore } from '../src/redis/greylist.ts';
 import { RedisLoginFailureStore } from '../src/redis/login-failures.ts';
 import { RedisMaildropLocks } from '../src/redis/maildrop-locks.ts';
 import { RedisRelayAuthStore } from '../src/redis/relay-grants.ts';
@@ -16,6 +17,8 @@ import { freePort, missingEngine, startRedis, type RunningEngine } from './helpe
 // The Redis backends when Redis goes away, against the real engine: while it is stopped every
 // store method rejects promptly (no hang, no unhandled rejection, no crash); once it is started
 // again the same store objects work again by themselves, and a subscriber hears changes again.
+
+const TRIPLET = '192.0.2.0/24 "alice@example.test" "bob@example.net"';
 
 /** Generous: a connection attempt gives up after 2 s; a hang is forever. */
 const PROMPTLY_MS = 4000;
@@ -76,6 +79,7 @@ describe('Redis backends when Redis goes away', { skip: missingEngine('redis-ser
       locks: new RedisMaildropLocks(redisConnection, { leaseMs: 600 }, log),
       registry: new RedisConnectionRegistry(redisConnection),
       events: new RedisAccountEvents(redisConnection, log),
+      greylist: new RedisGreylistStore(redisConnection),
     };
   }
 
@@ -98,7 +102,7 @@ describe('Redis backends when Redis goes away', { skip: missingEngine('redis-ser
 
   /** Every method of every store, as a call with plausible arguments. */
   function everyMethod(now: number): [string, () => Promise<unknown>][] {
-    const { grants, failures, sends, locks, registry, events } = stores;
+    const { grants, failures, sends, locks, registry, events, greylist } = stores;
     return [
       ['grants.grant', () => grants.grant('192.0.2.7', 'alice@example.test', now, 600_000, true)],
       ['grants.check', () => grants.check('192.0.2.7', now)],
@@ -122,6 +126,10 @@ describe('Redis backends when Redis goes away', { skip: missingEngine('redis-ser
       ['registry.heartbeat', () => registry.heartbeat('node-1', now, 15_000)],
       ['registry.takeToken', () => registry.takeToken('pop3', '192.0.2.7', 60, now)],
       ['events.publish', () => events.publish({ kind: 'user', subject: 'alice@example.test' })],
+      ['greylist.lookup', () => greylist.lookup(TRIPLET, '192.0.2.0/24', now)],
+      ['greylist.recordAttempt', () => greylist.recordAttempt(TRIPLET, now, now + 600_000)],
+      ['greylist.recordPass', () => greylist.recordPass(TRIPLET, '192.0.2.0/24', now, now + 600_000)],
+      ['greylist.rememberNetwork', () => greylist.rememberNetwork('192.0.2.0/24', now, now + 600_000)],
     ];
   }
 
@@ -133,7 +141,10 @@ describe('Redis backends when Redis goes away', { skip: missingEngine('redis-ser
     for (const [name, call] of everyMethod(Date.now())) assert.equal((await settle(call)).outcome, 'resolved', `${name} works before`);
 
     // Operations in flight at the moment Redis dies settle too.
-    const inFlight = Array.from({ length: 50 }, (_, i) => settle(everyMethod(Date.now())[i % 22][1]));
+    const inFlight = Array.from({ length: 50 }, (_, i) => {
+      const methods = everyMethod(Date.now());
+      return settle(methods[i % methods.length][1]);
+    });
     await redis.stop();
     for (const result of await Promise.all(inFlight)) assert.notEqual(result.outcome, 'hung');
 

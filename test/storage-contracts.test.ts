@@ -10,6 +10,7 @@ import { silentLogger } from '../src/log/logger.ts';
 import { SqliteAccountStore } from '../src/sqlite/accounts.ts';
 import { SqliteLoginFailureStore } from '../src/sqlite/login-failures.ts';
 import { SqliteConnectionRegistry } from '../src/sqlite/connection-registry.ts';
+import { SqliteGreylistStore } from '../src/sqlite/greylist.ts';
 import { SqliteMaildropLocks } from '../src/sqlite/maildrop-locks.ts';
 import { openCountersDatabase, openDatabase } from '../src/sqlite/open.ts';
 import { SqliteQueueStore } from '../src/sqlite/queue-index.ts';
@@ -21,6 +22,7 @@ import { domainSettingsStoreContract } from './contracts/domain-settings-store.t
 import { SqliteDomainSettingsStore } from '../src/sqlite/domain-settings.ts';
 import type { OpenedStore } from './contracts/backend.ts';
 import { connectionRegistryContract } from './contracts/connection-registry.ts';
+import { greylistStoreContract } from './contracts/greylist-store.ts';
 import { loginFailureStoreContract } from './contracts/login-failure-store.ts';
 import { maildropLocksContract } from './contracts/maildrop-locks.ts';
 import { mailstoreContract } from './contracts/mailstore.ts';
@@ -106,6 +108,8 @@ relayAuthStoreContract('SQLite', onCounters((db) => new SqliteRelayAuthStore(db)
 loginFailureStoreContract('SQLite', onCounters((db) => new SqliteLoginFailureStore(db)));
 
 sendLimitStoreContract('SQLite', onCounters((db) => new SqliteSendLimitStore(db)));
+
+greylistStoreContract('SQLite', onCounters((db) => new SqliteGreylistStore(db)));
 
 accountEventsContract('in-process', async () => ({ store: new LocalAccountEvents(), close: async () => {} }));
 

@@ -30,7 +30,8 @@ export function grantKey(ip: string, prefixes: KeyPrefixes): string {
   return ip;
 }
 
-function expandIpv6(ip: string): number[] {
+/** The eight 16-bit words of an IPv6 address (embedded IPv4 and "::" expanded); `ip` must be valid. */
+export function expandIpv6(ip: string): number[] {
   let text = ip.toLowerCase().split('%')[0];
   const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
   if (v4) {

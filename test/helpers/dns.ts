@@ -1,7 +1,8 @@
 import dns2 from 'dns2';
 
 // A real DNS server on loopback (UDP), serving a zone a test writes as a plain object.
-// popgate's resolver is pointed at it through [dns] servers.
+// popgate's resolver is pointed at it through [dns] servers. A name "*.<suffix>" is a
+// wildcard (RFC 4592): it answers for every name below <suffix> that has no entry of its own.
 
 const { Packet } = dns2;
 
@@ -12,6 +13,10 @@ export interface ZoneEntry {
   TXT?: string[];
   /** Answer SERVFAIL for this name (a broken resolver or zone). */
   servfail?: boolean;
+  /** The TTL of the records (seconds); 60 when not given. */
+  ttl?: number;
+  /** Answer only after this long (a slow or unreachable zone). */
+  delayMs?: number;
 }
 
 export interface TestDns {
@@ -27,6 +32,7 @@ const TYPE_NAMES: Record<number, string> = { [Packet.TYPE.A]: 'A', [Packet.TYPE.
 
 export async function startDns(zone: Record<string, ZoneEntry>): Promise<TestDns> {
   const queries: string[] = [];
+  const delayed = new Set<NodeJS.Timeout>();
   const server = dns2.createServer({
     udp: true,
     handle: (request, send) => {
@@ -35,13 +41,13 @@ export async function startDns(zone: Record<string, ZoneEntry>): Promise<TestDns
       const name = question.name.toLowerCase().replace(/\.$/, '');
       const type = TYPE_NAMES[question.type] ?? String(question.type);
       queries.push(`${type} ${name}`);
-      const entry = zone[name];
+      const entry = zone[name] ?? wildcardFor(zone, name);
       if (!entry) {
         response.header.rcode = Packet.RCODE.NXDOMAIN;
       } else if (entry.servfail) {
         response.header.rcode = Packet.RCODE.SERVFAIL;
       } else {
-        const base = { name: question.name, class: Packet.CLASS.IN, ttl: 60 };
+        const base = { name: question.name, class: Packet.CLASS.IN, ttl: entry.ttl ?? 60 };
         // dns2's typings want Resource objects; plain records are what its encoder reads.
         const answers = response.answers as unknown as object[];
         if (type === 'MX') for (const [priority, exchange] of entry.MX ?? []) answers.push({ ...base, type: Packet.TYPE.MX, priority, exchange });
@@ -49,7 +55,12 @@ export async function startDns(zone: Record<string, ZoneEntry>): Promise<TestDns
         if (type === 'AAAA') for (const address of entry.AAAA ?? []) answers.push({ ...base, type: Packet.TYPE.AAAA, address });
         if (type === 'TXT') for (const data of entry.TXT ?? []) answers.push({ ...base, type: Packet.TYPE.TXT, data: chunk(data) });
       }
-      send(response);
+      if (!entry?.delayMs) return void send(response);
+      const timer = setTimeout(() => {
+        delayed.delete(timer);
+        void send(response);
+      }, entry.delayMs);
+      delayed.add(timer);
     },
   });
   const listening = new Promise<void>((resolve) => server.once('listening', () => resolve()));
@@ -60,8 +71,20 @@ export async function startDns(zone: Record<string, ZoneEntry>): Promise<TestDns
     address: `127.0.0.1:${udp.port}`,
     zone,
     queries,
-    close: () => server.close().then(() => undefined),
+    close: () => {
+      for (const timer of delayed) clearTimeout(timer);
+      return server.close().then(() => undefined);
+    },
   };
+}
+
+/** The entry of the closest wildcard above `name`, if any. */
+function wildcardFor(zone: Record<string, ZoneEntry>, name: string): ZoneEntry | undefined {
+  for (let dot = name.indexOf('.'); dot !== -1; dot = name.indexOf('.', dot + 1)) {
+    const entry = zone[`*${name.slice(dot)}`];
+    if (entry) return entry;
+  }
+  return undefined;
 }
 
 /** TXT character-strings hold at most 255 octets (RFC 1035 §3.3). */
