@@ -103,11 +103,6 @@ const answerSchema = z.object({
 });
 type Answer = z.infer<typeof answerSchema>;
 
-/** Why a header value cannot be sent, or undefined. */
-function unsendable(value: string): string | undefined {
-  return CONTROL.test(value) ? 'contains a control character' : undefined;
-}
-
 /**
  * A header value as Node writes it: Node sends header strings as Latin-1, so UTF-8 text goes
  * out as its bytes, each a Latin-1 character (rspamd reads header values as bytes).
@@ -141,7 +136,7 @@ function replyText(text: string | undefined): string | undefined {
 
 /** A check that failed, with the reason as its message. */
 class CheckFailure extends Error {}
-/** The server closed a kept-alive connection just as it was reused: the request never reached it. */
+/** A reused kept-alive connection was reset before any answer: the server had closed it. */
 class StaleConnection extends Error {}
 
 export class RspamdClient {
@@ -174,8 +169,9 @@ export class RspamdClient {
       try {
         answer = await this.#post(headers, body, deadline);
       } catch (error) {
-        // A kept-alive connection the server closed as we reused it: the request never
-        // reached rspamd, so it is sent once more on a new connection.
+        // A kept-alive connection the server had closed when we reused it, so the request
+        // (almost certainly) never reached rspamd: it is sent once more, on a new connection,
+        // within the same deadline. A scan is safe to repeat.
         if (!(error instanceof StaleConnection)) throw error;
         answer = await this.#post(headers, body, deadline);
       }
@@ -187,7 +183,7 @@ export class RspamdClient {
     return verdict;
   }
 
-  /** Closes the kept-alive connections; checks after this open new ones. */
+  /** Closes the kept-alive connections, at shutdown. */
   close(): void {
     this.#agent.destroy();
   }
@@ -209,8 +205,7 @@ export class RspamdClient {
     const headers: Record<string, string | string[]> = {};
     for (const [name, value] of fields) {
       // CR or LF would end the header early: whatever follows would be a header of its own.
-      const problem = unsendable(value);
-      if (problem) return { refused: `rspamd: the ${name} value ${problem}` };
+      if (CONTROL.test(value)) return { refused: `rspamd: the ${name} value contains a control character` };
       const existing = headers[name];
       if (existing === undefined) headers[name] = wire(value);
       else headers[name] = [existing, wire(value)].flat();
@@ -248,7 +243,8 @@ export class RspamdClient {
           clearTimeout(timer);
           const text = Buffer.concat(chunks).toString('utf8');
           if (response.statusCode !== 200) {
-            return reject(new CheckFailure(`rspamd answered HTTP ${response.statusCode}: ${replyText(text.slice(0, 200)) ?? ''}`.trim()));
+            const said = replyText(text.slice(0, 200));
+            return reject(new CheckFailure(`rspamd answered HTTP ${response.statusCode}${said ? `: ${said}` : ''}`));
           }
           let json: unknown;
           try {
