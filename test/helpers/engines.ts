@@ -268,7 +268,8 @@ export interface RunningRspamd extends RunningEngine {
  * ask the network is disabled (DNS lists, SPF, DKIM, DMARC, ARC, ASN, hfilter's DNS checks,
  * fuzzy hashes at rspamd.com, the maps downloaded from maps.rspamd.com), and rspamd's resolver
  * points at a closed loopback port, so nothing leaves the machine and a scan takes
- * milliseconds; the content rules (regexp, GTUBE, MIME and header checks, chartable) and the
+ * milliseconds. (Traced: the one query left is the PTR lookup rspamd makes itself for a
+ * request without a Hostname header, and it goes to that port.) The content rules (regexp, GTUBE, MIME and header checks, chartable) and the
  * package's scores and actions (reject 15, add header 6, greylist 4) stay as Debian ships them.
  */
 const RSPAMD_DISABLED_MODULES = [
@@ -340,7 +341,8 @@ export const RSPAMD_TEST_SETTINGS_ID = 'popgate_test_lenient';
  * /etc/rspamd or /var/lib/rspamd is written or read besides the package's rules. It runs in the
  * foreground (-f) as the tests' user, or as _rspamd when the tests run as root, in a process
  * group of its own so that stop() ends the main process and its workers together. Two things
- * keep a start near one second: the URL suffix list is five suffixes (com, net, org, example,
+ * keep a start to a few seconds (loading its language models takes most of them): the URL
+ * suffix list is five suffixes (com, net, org, example,
  * test) rather than the public suffix list, whose 9628 entries take 20-30 s to compile at every
  * start with a fresh cache folder; and Hyperscan is off, so no helper process compiles the
  * regular expressions in the background while the tests run (they run on PCRE instead). No
@@ -414,7 +416,11 @@ url_tld = "$LOCAL_CONFDIR/url-suffixes.dat";
   const stop = async () => {
     if (!child) return;
     // The whole group, like a crash: the workers go with the main process.
-    process.kill(-child.pid!, 'SIGKILL');
+    try {
+      process.kill(-child.pid!, 'SIGKILL');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error; // all gone already
+    }
     await exited(child);
     child = undefined;
     await waitForPortClosed(port);
@@ -426,7 +432,8 @@ url_tld = "$LOCAL_CONFDIR/url-suffixes.dat";
     child.stderr!.on('data', record);
     const deadline = Date.now() + 30_000;
     for (;;) {
-      const pong = await fetch(`${url}/ping`).then(
+      // The port accepts before a worker serves it: a request may wait, but not past the deadline.
+      const pong = await fetch(`${url}/ping`, { signal: AbortSignal.timeout(Math.max(1, deadline - Date.now())) }).then(
         (response) => response.text(),
         () => '',
       );
@@ -438,7 +445,12 @@ url_tld = "$LOCAL_CONFDIR/url-suffixes.dat";
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
   };
-  await start();
+  try {
+    await start();
+  } catch (error) {
+    rmSync(dir, { recursive: true, force: true });
+    throw error;
+  }
   return {
     url,
     port,
