@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,11 +7,11 @@ import { join } from 'node:path';
 // The real engines popgate's cluster backends run on, started by the tests themselves on free
 // loopback ports in temporary folders and stopped afterwards: Debian's redis-server and
 // PostgreSQL (initdb in a temporary folder, run as the postgres user when the tests run as
-// root), and HAProxy. `.ci/run` installs them. Without an engine a test is skipped with the
+// root), HAProxy, and the rspamd popgate's inbound filter asks (see startRspamd). `.ci/run` installs them. Without an engine a test is skipped with the
 // reason, except under CI (the CI environment variable set), where a missing engine is a
 // failure: a test that silently does not run proves nothing.
 
-export type EngineName = 'redis-server' | 'postgres' | 'haproxy';
+export type EngineName = 'redis-server' | 'postgres' | 'haproxy' | 'rspamd';
 
 /** Where an engine's binary is, or undefined. */
 export function findEngine(name: EngineName): string | undefined {
@@ -64,6 +64,35 @@ export async function waitForPort(port: number, host = '127.0.0.1', timeoutMs = 
     if (Date.now() > deadline) throw new Error(`nothing listens on ${host}:${port} after ${timeoutMs} ms`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+}
+
+/** Resolves once nothing accepts connections on host:port any more (or after ~10 s). */
+async function waitForPortClosed(port: number, host = '127.0.0.1'): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    const busy = await new Promise<boolean>((resolve) => {
+      const socket = connect({ host, port });
+      socket.once('connect', () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.once('error', () => resolve(false));
+    });
+    if (!busy) return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/**
+ * The uid/gid of the system account an engine runs as when the tests run as root (PostgreSQL
+ * and rspamd refuse to run as root), given to spawn so that signals reach the engine itself
+ * rather than a wrapper; undefined when the tests do not run as root.
+ */
+function unprivilegedAccount(account: string, engine: string): { uid: number; gid: number } | undefined {
+  if (process.getuid?.() !== 0) return undefined;
+  const uid = spawnSync('id', ['-u', account], { encoding: 'utf8' }).stdout.trim();
+  const gid = spawnSync('id', ['-g', account], { encoding: 'utf8' }).stdout.trim();
+  if (!uid) throw new Error(`running as root, but there is no ${account} user to run ${engine} as`);
+  return { uid: Number(uid), gid: Number(gid) };
 }
 
 function exited(child: ChildProcess): Promise<void> {
@@ -130,14 +159,8 @@ export async function startPostgres(): Promise<RunningEngine & { socketDir: stri
   const dir = mkdtempSync(join(tmpdir(), 'popgate-pg-'));
   // As root, everything runs as the postgres user (uid/gid given to spawn, so signals reach
   // PostgreSQL itself rather than a wrapper).
-  let user: { uid: number; gid: number } | undefined;
-  if (process.getuid?.() === 0) {
-    const uid = spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).stdout.trim();
-    const gid = spawnSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).stdout.trim();
-    if (!uid) throw new Error('running as root, but there is no postgres user to run PostgreSQL as');
-    user = { uid: Number(uid), gid: Number(gid) };
-    chownSync(dir, user.uid, user.gid);
-  }
+  const user = unprivilegedAccount('postgres', 'PostgreSQL');
+  if (user) chownSync(dir, user.uid, user.gid);
   const run = (command: string, args: string[]) => spawnSync(join(bin, command), args, { encoding: 'utf8', ...user });
   const data = join(dir, 'data');
   const init = run('initdb', ['-D', data, '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8', '--locale=C']);
@@ -168,18 +191,7 @@ export async function startPostgres(): Promise<RunningEngine & { socketDir: stri
     await exited(child);
     child = undefined;
     // Its backends may outlive the postmaster by a moment: wait until the port is free.
-    for (let i = 0; i < 200; i++) {
-      const busy = await new Promise<boolean>((resolve) => {
-        const socket = connect({ host: '127.0.0.1', port });
-        socket.once('connect', () => {
-          socket.destroy();
-          resolve(true);
-        });
-        socket.once('error', () => resolve(false));
-      });
-      if (!busy) return;
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    await waitForPortClosed(port);
   };
   await start();
   const created = run('psql', ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-c', 'CREATE DATABASE popgate']);
@@ -239,4 +251,217 @@ export async function startHaproxy(config: string): Promise<RunningHaproxy> {
     throw new Error(`${(error as Error).message}: ${output.join('')}`);
   }
   return { ports: binds.map((bind) => bind.port), output: () => output.join(''), destroy };
+}
+
+export interface RunningRspamd extends RunningEngine {
+  /** The normal worker, http://127.0.0.1:PORT: what popgate's `[filter.rspamd] url` names. */
+  readonly url: string;
+  /** The controller worker (web UI, /history, /stat; it answers /checkv2 too, with its password). */
+  readonly controllerUrl: string;
+  readonly controllerPassword: string;
+  /** What rspamd logged (console logging at level info: one line per scan, with qid, ip, user, rcpts). */
+  output(): string;
+}
+
+/**
+ * The test configuration of startRspamd, in local.d/ of its folder. Every module that would
+ * ask the network is disabled (DNS lists, SPF, DKIM, DMARC, ARC, ASN, hfilter's DNS checks,
+ * fuzzy hashes at rspamd.com, the maps downloaded from maps.rspamd.com), and rspamd's resolver
+ * points at a closed loopback port, so nothing leaves the machine and a scan takes
+ * milliseconds. (Traced: the one query left is the PTR lookup rspamd makes itself for a
+ * request without a Hostname header, and it goes to that port.) The content rules (regexp, GTUBE, MIME and header checks, chartable) and the
+ * package's scores and actions (reject 15, add header 6, greylist 4) stay as Debian ships them.
+ */
+const RSPAMD_DISABLED_MODULES = [
+  'rbl', // DNS block lists, SURBL and the emails rules (rspamd 3.4 folds both into rbl)
+  'fuzzy_check', // UDP to fuzzy1/fuzzy2.rspamd.com, resolved with the system resolver at start
+  'spf',
+  'dkim',
+  'dmarc',
+  'arc',
+  'asn', // asn.rspamd.com
+  'hfilter', // resolves the HELO name and the sender's domain
+  'phishing', // openphish/phishtank feeds and maps.rspamd.com
+  'multimap', // freemail and disposable lists from maps.rspamd.com
+  'whitelist', // maps.rspamd.com
+  'mime_types', // maps.rspamd.com
+  'mid', // maps.rspamd.com
+];
+
+/**
+ * rspamd.local.lua of the test configuration: one prefilter for tests that need to see what
+ * rspamd parsed or need an action other than reject/no action from the real rspamd. A message
+ * with an `X-Popgate-Test` header gets the envelope rspamd parsed (IP, HELO, hostname, user,
+ * queue id, MAIL FROM, RCPT TO) as its `messages.smtp_message`, as JSON; a value other than
+ * "echo" is an action rspamd is made to answer (`task:set_pre_result`), e.g. "rewrite subject".
+ */
+const RSPAMD_TEST_RULES = `
+local ucl = require "ucl"
+
+local function addresses(list)
+  local found = {}
+  for _, address in ipairs(list or {}) do table.insert(found, address.addr) end
+  return found
+end
+
+rspamd_config:register_symbol({
+  name = 'POPGATE_TEST',
+  type = 'prefilter',
+  priority = 10,
+  callback = function(task)
+    local wanted = task:get_header('X-Popgate-Test')
+    if not wanted then return end
+    local ip = task:get_from_ip()
+    local envelope = ucl.to_format({
+      ip = ip and ip:is_valid() and tostring(ip) or nil,
+      helo = task:get_helo(),
+      hostname = task:get_hostname(),
+      user = task:get_user(),
+      queue_id = task:get_queue_id(),
+      from = addresses(task:get_from('smtp'))[1],
+      rcpt = addresses(task:get_recipients('smtp')),
+    }, 'json-compact')
+    if wanted == 'echo' then
+      task:append_message(envelope, 'smtp_message')
+    else
+      task:set_pre_result(wanted, envelope, 'popgate-test')
+    end
+  end,
+})
+`;
+
+/** A settings id of startRspamd's configuration: reject at 500 instead of 15. */
+export const RSPAMD_TEST_SETTINGS_ID = 'popgate_test_lenient';
+
+/**
+ * A private rspamd (Debian's package) on two free loopback ports: the normal worker (the
+ * /checkv2 popgate calls) and the controller. Its rules, scores and actions are the package's
+ * own (`$CONFDIR/common.conf`, i.e. /etc/rspamd); the top-level file, the workers and local.d/
+ * are in a temporary folder that is also its LOCAL_CONFDIR, DBDIR and RUNDIR, so nothing of
+ * /etc/rspamd or /var/lib/rspamd is written or read besides the package's rules. It runs in the
+ * foreground (-f) as the tests' user, or as _rspamd when the tests run as root, in a process
+ * group of its own so that stop() ends the main process and its workers together. Two things
+ * keep a start to a few seconds (loading its language models takes most of them): the URL
+ * suffix list is five suffixes (com, net, org, example,
+ * test) rather than the public suffix list, whose 9628 entries take 20-30 s to compile at every
+ * start with a fresh cache folder; and Hyperscan is off, so no helper process compiles the
+ * regular expressions in the background while the tests run (they run on PCRE instead). No
+ * Redis: the modules that need one (Bayes, neural, greylisting, ratelimit, reputation,
+ * replies) turn themselves off.
+ * Resolves once the normal worker answers /ping.
+ */
+export async function startRspamd(): Promise<RunningRspamd> {
+  const binary = findEngine('rspamd');
+  if (!binary) throw new Error('rspamd is not installed');
+  const dir = mkdtempSync(join(tmpdir(), 'popgate-rspamd-'));
+  const [port, controllerPort, deadDnsPort] = [await freePort(), await freePort(), await freePort()];
+  const controllerPassword = 'popgate-test-controller';
+  const localD = join(dir, 'local.d');
+  mkdirSync(localD);
+  mkdirSync(join(dir, 'db'));
+  writeFileSync(
+    join(dir, 'rspamd.conf'),
+    `# popgate's test rspamd (test/helpers/engines.ts): the package's rules, our workers.
+.include "$CONFDIR/common.conf"
+options {
+  pidfile = "$RUNDIR/rspamd.pid";
+  .include "$CONFDIR/options.inc"
+  .include(try=true; priority=1,duplicate=merge) "$LOCAL_CONFDIR/local.d/options.inc"
+}
+logging {
+  type = "console";
+  level = "info";
+}
+worker "normal" {
+  bind_socket = "127.0.0.1:${port}";
+  count = 1;
+  .include "$CONFDIR/worker-normal.inc"
+}
+worker "controller" {
+  bind_socket = "127.0.0.1:${controllerPort}";
+  count = 1;
+  password = "${controllerPassword}";
+}
+`,
+  );
+  writeFileSync(
+    join(localD, 'options.inc'),
+    `dns {
+  nameserver = ["127.0.0.1:${deadDnsPort}"];
+  timeout = 0.2s;
+  retransmits = 1;
+}
+disable_hyperscan = true;
+url_tld = "$LOCAL_CONFDIR/url-suffixes.dat";
+`,
+  );
+  writeFileSync(join(dir, 'url-suffixes.dat'), ['com', 'net', 'org', 'example', 'test'].join('\n') + '\n');
+  for (const module of RSPAMD_DISABLED_MODULES) writeFileSync(join(localD, `${module}.conf`), 'enabled = false;\n');
+  // A settings id for tests of the Settings-ID header: its reject threshold shows in the answer.
+  writeFileSync(join(localD, 'settings.conf'), `${RSPAMD_TEST_SETTINGS_ID} {\n  id = "${RSPAMD_TEST_SETTINGS_ID}";\n  apply { actions { reject = 500; "add header" = 400; greylist = 300; } }\n}\n`);
+  // X-Spamd-Result, X-Rspamd-Server, X-Rspamd-Queue-Id: headers to add in every answer.
+  writeFileSync(join(localD, 'milter_headers.conf'), 'extended_spam_headers = true;\n');
+  writeFileSync(join(dir, 'rspamd.local.lua'), RSPAMD_TEST_RULES);
+  const user = unprivilegedAccount('_rspamd', 'rspamd');
+  if (user) for (const path of ['', 'local.d', 'db']) chownSync(join(dir, path), user.uid, user.gid);
+  const vars = { LOCAL_CONFDIR: dir, DBDIR: join(dir, 'db'), RUNDIR: dir, LOGDIR: dir };
+  const args = ['-f', '-c', join(dir, 'rspamd.conf'), ...Object.entries(vars).flatMap(([name, value]) => ['--var', `${name}=${value}`])];
+  let child: ChildProcess | undefined;
+  // Bounded: a long test scans thousands of messages, each logged.
+  let output = '';
+  const record = (chunk: Buffer) => {
+    output = (output + String(chunk)).slice(-1_000_000);
+  };
+  const url = `http://127.0.0.1:${port}`;
+  const stop = async () => {
+    if (!child) return;
+    // The whole group, like a crash: the workers go with the main process.
+    try {
+      process.kill(-child.pid!, 'SIGKILL');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error; // all gone already
+    }
+    await exited(child);
+    child = undefined;
+    await waitForPortClosed(port);
+    await waitForPortClosed(controllerPort);
+  };
+  const start = async () => {
+    child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true, ...user });
+    child.stdout!.on('data', record);
+    child.stderr!.on('data', record);
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      // The port accepts before a worker serves it: a request may wait, but not past the deadline.
+      const pong = await fetch(`${url}/ping`, { signal: AbortSignal.timeout(Math.max(1, deadline - Date.now())) }).then(
+        (response) => response.text(),
+        () => '',
+      );
+      if (pong.trim() === 'pong') return;
+      if (child.exitCode !== null || Date.now() > deadline) {
+        await stop();
+        throw new Error(`rspamd did not answer /ping: ${output}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  };
+  try {
+    await start();
+  } catch (error) {
+    rmSync(dir, { recursive: true, force: true });
+    throw error;
+  }
+  return {
+    url,
+    port,
+    controllerUrl: `http://127.0.0.1:${controllerPort}`,
+    controllerPassword,
+    output: () => output,
+    stop,
+    start,
+    async destroy() {
+      await stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
