@@ -61,7 +61,7 @@ export type RspamdVerdict =
 
 /** rspamd (src/filter/rspamd.ts). */
 export interface RspamdCheck {
-  check(request: { message: Buffer | Buffer[]; ip: string; helo: string; from: string; recipients: string[]; user?: string; queueId?: string; hostname: string }): Promise<RspamdVerdict>;
+  check(request: { message: Buffer | Buffer[]; ip: string; helo: string; from: string; recipients: string[]; user?: string; queueId?: string }): Promise<RspamdVerdict>;
 }
 
 export interface FilterSettings {
@@ -199,7 +199,14 @@ export class InboundFilter {
     const settings = await this.#domainSettings(domainOf(recipient));
     const greylisting = settings.greylisting === undefined ? this.#settings.greylisting : settings.greylisting === 'true';
     if (!greylisting) return { ok: true };
-    const verdict = await this.#deps.greylisting.check(client.ip, context.sender, recipient);
+    let verdict: GreylistVerdict;
+    try {
+      verdict = await this.#deps.greylisting.check(client.ip, context.sender, recipient);
+    } catch (error) {
+      // Greylisting only ever delays: without its store, mail goes through (and it is said once per message).
+      this.#deps.log.error({ event: 'filter', check: 'greylist', ip: client.ip, err: error }, 'greylisting unavailable: accepted without it');
+      return { ok: true };
+    }
     if (verdict.pass) return { ok: true };
     this.#deps.log.info({ event: 'filter', check: 'greylist', ip: client.ip, from: context.sender, to: recipient, first: verdict.first, action: 'deferred' }, 'greylisted');
     return { ok: false, permanent: false, refusal: { reason: 'greylisted', retryAfterMs: verdict.retryAfterMs } };
@@ -213,7 +220,7 @@ export class InboundFilter {
       this.#deps.authenticator.check({ message, ip: context.client.ip, helo: context.helo, sender: context.sender }),
       context.client.lists ?? Promise.resolve({ hits: [], unanswered: [] }),
       this.#deps.rspamd && (!context.exempt || this.#settings.rspamd?.outbound)
-        ? this.#deps.rspamd.check({ message, ip: context.client.ip, helo: context.helo, from: context.sender, recipients: context.recipients, user: context.user, queueId, hostname: this.#settings.hostname })
+        ? this.#deps.rspamd.check({ message, ip: context.client.ip, helo: context.helo, from: context.sender, recipients: context.recipients, user: context.user, queueId })
         : Promise.resolve(undefined),
     ]);
     const settings = await this.#strictest(context.recipients);
@@ -291,7 +298,7 @@ export class InboundFilter {
   async relayed(context: MessageContext, content: readonly Buffer[], queueId?: string): Promise<FilterDecision> {
     if (!this.#deps.rspamd || !this.#settings.rspamd?.outbound) return { ok: true };
     const message = content.length === 1 ? content[0] : Buffer.concat(content);
-    const verdict = await this.#deps.rspamd.check({ message, ip: context.client.ip, helo: context.helo, from: context.sender, recipients: context.recipients, user: context.user, queueId, hostname: this.#settings.hostname });
+    const verdict = await this.#deps.rspamd.check({ message, ip: context.client.ip, helo: context.helo, from: context.sender, recipients: context.recipients, user: context.user, queueId });
     const refused = verdict.ok && verdict.action === 'reject';
     this.#deps.log[refused ? 'warn' : 'info'](
       { event: 'filter', check: 'outbound', queueId, user: context.user, ip: context.client.ip, from: context.sender, to: context.recipients, rspamd: verdict.ok ? { action: verdict.action, score: verdict.score } : { unavailable: verdict.reason }, action: refused ? 'refused' : 'accepted' },

@@ -53,6 +53,11 @@ import { PostgresDomainSettingsStore } from '../postgres/domain-settings.ts';
 import { InboundFilter } from '../filter/filter.ts';
 import { Authenticator } from '../filter/authentication.ts';
 import { FilterDns } from '../filter/dns.ts';
+import { DnsLists, type ListZone } from '../filter/dns-lists.ts';
+import { Greylisting, type GreylistStore } from '../filter/greylist.ts';
+import { RspamdClient } from '../filter/rspamd.ts';
+import { SqliteGreylistStore } from '../sqlite/greylist.ts';
+import { RedisGreylistStore } from '../redis/greylist.ts';
 import { tellPrimary, type WorkerMessage } from './workers.ts';
 import { hostname, networkInterfaces } from 'node:os';
 import { SmtpServer } from '../smtp/server.ts';
@@ -138,10 +143,12 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
     windowMs: config.pop_before_smtp.window,
     postmaster: config.smtp.postmaster,
   });
-  const filter = config.filter.enabled ? createInboundFilter(config, backends, log) : undefined;
+  const inbound = config.filter.enabled ? createInboundFilter(config, backends, log) : undefined;
+  const filter = inbound?.filter;
   const limitSweeper = setInterval(() => {
     void sendLimits.sweep().catch((error) => log.error({ err: error }, 'send-limit sweep failed'));
     void guard.sweep().catch((error) => log.error({ err: error }, 'login-limit sweep failed'));
+    void inbound?.sweep().catch((error) => log.error({ err: error }, 'greylist sweep failed'));
   }, 600_000);
   limitSweeper.unref();
   const smtp = new SmtpServer(
@@ -214,6 +221,7 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
       clearInterval(tlsWatcher);
       clearInterval(limitSweeper);
       await Promise.all([pop3.close(config.shutdown_grace), smtp.close(config.shutdown_grace), delivery.stop(config.shutdown_grace)]);
+      inbound?.close();
       await backends.close();
     },
   };
@@ -251,6 +259,8 @@ export interface Backends {
   domainSettings: DomainSettingsStore;
   /** Account and domain changes announced to every process (Redis in a cluster). */
   events: AccountEvents;
+  /** Greylisted triplets and remembered client networks (`[filter] greylisting`). */
+  greylist: GreylistStore;
   close(): Promise<void>;
 }
 
@@ -299,6 +309,7 @@ export async function openBackends(config: Config, log: Logger): Promise<Backend
     let locks: MaildropLocks = new LocalMaildropLocks();
     let connections: ConnectionRegistry | undefined;
     let events: AccountEvents = new LocalAccountEvents();
+    let greylist: GreylistStore = new SqliteGreylistStore(counters);
     if (config.cluster.redis !== '') {
       const redis = await RedisConnection.open({ url: config.cluster.redis }, log);
       closing.unshift(() => redis.close());
@@ -313,6 +324,9 @@ export async function openBackends(config: Config, log: Logger): Promise<Backend
       locks = withFallback<MaildropLocks>('maildrop locks', redisLocks, new LocalMaildropLocks(), log);
       connections = new RedisConnectionRegistry(redis);
       events = new RedisAccountEvents(redis, log);
+      // A retry must be recognised on whichever node it lands; while Redis is away this node
+      // greylists alone (a retry may be greylisted once more: a delay, never a loss).
+      greylist = withFallback<GreylistStore>('greylisting', new RedisGreylistStore(redis), new SqliteGreylistStore(local), log);
     } else if (config.server.workers > 1) {
       const sqliteLocks = new SqliteMaildropLocks(counters, { holder }, log);
       closing.unshift(() => sqliteLocks.close());
@@ -357,16 +371,24 @@ export async function openBackends(config: Config, log: Logger): Promise<Backend
       connections,
       domainSettings,
       events,
+      greylist,
       close,
     };
   }
 }
 
-/** Inbound filtering as [filter] sets it (src/filter/filter.ts). */
-export function createInboundFilter(config: Config, backends: Backends, log: Logger): InboundFilter {
+/** Inbound filtering as [filter] sets it (src/filter/filter.ts), with its housekeeping. */
+export function createInboundFilter(config: Config, backends: Backends, log: Logger): { filter: InboundFilter; sweep(): Promise<void>; close(): void } {
   const settings = config.filter;
   const dns = new FilterDns(config.dns.servers, config.dns.timeout);
-  return new InboundFilter(
+  const zones: ListZone[] = [...settings.dnsbl.map((zone) => listZone(zone, 'reject')), ...settings.dnswl.map((zone) => listZone(zone, 'allow'))];
+  // The lists are asked while the greeting goes out and awaited at RCPT, so they get the
+  // resolver's timeout, not the whole message's deadline.
+  const lists = zones.length > 0 ? new DnsLists(zones, dns, { deadlineMs: config.dns.timeout }, log) : undefined;
+  // Made even when off by default: `popgate domain set D greylisting=true` turns it on per domain.
+  const greylisting = new Greylisting(backends.greylist, { delayMs: settings.greylist_delay, retryWindowMs: settings.greylist_retry_window, rememberMs: settings.greylist_remember }, log);
+  const rspamd = settings.rspamd.url === '' ? undefined : new RspamdClient({ url: settings.rspamd.url, timeoutMs: settings.rspamd.timeout }, log);
+  const filter = new InboundFilter(
     {
       hostname: config.hostname,
       dmarc: settings.dmarc,
@@ -377,15 +399,25 @@ export function createInboundFilter(config: Config, backends: Backends, log: Log
       spamScore: settings.spam_score,
       subjectTag: settings.subject_tag,
       trustedNetworks: config.auth.trusted_networks,
-      rspamd: settings.rspamd.url === '' ? undefined : { onFailure: settings.rspamd.on_failure, outbound: settings.rspamd.outbound },
+      rspamd: rspamd === undefined ? undefined : { onFailure: settings.rspamd.on_failure, outbound: settings.rspamd.outbound },
     },
     {
       authenticator: new Authenticator({ hostname: config.hostname, resolver: dns.resolve, deadlineMs: settings.deadline }),
+      lists,
+      greylisting,
+      rspamd,
       domains: backends.domainSettings,
       events: backends.events,
       log,
     },
   );
+  return { filter, sweep: () => greylisting.sweep(), close: () => rspamd?.close() };
+}
+
+/** A [filter] dnsbl/dnswl entry: a zone name alone takes the list's usual action. */
+function listZone(entry: string | { zone: string; action?: ListZone['action']; weight: number; codes: string[] }, action: ListZone['action']): ListZone {
+  if (typeof entry === 'string') return { zone: entry, action, weight: 0, codes: [] };
+  return { zone: entry.zone, action: entry.action ?? action, weight: entry.weight, codes: entry.codes };
 }
 
 export function createPopBeforeSmtp(config: Config, store: RelayAuthStore, log: Logger): PopBeforeSmtp {
