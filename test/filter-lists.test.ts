@@ -85,6 +85,8 @@ describe('DNS lists and greylisting', () => {
     assert.match(await client.command('DATA'), /^554 /, 'no valid recipient, no DATA');
     client.close();
     assert.equal(await messageCount(), before);
+    // Counted for the metrics endpoint.
+    assert.deepEqual(server.app.filter!.counts.entries().filter((entry) => entry.check === 'dnsbl'), [{ check: 'dnsbl', result: 'refused', count: 1 }]);
   });
 
   test('an allowlisted client skips greylisting: its first message is accepted at once', async () => {
@@ -109,6 +111,9 @@ describe('DNS lists and greylisting', () => {
     const retry = await session(NEW_SERVER);
     assert.match(await retry.send('news@sender.example', ['alice@example.test'], message('retried')), /^250 2\.0\.0/);
     retry.close();
+    const counted = (check: string, result: string) => server.app.filter!.counts.entries().find((e) => e.check === check && e.result === result)?.count;
+    assert.equal(counted('greylist', 'deferred'), 2);
+    assert.ok(counted('message', 'accepted')! >= 2, 'the allowlisted and the retried message');
 
     // The client's network passed: another sender from it is not delayed.
     const known = await session(NEW_SERVER);

@@ -142,6 +142,13 @@ describe('inbound filtering', () => {
     assert.match(header, /^Subject: \[SPAM\] cheap watches$/m);
   });
 
+  test("spam marks the sender put in the message are removed: only popgate's verdict is left for mail programs' rules", async () => {
+    const forged = message('shop@careful.example', 'trust me', 'X-Spam-Flag: NO\r\nX-Spam-Status: No, score=-100\r\nX-Spam: no\r\n');
+    assert.match(await send('shop@careful.example', forged), /^250/);
+    const header = await newestHeader();
+    assert.deepEqual(header.match(/^X-Spam[-\w]*:.*$/gm), ['X-Spam-Flag: YES', header.match(/^X-Spam-Status: Yes.*$/m)![0]]);
+  });
+
   test('a domain set to dmarc=mark gets the p=reject failure delivered and marked instead', async () => {
     await server.app.backends.domainSettings.set('example.test', 'dmarc', 'mark');
     try {

@@ -146,6 +146,18 @@ export function withoutForgedResults(message: Buffer, authservId: string): Buffe
   return Buffer.concat([Buffer.from(kept.join(''), 'latin1'), message.subarray(end)]);
 }
 
+/**
+ * The message without the header fields `names` (lower case), as a new buffer, or the same
+ * buffer when it had none of them. Only the header section is looked at.
+ */
+export function withoutFields(message: Buffer, names: ReadonlySet<string>): Buffer {
+  const end = headerEnd(message);
+  const fields = splitFields(message.subarray(0, end).toString('latin1'));
+  const kept = fields.filter((field) => !names.has(field.slice(0, field.indexOf(':')).trim().toLowerCase()));
+  if (kept.length === fields.length) return message;
+  return Buffer.concat([Buffer.from(kept.join(''), 'latin1'), message.subarray(end)]);
+}
+
 /** Where the header section ends: after the CRLF of its last field (before the empty line). */
 export function headerEnd(message: Buffer): number {
   if (message[0] === 0x0d && message[1] === 0x0a) return 0; // no header fields at all

@@ -1,7 +1,7 @@
 import type { AccountEvents } from '../accounts/events.ts';
 import type { Logger } from '../log/logger.ts';
 import { NetworkList } from '../net/ip.ts';
-import { headerEnd, withoutForgedResults, type Authenticator, type SenderAuthentication } from './authentication.ts';
+import { headerEnd, withoutFields, withoutForgedResults, type Authenticator, type SenderAuthentication } from './authentication.ts';
 import type { DomainSettings, DomainSettingsStore } from './domain-settings.ts';
 
 // Inbound filtering of mail for local mailboxes on the port 25 role, in the order the SMTP
@@ -140,13 +140,47 @@ const SCORES = {
   ARC_FAIL: 1,
 } as const;
 
+/** The spam marks popgate adds to local copies; any the message brings are removed. */
+const SPAM_MARKS = ['x-spam-flag', 'x-spam-status', 'x-spam'];
+
+/** Header fields rspamd asks to remove, except those that carry the message itself. */
+function rspamdRemovals(rspamd: RspamdVerdict | undefined): string[] {
+  if (!rspamd?.ok) return [];
+  return rspamd.removeHeaders.map((name) => name.toLowerCase()).filter((name) => !KEPT_FIELDS.has(name));
+}
+const KEPT_FIELDS = new Set(['from', 'to', 'cc', 'subject', 'date', 'message-id', 'received', 'return-path', 'mime-version', 'content-type', 'content-transfer-encoding', 'dkim-signature', 'authentication-results']);
+
 /** rspamd's greylisting action names no delay; its own default is 5 minutes. */
 const RSPAMD_GREYLIST_MS = 300_000;
 
 /** Per-domain settings are remembered this long (and forgotten at once on an announcement). */
 const SETTINGS_MEMO_MS = 5000;
 
+/**
+ * How many times each verdict was reached, for the metrics endpoint: keys are a check and its
+ * result ("spf" → "pass", "message" → "refused", "dnsbl" → "refused", "greylist" → "deferred",
+ * "pregreet" → "refused", "rspamd" → an action or "unavailable").
+ */
+export class FilterCounts {
+  readonly #counts = new Map<string, number>();
+
+  add(check: string, result: string): void {
+    const key = `${check}\0${result}`;
+    this.#counts.set(key, (this.#counts.get(key) ?? 0) + 1);
+  }
+
+  /** Every count so far, as { check, result, count }. */
+  entries(): { check: string; result: string; count: number }[] {
+    return [...this.#counts].map(([key, count]) => {
+      const [check, result] = key.split('\0');
+      return { check, result, count };
+    });
+  }
+}
+
 export class InboundFilter {
+  /** Verdicts counted for the metrics endpoint. */
+  readonly counts = new FilterCounts();
   readonly #settings: FilterSettings;
   readonly #deps: FilterDependencies;
   readonly #trusted: NetworkList;
@@ -180,6 +214,7 @@ export class InboundFilter {
   /** A client that talked before the greeting (and is not exempt): refused. */
   earlyTalker(client: FilterClient): FilterDecision {
     if (this.#trusted.has(client.ip)) return { ok: true };
+    this.counts.add('pregreet', 'refused');
     this.#deps.log.info({ event: 'filter', check: 'pregreet', ip: client.ip, action: 'refused' }, 'client talked before the greeting');
     return { ok: false, permanent: true, refusal: { reason: 'early-talker' } };
   }
@@ -192,6 +227,7 @@ export class InboundFilter {
     const blocking = lists.hits.find((hit) => hit.action === 'reject');
     const allowed = lists.hits.some((hit) => hit.action === 'allow');
     if (blocking && !allowed) {
+      this.counts.add('dnsbl', 'refused');
       this.#deps.log.info({ event: 'filter', check: 'dnsbl', ip: client.ip, zone: blocking.zone, code: blocking.code, from: context.sender, to: recipient, action: 'refused' }, 'client listed');
       return { ok: false, permanent: true, refusal: { reason: 'listed', zone: blocking.zone, ip: client.ip } };
     }
@@ -208,6 +244,7 @@ export class InboundFilter {
       return { ok: true };
     }
     if (verdict.pass) return { ok: true };
+    this.counts.add('greylist', 'deferred');
     this.#deps.log.info({ event: 'filter', check: 'greylist', ip: client.ip, from: context.sender, to: recipient, first: verdict.first, action: 'deferred' }, 'greylisted');
     return { ok: false, permanent: false, refusal: { reason: 'greylisted', retryAfterMs: verdict.retryAfterMs } };
   }
@@ -287,7 +324,10 @@ export class InboundFilter {
       `X-Spam-Status: ${spam ? 'Yes' : 'No'}, score=${score.toFixed(1)} required=${required.toFixed(1)} tests=${tests.length > 0 ? tests.join(',') : 'none'}\r\n`,
       ...rspamdHeaders.filter((h) => /^[\x21-\x39\x3b-\x7e]+$/.test(h.name)).map((h) => `${h.name}: ${h.value.replace(/[\r\n]+/g, ' ')}\r\n`),
     ].join('');
-    const tagged = spam && (subject !== undefined || this.#settings.subjectTag !== '') ? retitled(message, subject ?? this.#settings.subjectTag, subject !== undefined) : message;
+    // Spam marks that came with the message would contradict ours (a sender's "X-Spam-Flag: NO"
+    // below our YES fools a mail program's rule); rspamd names more to remove.
+    const unmarked = withoutFields(message, new Set([...SPAM_MARKS, ...rspamdRemovals(rspamd)]));
+    const tagged = spam && (subject !== undefined || this.#settings.subjectTag !== '') ? retitled(unmarked, subject ?? this.#settings.subjectTag, subject !== undefined) : unmarked;
     return { ok: true, spam, headers: Buffer.from(marks, 'latin1'), content: tagged };
   }
 
@@ -349,6 +389,8 @@ export class InboundFilter {
     score: number,
     action: 'accepted' | 'marked' | 'refused' | 'deferred',
   ): void {
+    for (const [check, result] of [['spf', auth.spf], ['dkim', auth.dkim], ['dmarc', auth.dmarc], ['arc', auth.arc], ['message', action]] as const) this.counts.add(check, result);
+    if (rspamd) this.counts.add('rspamd', rspamd.ok ? rspamd.action : 'unavailable');
     this.#deps.log.info(
       {
         event: 'filter',

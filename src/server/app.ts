@@ -77,6 +77,8 @@ export interface App {
   popBeforeSmtp: PopBeforeSmtp;
   /** Every store of this process (for the administrative side: the CLI's operations, the console). */
   backends: Backends;
+  /** The inbound filter, unless [filter] enabled = false (its verdict counts feed the metrics). */
+  filter?: InboundFilter;
   /** Hooks run before "+OK" to every successful POP3 login. */
   onLogin: LoginHook[];
   /** Re-reads the certificate files (SIGHUP), so a renewed certificate needs no restart. */
@@ -201,6 +203,7 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
     delivery,
     popBeforeSmtp,
     backends,
+    filter,
     addresses,
     onLogin: login.hooks,
     reloadTls() {
