@@ -1,4 +1,5 @@
 import { normalizeDomain, parseAddress, type Address } from './address.ts';
+import { LegacyHashError, parseImportedPassword } from './legacy-hash.ts';
 import { AccountError } from './store.ts';
 
 // What every account store checks before it stores anything, and the words of its refusals:
@@ -21,6 +22,21 @@ export function requirePassword(password: string): void {
   if (password.length < 8) throw new AccountError('the password must be at least 8 characters long');
   if (password.length > 1024) throw new AccountError('the password must be at most 1024 characters long');
   if (/[\r\n\0]/.test(password)) throw new AccountError('the password must not contain line breaks or NUL characters');
+}
+
+/**
+ * A hash given to addUserWithHash: popgate's own scrypt string, or a carried-over hash in one of
+ * the accepted schemes (legacy-hash.ts), which the first successful login replaces.
+ */
+export function requireStoredHash(address: string, hash: string): void {
+  if (/^\$scrypt\$ln=\d+,r=\d+,p=\d+\$[A-Za-z0-9_-]+\$[A-Za-z0-9_-]+$/.test(hash)) return;
+  try {
+    if (parseImportedPassword(hash).kind === 'hash' && hash.startsWith('{')) return;
+  } catch (error) {
+    if (error instanceof LegacyHashError) throw new AccountError(`${address}: ${error.message}`);
+    throw error;
+  }
+  throw new AccountError(`${address}: a stored hash must be "$scrypt$..." or "{SCHEME}..." in a supported scheme (a plain password goes through popgate user add)`);
 }
 
 /** The refusals of an account store that depend on what is stored. */

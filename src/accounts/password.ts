@@ -1,6 +1,9 @@
 import { createHmac, randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
+import { isLegacyHash, LegacyHashVerifier } from './legacy-hash.ts';
 
-// Passwords are stored as PHC-style strings: $scrypt$ln=14,r=8,p=1$<salt>$<hash> (base64, no padding).
+// Passwords are stored as PHC-style strings: $scrypt$ln=14,r=8,p=1$<salt>$<hash> (base64, no padding),
+// or, for a user carried over from another server until their first login, as that server's
+// "{SCHEME}hash" (legacy-hash.ts), which the account stores then replace with scrypt.
 // scrypt runs on libuv's thread pool, so a login never blocks the event loop.
 // N=2^14, r=8 (16 MiB, tens of ms): the interactive-login cost from the scrypt paper, a balance
 // between guessing cost and the login rate of POP3 clients that poll every few minutes.
@@ -26,7 +29,20 @@ export async function hashPassword(password: string): Promise<string> {
 // response times do not reveal which addresses exist.
 let dummyHash: Promise<string> | undefined;
 
+const legacyHashes = new LegacyHashVerifier();
+
+/** True when a successful login should store a new scrypt hash in place of `stored`. */
+export function needsRehash(stored: string): boolean {
+  return isLegacyHash(stored);
+}
+
 export async function verifyPassword(password: string, stored: string | undefined): Promise<boolean> {
+  if (stored !== undefined && isLegacyHash(stored)) {
+    // Never quicker than the check of an unknown user (one scrypt), so response times do not
+    // tell which addresses exist, even for users whose carried-over scheme is quick.
+    const [ok] = await Promise.all([legacyHashes.verify(password, stored), verifyPassword(password, undefined)]);
+    return ok;
+  }
   const phc = stored ?? (await (dummyHash ??= hashPassword(randomBytes(12).toString('hex'))));
   const match = /^\$scrypt\$ln=(\d+),r=(\d+),p=(\d+)\$([A-Za-z0-9_-]+)\$([A-Za-z0-9_-]+)$/.exec(phc);
   if (!match) return false;

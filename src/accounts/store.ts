@@ -32,12 +32,23 @@ export interface AccountStore {
   isLocalDomain(domain: string): Promise<boolean>;
 
   addUser(address: string, password: string): Promise<User>;
+  /**
+   * Adds a user whose password is already hashed: popgate's "$scrypt$..." or a hash carried over
+   * from another server ("{SHA512-CRYPT}$6$...", see src/accounts/legacy-hash.ts), which the
+   * first successful authenticate() replaces with scrypt. Same refusals as addUser.
+   */
+  addUserWithHash(address: string, hash: string): Promise<User>;
   setPassword(address: string, password: string): Promise<void>;
   removeUser(address: string): Promise<void>;
   listUsers(domain?: string): Promise<User[]>;
   getUser(address: string): Promise<User | undefined>;
-  /** Constant-time check; undefined for a wrong password or an unknown user alike. */
+  /**
+   * Constant-time check; undefined for a wrong password or an unknown user alike. A success
+   * against a carried-over hash stores the password's scrypt hash in its place.
+   */
   authenticate(address: string, password: string): Promise<AuthenticatedUser | undefined>;
+  /** "scrypt", or the scheme of a carried-over hash not yet replaced ("SHA512-CRYPT" ...); undefined for an unknown user. */
+  passwordScheme(address: string): Promise<string | undefined>;
   /** APOP (RFC 1939 §7) needs a secret the server can read back; kept apart from the password. */
   setApopSecret(address: string, secret: string | undefined): Promise<void>;
   getApopSecret(address: string): Promise<string | undefined>;

@@ -1,9 +1,10 @@
 import type pg from 'pg';
 import { parseAddress } from '../accounts/address.ts';
-import { refusal, requireAddress, requireDomain, requirePassword } from '../accounts/checks.ts';
+import { refusal, requireAddress, requireDomain, requirePassword, requireStoredHash } from '../accounts/checks.ts';
+import { schemeOf } from '../accounts/legacy-hash.ts';
 import type { AccountChange, AccountEvents } from '../accounts/events.ts';
 import { FoundMemo } from '../accounts/memo.ts';
-import { hashPassword, VerifiedPasswordCache } from '../accounts/password.ts';
+import { hashPassword, needsRehash, VerifiedPasswordCache } from '../accounts/password.ts';
 import type { AccountStore, Alias, AuthenticatedUser, LocalAddress, User } from '../accounts/store.ts';
 import type { Logger } from '../log/logger.ts';
 import { inTransaction, statement } from './pool.ts';
@@ -42,6 +43,8 @@ const sql = {
      ON CONFLICT (address) DO NOTHING`,
   ),
   setPassword: statement('popgate_accounts_set_password', 'UPDATE popgate_users SET password_hash = $2 WHERE address = $1'),
+  // Replaces a carried-over hash only if it is still the one that was checked.
+  rehash: statement('popgate_accounts_rehash', 'UPDATE popgate_users SET password_hash = $2 WHERE address = $1 AND password_hash = $3'),
   removeUser: statement('popgate_accounts_remove_user', 'DELETE FROM popgate_users WHERE address = $1'),
   usersOf: statement<UserRow>('popgate_accounts_users_of', 'SELECT address, domain, local, created_at FROM popgate_users WHERE domain = $1 ORDER BY address'),
   allUsers: statement<UserRow>('popgate_accounts_all_users', 'SELECT address, domain, local, created_at FROM popgate_users ORDER BY domain, address'),
@@ -139,9 +142,24 @@ export class PostgresAccountStore implements AccountStore {
     await this.#requireDomainExists(address.domain);
     requirePassword(password);
     // Checked before the (slow) hash so a refusal comes at once, and again under the lock.
-    if (await this.getUser(address.address)) throw refusal.userExists(address.address);
-    if ((await sql.aliasExists(this.#pool, [address.address])).rowCount !== 0) throw refusal.addressIsAlias(address.address);
-    const hash = await hashPassword(password);
+    await this.#requireFree(address.address);
+    return this.#insertUser(address, await hashPassword(password));
+  }
+
+  async addUserWithHash(input: string, hash: string): Promise<User> {
+    const address = requireAddress(input);
+    await this.#requireDomainExists(address.domain);
+    requireStoredHash(address.address, hash);
+    await this.#requireFree(address.address);
+    return this.#insertUser(address, hash);
+  }
+
+  async #requireFree(address: string): Promise<void> {
+    if (await this.getUser(address)) throw refusal.userExists(address);
+    if ((await sql.aliasExists(this.#pool, [address])).rowCount !== 0) throw refusal.addressIsAlias(address);
+  }
+
+  async #insertUser(address: { address: string; domain: string; local: string }, hash: string): Promise<User> {
     const createdAt = Date.now();
     await inTransaction(this.#pool, async (client) => {
       if ((await sql.lockDomainForAdding(client, [address.domain])).rowCount === 0) throw refusal.unknownDomain(address.domain);
@@ -186,7 +204,23 @@ export class PostgresAccountStore implements AccountStore {
     const [row] = address ? (await sql.passwordHash(this.#pool, [address.address])).rows : [];
     // An unknown user or a bad address pays the same password check as a wrong password.
     const ok = await this.#verified.verify(row?.password_hash, password);
-    return ok && address ? { address: address.address } : undefined;
+    if (!ok || !address || !row) return undefined;
+    if (needsRehash(row.password_hash)) {
+      // A carried-over hash is replaced on the first login that proves the password; a password
+      // set meanwhile on another node wins (the update matches only the hash that was checked).
+      const hash = await hashPassword(password);
+      if ((await sql.rehash(this.#pool, [address.address, hash, row.password_hash])).rowCount !== 0) {
+        await this.#changed({ kind: 'password', subject: address.address });
+      }
+    }
+    return { address: address.address };
+  }
+
+  async passwordScheme(input: string): Promise<string | undefined> {
+    const address = parseAddress(input);
+    if (!address) return undefined;
+    const [row] = (await sql.passwordHash(this.#pool, [address.address])).rows;
+    return row && schemeOf(row.password_hash);
   }
 
   async setApopSecret(input: string, secret: string | undefined): Promise<void> {

@@ -1,9 +1,10 @@
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import { statementCache } from './open.ts';
 import { parseAddress } from '../accounts/address.ts';
-import { refusal, requireAddress, requireDomain, requirePassword } from '../accounts/checks.ts';
+import { refusal, requireAddress, requireDomain, requirePassword, requireStoredHash } from '../accounts/checks.ts';
+import { schemeOf } from '../accounts/legacy-hash.ts';
 import { FoundMemo } from '../accounts/memo.ts';
-import { hashPassword, VerifiedPasswordCache } from '../accounts/password.ts';
+import { hashPassword, needsRehash, VerifiedPasswordCache } from '../accounts/password.ts';
 import type { AccountStore, Alias, AuthenticatedUser, LocalAddress, User } from '../accounts/store.ts';
 
 const SCHEMA = `
@@ -86,13 +87,33 @@ export class SqliteAccountStore implements AccountStore {
     const address = requireAddress(input);
     await this.#requireDomainExists(address.domain);
     requirePassword(password);
-    if (await this.getUser(address.address)) throw refusal.userExists(address.address);
-    if (this.#sql('SELECT 1 FROM aliases WHERE alias = ?').get(address.address)) throw refusal.addressIsAlias(address.address);
-    const hash = await hashPassword(password);
+    this.#requireFree(address.address);
+    return this.#insertUser(address, await hashPassword(password));
+  }
+
+  async addUserWithHash(input: string, hash: string): Promise<User> {
+    const address = requireAddress(input);
+    await this.#requireDomainExists(address.domain);
+    requireStoredHash(address.address, hash);
+    this.#requireFree(address.address);
+    return this.#insertUser(address, hash);
+  }
+
+  /** Refused before the (slow) hash, so a refusal comes at once; the insert checks again. */
+  #requireFree(address: string): void {
+    if (this.#sql('SELECT 1 FROM users WHERE address = ?').get(address)) throw refusal.userExists(address);
+    if (this.#sql('SELECT 1 FROM aliases WHERE alias = ?').get(address)) throw refusal.addressIsAlias(address);
+  }
+
+  #insertUser(address: { address: string; domain: string; local: string }, hash: string): User {
     const createdAt = Date.now();
-    const result = this.#db
-      .prepare('INSERT OR IGNORE INTO users (address, domain, local, password_hash, created_at) VALUES (?, ?, ?, ?, ?)')
-      .run(address.address, address.domain, address.local, hash, createdAt);
+    const result = this.#sql('INSERT OR IGNORE INTO users (address, domain, local, password_hash, created_at) VALUES (?, ?, ?, ?, ?)').run(
+      address.address,
+      address.domain,
+      address.local,
+      hash,
+      createdAt,
+    );
     if (result.changes === 0) throw refusal.userExists(address.address);
     return { address: address.address, domain: address.domain, local: address.local, createdAt };
   }
@@ -135,7 +156,21 @@ export class SqliteAccountStore implements AccountStore {
       ? (this.#sql('SELECT password_hash FROM users WHERE address = ?').get(address.address) as { password_hash: string } | undefined)
       : undefined;
     const ok = await this.#verified.verify(row?.password_hash, password);
-    return ok && address ? { address: address.address } : undefined;
+    if (!ok || !address || !row) return undefined;
+    if (needsRehash(row.password_hash)) {
+      // A carried-over hash is replaced on the first login that proves the password. Only if it
+      // is still the one checked: a password set meanwhile (popgate user passwd) wins.
+      const hash = await hashPassword(password);
+      this.#sql('UPDATE users SET password_hash = ? WHERE address = ? AND password_hash = ?').run(hash, address.address, row.password_hash);
+    }
+    return { address: address.address };
+  }
+
+  async passwordScheme(input: string): Promise<string | undefined> {
+    const address = parseAddress(input);
+    if (!address) return undefined;
+    const row = this.#sql('SELECT password_hash FROM users WHERE address = ?').get(address.address) as { password_hash: string } | undefined;
+    return row && schemeOf(row.password_hash);
   }
 
   async setApopSecret(input: string, secret: string | undefined): Promise<void> {

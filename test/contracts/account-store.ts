@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { performance } from 'node:perf_hooks';
 import { describe, test } from 'node:test';
+import { hashPassword } from '../../src/accounts/password.ts';
 import { AccountError, type AccountStore } from '../../src/accounts/store.ts';
 import { withStore, type OpenStore } from './backend.ts';
 
@@ -16,6 +17,23 @@ async function populated(store: AccountStore): Promise<void> {
   await store.addUser('bob@example.test', 'bobs password');
   await store.addAlias('info@example.test', ['alice@example.test', 'carol@elsewhere.test']);
 }
+
+/**
+ * PASSWORD hashed by Dovecot 2.3's `doveadm pw -s SCHEME` (and one with rounds=20000): every
+ * scheme addUserWithHash accepts, in the form Dovecot's passwd-file holds it.
+ */
+const LEGACY_HASHES = [
+  '{SHA512-CRYPT}$6$nq0iGEF/5/9hW.vE$toX1OQctcxOlKe3SpbreaNP3w0fI9EUrPZtWs/wmmHK88B37BxTrmLtOohOhLgoe5Bwm3MnGveuBWq3jymSzV.',
+  '{SHA512-CRYPT}$6$rounds=20000$Yo2tDC0Wh8yw6xj6$qLK6YJBxjHQN5cLUsEkffWF2wN5BUkulol4GrM3dy01263VDj3ssfe0dqvOZc7RHkeBXSRXB7QUZ9eK9kcNpj0',
+  '{SHA256-CRYPT}$5$81e86pzv3sNGDbCE$MG4Xs.ogDjTc4J6OffW.zTOzX1zyxHbhEvJ5aycYYP4',
+  '{BLF-CRYPT}$2y$05$GEn9PFFWXzsRqWffACdxNO/uB8eo6hM/0vyRcahRvzR6dK2LQH1S6',
+  '{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$1fi4VABIZNTOycbBcg90LQ$idn87/TodXoqTSiGJ3/Jrt0kTPm5qfJjFb7zRjdH/kw',
+  '{ARGON2I}$argon2i$v=19$m=32768,t=4,p=1$rPJy+ciqvyfo0lIkr3ygbg$TD3tqsngFlwZ0dQEJctXNX1H/BSlFJKQ3mxSNy8zdcY',
+  '{SSHA512}JfwMbWqbYzgU12aE02/fjJHND7YjqzV7Go/tpva1POgTtmLHplfeP1W2LqxHOULpnnG2lVd/uHQcmFIYe56/JOhO7Ns=',
+  '{SSHA256}s5mvyOjAKs1RUS4MX9D/JhZ3+PV+39zKK4fPfy321JeT4Xp0',
+  '{SHA512}zvYeTk7ae6ii/qoSBhf896UTrZIEQjsl4kO30/VW+ShT6VsVatr/3Zon0OUHNq1qa7zFDOipvTUWL315nomlIQ==',
+  '{SHA256}kCjqDRXeyqNbLaIcApCvOxpboKMKWRkG+JtQdOIJ6nI=',
+];
 
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -129,6 +147,58 @@ export function accountStoreContract(backend: string, open: OpenStore<AccountSto
         }
         const [a, b] = [median(unknown), median(wrong)];
         assert.ok(Math.max(a, b) <= 3 * Math.min(a, b), `median unknown user ${a.toFixed(2)} ms, wrong password ${b.toFixed(2)} ms`);
+      }));
+
+    test('carried-over hashes: each supported scheme logs in with the old password; the first success replaces it with scrypt', () =>
+      withStore(open, async ({ store }) => {
+        await store.addDomain('example.test');
+        for (const [index, hash] of LEGACY_HASHES.entries()) {
+          const address = `user${index}@example.test`;
+          const scheme = hash.slice(1, hash.indexOf('}'));
+          await store.addUserWithHash(address, hash);
+          assert.equal(await store.passwordScheme(address), scheme, `${scheme}: kept as it was imported`);
+          assert.equal(await store.authenticate(address, `${PASSWORD}!`), undefined, `${scheme}: a wrong password`);
+          assert.equal(await store.passwordScheme(address), scheme, `${scheme}: a failed login changes nothing`);
+          assert.deepEqual(await store.authenticate(address, PASSWORD), { address }, `${scheme}: the old password`);
+          assert.equal(await store.passwordScheme(address), 'scrypt', `${scheme}: replaced on the first login`);
+          assert.deepEqual(await store.authenticate(address, PASSWORD), { address }, `${scheme}: the same password against scrypt`);
+          assert.equal(await store.authenticate(address, `${PASSWORD}!`), undefined, `${scheme}: still refuses a wrong one`);
+        }
+        assert.equal(await store.passwordScheme('nobody@example.test'), undefined);
+      }));
+
+    test('addUserWithHash: an scrypt hash is kept; unsupported schemes, malformed hashes, plain text and taken addresses are refused', () =>
+      withStore(open, async ({ store }) => {
+        await populated(store);
+        await store.addUserWithHash('copy@example.test', await hashPassword(PASSWORD));
+        assert.ok(await store.authenticate('copy@example.test', PASSWORD), 'an scrypt hash from another popgate');
+        for (const [hash, why] of [
+          ['{CRAM-MD5}6fb80338fbebe8da9f9b7a8d117e26c01f113de588fe039b0b3cda66db67b3c9', /CRAM-MD5.*not supported/],
+          ['{MD5-CRYPT}$1$6MlA4Fap$83Ni.ZdIHmCPaDRr8c301.', /MD5-CRYPT.*not supported/],
+          ['$1$6MlA4Fap$83Ni.ZdIHmCPaDRr8c301.', /MD5-CRYPT.*not supported/],
+          ['{NOSUCH}abc', /unknown password scheme \{NOSUCH\}/],
+          ['{SHA512-CRYPT}$6$salt$short', /malformed/],
+          ['{BLF-CRYPT}$2y$31$GEn9PFFWXzsRqWffACdxNO/uB8eo6hM/0vyRcahRvzR6dK2LQH1S6', /cost 31/],
+          ['{PLAIN}correct horse battery', /scrypt|SCHEME/],
+          ['correct horse battery', /SCHEME|scheme/],
+        ] as const) {
+          await assert.rejects(store.addUserWithHash('new@example.test', hash), (error: Error) => error instanceof AccountError && why.test(error.message) && error.message.includes('new@example.test'), hash);
+        }
+        assert.equal(await store.getUser('new@example.test'), undefined, 'nothing added');
+        await assert.rejects(store.addUserWithHash('alice@example.test', LEGACY_HASHES[0]), AccountError, 'a user');
+        await assert.rejects(store.addUserWithHash('info@example.test', LEGACY_HASHES[0]), AccountError, 'an alias');
+        await assert.rejects(store.addUserWithHash('x@unknown.test', LEGACY_HASHES[0]), AccountError, 'an unknown domain');
+      }));
+
+    test('a password set while a carried-over hash is being checked is not overwritten by the rehash', () =>
+      withStore(open, async ({ store }) => {
+        await store.addDomain('example.test');
+        await store.addUserWithHash('alice@example.test', LEGACY_HASHES[0]);
+        const login = store.authenticate('alice@example.test', PASSWORD);
+        await store.setPassword('alice@example.test', 'set by the operator');
+        await login;
+        assert.ok(await store.authenticate('alice@example.test', 'set by the operator'), 'the new password holds');
+        assert.equal(await store.authenticate('alice@example.test', PASSWORD), undefined);
       }));
 
     test('APOP secrets: set, read back, cleared; kept apart from the password; unknown users refused', () =>
