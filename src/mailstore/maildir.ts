@@ -88,19 +88,22 @@ export class MaildirStore implements Mailstore {
    * The file name under which a message carried over from another server keeps its old UIDL and
    * its place in the old server's order (docs/ARCHITECTURE.md, Maildir): one of our own unique
    * names whose time is `position` microseconds after the epoch's first second, so imported mail
-   * sorts in its old order and before anything delivered here, then `,U=<UIDL in base64url>`
-   * (a UIDL may hold "/", "," or ":", which a name cannot), the sizes, and `:2,<flags>`.
-   * `position`: a whole number below 2^50, unique within the mailbox.
+   * sorts in its old order and before anything delivered here, then `,U=<UIDL>` with "%", "/",
+   * "," and ":" written as %XX (a name cannot hold "/", and "," and ":" end its parts), the
+   * sizes, and `:2,<flags>`. `position`: a whole number below 2^50, unique within the mailbox.
    */
   importedName(message: { position: number; uidl: string; size: number; wireSize: number; flags: string }): string {
     if (!Number.isSafeInteger(message.position) || message.position < 0 || message.position >= 2 ** 50) throw new RangeError(`import position ${message.position} is not a whole number below 2^50`);
-    if (!isValidUidl(message.uidl)) throw new RangeError(`"${message.uidl}" is not a UIDL (1-70 characters from 0x21 to 0x7E, RFC 1939 section 7)`);
+    if (!isImportableUidl(message.uidl)) throw new RangeError(`"${message.uidl}" cannot be kept as a UIDL (1-${MAX_IMPORTED_UIDL} characters from 0x21 to 0x7E)`);
     this.#counter = (this.#counter + 1) % 1_000_000_000;
     const seconds = 1 + Math.floor(message.position / 1e6);
     const micros = message.position % 1e6;
     const unique = `${seconds}.M${micros}P${process.pid}Q${this.#counter}R${randomHex(6)}.${this.#host}`;
     const flags = [...new Set(message.flags.replace(/[^A-Za-z]/g, ''))].sort().join('');
-    return `${unique},U=${Buffer.from(message.uidl, 'latin1').toString('base64url')},S=${message.size},W=${message.wireSize}:2,${flags}`;
+    const uidl = message.uidl.replace(/[%/,:]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+    const name = `${unique},U=${uidl},S=${message.size},W=${message.wireSize}:2,${flags}`;
+    if (Buffer.byteLength(name) > 255) throw new RangeError(`the UIDL "${message.uidl}" is too long to keep in a file name`);
+    return name;
   }
 
   async deliver(address: string, message: Buffer | Buffer[]): Promise<string> {
@@ -421,19 +424,33 @@ function parseName(name: string, dir: string): ListedMessage {
   return { uidl, size, ref: `${dir}/${name}`, order };
 }
 
-/** The UIDL written in base64url at `from` up to the next "," or ":", or undefined when it is none. */
+/** The UIDL written at `from` up to the next "," or ":" (importedName), or undefined when it is none. */
 function importedUidl(name: string, from: number): string | undefined {
   let end = from;
-  for (let c = name.charCodeAt(end); end < name.length && c !== COMMA && c !== COLON; c = name.charCodeAt(++end));
-  // 70 characters take 94 in base64url.
-  if (end === from || end - from > 94) return undefined;
-  const uidl = Buffer.from(name.slice(from, end), 'base64url').toString('latin1');
-  return isValidUidl(uidl) ? uidl : undefined;
+  let escaped = false;
+  for (let c = name.charCodeAt(end); end < name.length && c !== COMMA && c !== COLON; c = name.charCodeAt(++end)) if (c === 0x25) escaped = true;
+  const written = name.slice(from, end);
+  let uidl = written;
+  if (escaped) {
+    try {
+      uidl = decodeURIComponent(written);
+    } catch {
+      return undefined;
+    }
+  }
+  return isImportableUidl(uidl) ? uidl : undefined;
 }
 
-/** RFC 1939 §7: a unique-id is 1 to 70 characters in the range 0x21 to 0x7E. */
-export function isValidUidl(uidl: string): boolean {
-  if (uidl.length < 1 || uidl.length > 70) return false;
+/**
+ * The longest UIDL an imported message keeps. RFC 1939 §7 allows 70 characters, but servers
+ * have served longer ones (Dovecot's pop3_uidl_format = %f gives whole Maildir names, often
+ * 80 or more): a client compares them as they were, so they are kept as they were.
+ */
+export const MAX_IMPORTED_UIDL = 160;
+
+/** 1 to MAX_IMPORTED_UIDL characters in the range 0x21 to 0x7E (RFC 1939 §7, but for the length). */
+export function isImportableUidl(uidl: string): boolean {
+  if (uidl.length < 1 || uidl.length > MAX_IMPORTED_UIDL) return false;
   for (let i = 0; i < uidl.length; i++) {
     const c = uidl.charCodeAt(i);
     if (c < 0x21 || c > 0x7e) return false;
