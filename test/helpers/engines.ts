@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,11 +7,12 @@ import { join } from 'node:path';
 // The real engines popgate's cluster backends run on, started by the tests themselves on free
 // loopback ports in temporary folders and stopped afterwards: Debian's redis-server and
 // PostgreSQL (initdb in a temporary folder, run as the postgres user when the tests run as
-// root), HAProxy, and the rspamd popgate's inbound filter asks (see startRspamd). `.ci/run` installs them. Without an engine a test is skipped with the
-// reason, except under CI (the CI environment variable set), where a missing engine is a
-// failure: a test that silently does not run proves nothing.
+// root), HAProxy, the rspamd popgate's inbound filter asks (see startRspamd), and Dovecot's POP3
+// server (an old server to migrate from, see startDovecot). `.ci/run` installs them. Without an
+// engine a test is skipped with the reason, except under CI (the CI environment variable set),
+// where a missing engine is a failure: a test that silently does not run proves nothing.
 
-export type EngineName = 'redis-server' | 'postgres' | 'haproxy' | 'rspamd';
+export type EngineName = 'redis-server' | 'postgres' | 'haproxy' | 'rspamd' | 'dovecot';
 
 /** Where an engine's binary is, or undefined. */
 export function findEngine(name: EngineName): string | undefined {
@@ -34,7 +35,7 @@ export function findEngine(name: EngineName): string | undefined {
 export function missingEngine(...names: EngineName[]): string | false {
   const missing = names.filter((name) => !findEngine(name));
   if (missing.length === 0) return false;
-  const reason = `${missing.join(', ')} not installed (apt-get install ${missing.map((m) => (m === 'postgres' ? 'postgresql' : m)).join(' ')})`;
+  const reason = `${missing.join(', ')} not installed (apt-get install ${missing.map((m) => (m === 'postgres' ? 'postgresql' : m === 'dovecot' ? 'dovecot-pop3d' : m)).join(' ')})`;
   if (process.env.CI) throw new Error(`CI: ${reason}: the tests that need it cannot be skipped`);
   return reason;
 }
@@ -463,5 +464,128 @@ url_tld = "$LOCAL_CONFDIR/url-suffixes.dat";
       await stop();
       rmSync(dir, { recursive: true, force: true });
     },
+  };
+}
+
+export interface DovecotUser {
+  address: string;
+  password: string;
+  /** A doveadm pw scheme: SHA512-CRYPT, BLF-CRYPT ... */
+  scheme: string;
+}
+
+export interface RunningDovecot {
+  readonly port: number;
+  /** The passwd-file, user@domain:{SCHEME}hash:uid:gid::home:: */
+  readonly passwdFile: string;
+  /** The folder of <domain>/<user>/ Maildirs (mail_location maildir:<vmail>/%d/%n). */
+  readonly vmail: string;
+  /** Its pop3_uidl_format. */
+  readonly uidlFormat: string;
+  /** The Maildir of an address. */
+  maildir(address: string): string;
+  /** Puts a message into the address's new/, as a delivery agent would (owned by the mail user). */
+  deliver(address: string, text: string): string;
+  /** What Dovecot printed to its log, for a failing test's message. */
+  log(): string;
+  /** Stops Dovecot and removes its folder. */
+  destroy(): Promise<void>;
+}
+
+/**
+ * A private Dovecot 2.3 serving POP3 on a free loopback port (as bench/peers/ runs it for the
+ * benchmarks): users in a passwd-file with hashes made by `doveadm pw`, each user's Maildir at
+ * <vmail>/<domain>/<local> owned by Debian's mail user, plaintext USER/PASS without TLS.
+ * Dovecot drops privileges itself, so this needs root (CI runs as root).
+ */
+export async function startDovecot(users: DovecotUser[], options: { uidlFormat?: string } = {}): Promise<RunningDovecot> {
+  const binary = findEngine('dovecot');
+  if (!binary) throw new Error('dovecot is not installed');
+  if (process.getuid?.() !== 0) throw new Error('a private Dovecot needs root (it switches to the mail user itself)');
+  const id = (flag: string, name: string) => Number(spawnSync('id', [flag, name], { encoding: 'utf8' }).stdout.trim());
+  const mail = { uid: id('-u', 'mail'), gid: id('-g', 'mail') };
+  const dir = mkdtempSync(join(tmpdir(), 'popgate-dovecot-'));
+  // Dovecot's unprivileged processes (pop3 as the mail user, login as dovenull) must reach it.
+  chmodSync(dir, 0o755);
+  const vmail = join(dir, 'vmail');
+  mkdirSync(vmail, { mode: 0o755 });
+  chownSync(vmail, mail.uid, mail.gid);
+  const uidlFormat = options.uidlFormat ?? '%08Xu%08Xv';
+  const port = await freePort();
+  const passwdFile = join(dir, 'passwd');
+  const logFile = join(dir, 'dovecot.log');
+  const configFile = join(dir, 'dovecot.conf');
+  writeFileSync(
+    configFile,
+    [
+      `instance_name = popgate-test-${process.pid}-${port}`,
+      `base_dir = ${join(dir, 'run')}`,
+      `state_dir = ${join(dir, 'state')}`,
+      `log_path = ${logFile}`,
+      'protocols = pop3',
+      'listen = 127.0.0.1',
+      'ssl = no',
+      'disable_plaintext_auth = no',
+      'auth_mechanisms = plain',
+      `passdb {\n  driver = passwd-file\n  args = username_format=%u ${passwdFile}\n}`,
+      `userdb {\n  driver = passwd-file\n  args = username_format=%u ${passwdFile}\n}`,
+      `mail_location = maildir:${vmail}/%d/%n`,
+      `first_valid_uid = ${mail.uid}`,
+      `pop3_uidl_format = ${uidlFormat}`,
+      `service pop3-login {\n  inet_listener pop3 {\n    address = 127.0.0.1\n    port = ${port}\n  }\n  inet_listener pop3s {\n    port = 0\n  }\n}`,
+      '',
+    ].join('\n'),
+  );
+  mkdirSync(join(dir, 'state'));
+  const maildir = (address: string) => join(vmail, address.slice(address.indexOf('@') + 1), address.slice(0, address.indexOf('@')));
+  const lines: string[] = [];
+  for (const user of users) {
+    const pw = spawnSync('doveadm', ['-c', configFile, 'pw', '-s', user.scheme, '-p', user.password], { encoding: 'utf8' });
+    if (pw.status !== 0) throw new Error(`doveadm pw -s ${user.scheme} failed: ${pw.stderr}`);
+    lines.push(`${user.address}:${pw.stdout.trim()}:${mail.uid}:${mail.gid}::${maildir(user.address)}::\n`);
+    for (const path of [join(vmail, user.address.slice(user.address.indexOf('@') + 1)), maildir(user.address)]) {
+      mkdirSync(path, { recursive: true, mode: 0o700 });
+      chownSync(path, mail.uid, mail.gid);
+    }
+    for (const sub of ['cur', 'new', 'tmp']) {
+      mkdirSync(join(maildir(user.address), sub), { mode: 0o700 });
+      chownSync(join(maildir(user.address), sub), mail.uid, mail.gid);
+    }
+  }
+  writeFileSync(passwdFile, lines.join(''), { mode: 0o644 });
+  const output: string[] = [];
+  // -F: in the foreground, so the test owns the process and stops it by its pid.
+  const child = spawn(binary, ['-F', '-c', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout!.on('data', (chunk) => output.push(String(chunk)));
+  child.stderr!.on('data', (chunk) => output.push(String(chunk)));
+  const log = () => `${output.join('')}${existsSync(logFile) ? spawnSync('tail', ['-n', '40', logFile], { encoding: 'utf8' }).stdout : ''}`;
+  const destroy = async () => {
+    child.kill('SIGTERM');
+    await exited(child);
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    await waitForPort(port);
+  } catch (error) {
+    await destroy();
+    throw new Error(`${(error as Error).message}: ${log()}`);
+  }
+  let delivered = 0;
+  return {
+    port,
+    passwdFile,
+    vmail,
+    uidlFormat,
+    maildir,
+    deliver(address: string, text: string) {
+      const name = `${1_700_000_000 + delivered}.M${delivered}P${process.pid}.test.invalid,S=${Buffer.byteLength(text)}`;
+      delivered++;
+      const path = join(maildir(address), 'new', name);
+      writeFileSync(path, text, { mode: 0o600 });
+      chownSync(path, mail.uid, mail.gid);
+      return name;
+    },
+    log,
+    destroy,
   };
 }
