@@ -22,6 +22,8 @@ export function findEngine(name: EngineName): string | undefined {
     versions.sort((a, b) => Number(b) - Number(a));
     return versions.length > 0 ? join(root, versions[0], 'bin') : undefined;
   }
+  // Dovecot's POP3 server comes in its own package (dovecot-pop3d) beside the master binary.
+  if (name === 'dovecot' && !existsSync('/usr/lib/dovecot/pop3')) return undefined;
   for (const dir of (process.env.PATH ?? '').split(':').concat(['/usr/sbin', '/usr/bin', '/usr/local/bin'])) {
     if (dir && existsSync(join(dir, name))) return join(dir, name);
   }
@@ -34,6 +36,11 @@ export function findEngine(name: EngineName): string | undefined {
  */
 export function missingEngine(...names: EngineName[]): string | false {
   const missing = names.filter((name) => !findEngine(name));
+  // A private Dovecot switches to the mail user itself, which only root may do.
+  if (missing.length === 0 && names.includes('dovecot') && process.getuid?.() !== 0) {
+    if (process.env.CI) throw new Error('CI: the Dovecot tests need root');
+    return 'the Dovecot tests need root (Dovecot switches to the mail user itself)';
+  }
   if (missing.length === 0) return false;
   const reason = `${missing.join(', ')} not installed (apt-get install ${missing.map((m) => (m === 'postgres' ? 'postgresql' : m === 'dovecot' ? 'dovecot-pop3d' : m)).join(' ')})`;
   if (process.env.CI) throw new Error(`CI: ${reason}: the tests that need it cannot be skipped`);
