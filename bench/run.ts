@@ -15,6 +15,7 @@ import { processTree, runIdle } from './idle-load.ts';
 import { runLargeMailbox } from './mailbox-load.ts';
 import { makeMessage, prng } from './messages.ts';
 import { runQueueDelivery } from './queue-load.ts';
+import { runImport } from './import-load.ts';
 import { runSubmission } from './submission-load.ts';
 
 // `npm run bench`: popgate's POP3 and SMTP performance on this machine. Starts popgate as a
@@ -35,6 +36,7 @@ import { runSubmission } from './submission-load.ts';
 //                                      login + STAT + UIDL on a (large) mailbox of a running server
 //   npm run bench -- --target host:110 --smtp-target host:25 --idle-connections 1000 --server-pid PID --only idle
 //                                      idle connections held on a running server; its RSS from /proc
+//   npm run bench -- --only import      moving in: popgate import dovecot of 10 x 10,000 messages of 4 KB
 //   npm run -s bench -- --json > results.json
 //                                      JSON on stdout, the table on stderr
 //
@@ -543,6 +545,23 @@ async function measureSubmission(): Promise<void> {
 
 // --- outbound queue ---
 
+/** Moving in from Dovecot: `popgate import dovecot` of 10 mailboxes (bench/import-load.ts). */
+async function runImportWorkloads(): Promise<void> {
+  const perUser = quick ? 1000 : 10_000;
+  const label = `import from Dovecot Maildirs, 10 x ${perUser.toLocaleString('en')} messages of 4 KB (hard links)`;
+  if (!selected(label)) return;
+  const perSecond: number[] = [];
+  const seconds: number[] = [];
+  for (let i = 0; i < settings.runs; i++) {
+    const result = await runImport({ users: 10, messagesPerUser: perUser, size: 4096 }, progress);
+    progress(`  ${label}, run ${i + 1}/${settings.runs}: ${fmt(result.messagesPerSecond)} msg/s, ${fmt(result.seconds)} s in all (${result.linked} hard links)`);
+    perSecond.push(result.messagesPerSecond);
+    seconds.push(result.seconds);
+  }
+  addRow(label, 'msg/s', perSecond);
+  addRow(`${label}: total time`, 's', seconds);
+}
+
 async function runQueueWorkloads(): Promise<void> {
   const rowsWanted = [
     { label: 'queue delivery 1 KB to a sink, 1 destination', domains: 1, dkim: false },
@@ -636,6 +655,13 @@ function printTable(info: ReturnType<typeof machine>, target: string, messageByt
       `queue delivery = popgate starts with ${queueMessages} queued 1 KB messages (one recipient each) and delivers them over SMTP to a`,
       '       local sink through the transport map: messages/s from popgate accepting connections to the last 250 at the sink.',
       '       The queue index and spool are updated and removed as in production; one log line per attempt goes to a file.',
+    );
+  }
+  if (has('import')) {
+    out.push(
+      'import = `popgate import dovecot` of Dovecot-style Maildirs with a dovecot-uidlist each (default UIDL format), into an empty',
+      '       popgate on the same file system: users created, every message hard-linked under its old UIDL, journal and folders',
+      "       fsync'd; timed from the command's start to its exit.",
     );
   }
   if (has('relay lag')) {
@@ -737,6 +763,10 @@ async function main(): Promise<void> {
       addRow(`idle ${connections} per protocol: new session greeting`, 'ms', [result.greeting.p50]);
       if (serverPid) addRow(`idle ${connections} per protocol: server RSS`, 'MB', [result.loaded.rssBytes / 1e6]);
     }
+  } else if (args.only !== undefined && matchesOnly(args.only, 'import') && !['pop3', 'smtp', 'retr', 'queue', 'large', 'idle', 'relay', 'submission', 'login'].some((word) => matchesOnly(args.only, word))) {
+    // Only the import rows: no server and no pre-filled mailboxes needed.
+    target = `popgate import dovecot as a child process${quick ? ' (--quick)' : ''}`;
+    await runImportWorkloads();
   } else {
     const { endpoint, configPath, messageBytes: bytes } = await setUp();
     messageBytes = bytes;
@@ -761,6 +791,8 @@ async function main(): Promise<void> {
     await stopServer();
     progress('outbound queue:');
     await runQueueWorkloads();
+    progress('moving in:');
+    await runImportWorkloads();
     if (server.child.exitCode !== 0) throw new Error(`popgate exited with ${server.child.exitCode ?? server.child.signalCode} on SIGTERM:\n${server.output}`);
     if (server.output.trim() !== '') progress(`server output (warnings and errors):\n${server.output.trim()}`);
     progress('large mailbox and idle connections (a fresh popgate child):');
