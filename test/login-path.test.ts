@@ -173,6 +173,24 @@ describe('one login path: the same inputs give the same outcome on every protoco
     }
   }
 
+  // PASSWORD hashed by Dovecot's doveadm pw, as `popgate import` carries such hashes over.
+  const CARRIED_OVER = [
+    '{SHA512-CRYPT}$6$nq0iGEF/5/9hW.vE$toX1OQctcxOlKe3SpbreaNP3w0fI9EUrPZtWs/wmmHK88B37BxTrmLtOohOhLgoe5Bwm3MnGveuBWq3jymSzV.',
+    '{BLF-CRYPT}$2y$05$GEn9PFFWXzsRqWffACdxNO/uB8eo6hM/0vyRcahRvzR6dK2LQH1S6',
+  ];
+  for (const mechanism of MECHANISMS.filter((m) => m.name !== 'POP3 APOP')) {
+    test(`${mechanism.name}: a user carried over with an old server's hash logs in with the old password, which is then kept as scrypt`, async () => {
+      for (const [index, hash] of CARRIED_OVER.entries()) {
+        const user = `moved${nextHost}-${index}@example.test`;
+        await server.app.accounts.addUserWithHash(user, hash);
+        assert.equal(await mechanism.attempt(server, freshAddress(), { ...ROWS[1], user }), 'failed', 'a wrong password');
+        assert.equal(await mechanism.attempt(server, freshAddress(), { ...ROWS[0], user }), 'ok', hash.slice(0, 14));
+        assert.equal(await server.app.accounts.passwordScheme(user), 'scrypt');
+        assert.equal(await mechanism.attempt(server, freshAddress(), { ...ROWS[0], user }), 'ok', 'again, against scrypt');
+      }
+    });
+  }
+
   test('failures on one protocol count on the others: a lockout earned over POP3 holds for SMTP AUTH and APOP', async () => {
     const ip = freshAddress();
     const [userPass, apop, , , smtpPlain] = MECHANISMS;
