@@ -94,7 +94,8 @@ describe('moving in from a real Dovecot', { skip: missingEngine('dovecot') }, ()
   const dir = mkdtempSync(join(tmpdir(), 'popgate-import-dovecot-'));
   const configFor = (name: string) => {
     const path = join(dir, `${name}.toml`);
-    writeFileSync(path, `data_dir = "${join(dir, name)}"\nhostname = "mail.example.test"\n[pop3]\nlisten = ["127.0.0.1:0"]\n[smtp]\nlisten = []\n`);
+    // One process: quicker to start on a busy machine, and nothing to fork.
+    writeFileSync(path, `data_dir = "${join(dir, name)}"\nhostname = "mail.example.test"\n[server]\nworkers = 1\n[pop3]\nlisten = ["127.0.0.1:0"]\n[smtp]\nlisten = []\n`);
     return path;
   };
   const before_: Record<string, Listing> = {};
@@ -227,6 +228,11 @@ describe('moving in from a real Dovecot', { skip: missingEngine('dovecot') }, ()
       assert.match(different.stdout, /erin@other\.test: DIFFERENT\n {2}missing here: 1/);
       assert.match(different.stdout, /alice@example\.test: equal/);
       assert.match(different.stdout, /2 of 4 user\(s\) differ/);
+      // Against a popgate nobody was imported into: each user is named, not compared with nothing.
+      const empty = await popgate(configFor('empty'), ['import', 'verify', '--pop3', `127.0.0.1:${dovecot.port}`, '--passwords', passwords]);
+      assert.equal(empty.code, 1, empty.stderr + empty.stdout);
+      assert.match(empty.stdout, /alice@example\.test: DIFFERENT\n {2}no such user here \(not imported yet\?\)/);
+      assert.match(empty.stdout, /4 of 4 user\(s\) differ/);
     });
   });
 });

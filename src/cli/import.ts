@@ -150,7 +150,7 @@ export function registerImportCommands(program: Command, loadConfig: () => Confi
       withImport(loadConfig, async (backends) => {
         if (!(backends.mailstore instanceof MaildirStore)) throw new UsageError('verifying needs the Maildir mail store');
         const credentials = parsePasswordsFile(readFileSync(options.passwords, 'utf8'), options.passwords);
-        const outcomes = await verifyPop3(serverOptions(options.pop3, options), credentials, backends.mailstore);
+        const outcomes = await verifyPop3(serverOptions(options.pop3, options), credentials, backends.accounts, backends.mailstore);
         let differing = 0;
         for (const outcome of outcomes) {
           if (outcome.differences.length === 0) console.log(`${outcome.address}: equal`);

@@ -137,11 +137,15 @@ export interface VerifyOutcome {
  * store: what is missing here, what is extra here, what is in another order, what changed
  * (the same UIDL with another size).
  */
-export async function verifyPop3(server: Pop3ClientOptions, credentials: Credentials[], store: MaildirStore): Promise<VerifyOutcome[]> {
+export async function verifyPop3(server: Pop3ClientOptions, credentials: Credentials[], accounts: AccountStore, store: MaildirStore): Promise<VerifyOutcome[]> {
   const outcomes: VerifyOutcome[] = [];
   for (const user of credentials) {
     const differences: string[] = [];
     let client: Pop3Client | undefined;
+    if (!(await accounts.getUser(user.address))) {
+      outcomes.push({ address: user.address, differences: ['no such user here (not imported yet?)'] });
+      continue;
+    }
     try {
       client = await Pop3Client.connect(server);
       await client.login(user.login, user.password);
