@@ -1,5 +1,6 @@
 import { parseAddress } from '../accounts/address.ts';
 import { normalizeDomain } from '../accounts/address.ts';
+import { refusal } from '../accounts/checks.ts';
 import { AccountError, type AccountStore } from '../accounts/store.ts';
 import type { ImportReport } from './report.ts';
 
@@ -91,6 +92,12 @@ export async function importPostfixMaps(entries: PostfixEntry[], accounts: Accou
     const domain = alias.slice(alias.indexOf('@') + 1);
     if (!declared.has(domain) && !(await accounts.isLocalDomain(domain))) {
       report.skip(alias, 'alias', `${where(entry)}: ${domain} is not a popgate domain (list it in a virtual_mailbox_domains file given here, or popgate domain add ${domain})`);
+      continue;
+    }
+    // The store's own refusals, checked first so a dry run reports them too.
+    const refused = (await accounts.getUser(alias)) ? refusal.aliasIsUser(alias) : targets.includes(alias) ? refusal.aliasToItself(alias) : undefined;
+    if (refused) {
+      report.skip(alias, 'alias', `${where(entry)}: ${refused.message}`);
       continue;
     }
     try {
