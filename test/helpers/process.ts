@@ -20,7 +20,11 @@ export async function spawnServer(configPath: string): Promise<ServerProcess> {
   child.stderr!.on('data', (chunk) => output.push(String(chunk)));
   const lines = createInterface({ input: child.stdout! });
   const pop3Port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start: ${output.join('')}`)), 30000);
+    const timer = setTimeout(() => {
+      // Not left running (and holding the test process open) when it is slow to start.
+      child.kill('SIGKILL');
+      reject(new Error(`server did not start: ${output.join('')}`));
+    }, 30000);
     lines.on('line', (line) => {
       output.push(line);
       if (line.includes('"listening"') && line.includes('"pop3"')) {
