@@ -1,8 +1,5 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
-import bcrypt from 'bcryptjs';
-import { argon2i, argon2id } from 'hash-wasm';
-import { verify as verifyShaCrypt } from 'unixcrypt';
 
 // Password hashes carried over from another server (Dovecot, Courier, vpopmail ...), kept until
 // the user's first successful login, which replaces them with popgate's scrypt (see
@@ -171,8 +168,10 @@ export function schemeOf(stored: string): string {
 /**
  * Verifies `password` against a carried-over hash, here, on the calling thread: SHA-crypt and
  * Argon2 take from milliseconds to a second of one core, so the login path runs this in a worker
- * (legacy-verifier.ts). The password's octets are used as they are (UTF-8, no normalisation), as
- * the old server hashed them. Comparisons are constant-time.
+ * (LegacyHashVerifier below). The password's octets are used as they are (UTF-8, no
+ * normalisation), as the old server hashed them. Comparisons are constant-time. The libraries are
+ * loaded here, on first use, not with this module: every server process and command imports it
+ * (through password.ts), and only the worker verifies.
  */
 export async function verifyLegacyHashHere(password: string, stored: string): Promise<boolean> {
   let parsed: ImportedPassword;
@@ -187,10 +186,12 @@ export async function verifyLegacyHashHere(password: string, stored: string): Pr
     case 'SHA512-CRYPT':
     case 'SHA256-CRYPT': {
       // unixcrypt recomputes with the stored salt and rounds, and compares with timingSafeEqual.
-      return verifyShaCrypt(password, value);
+      const { verify } = await import('unixcrypt');
+      return verify(password, value);
     }
     case 'BLF-CRYPT': {
       // $2y$ (PHP's name after its 2011 fix) is the same algorithm as $2b$, which bcryptjs reads.
+      const { default: bcrypt } = await import('bcryptjs');
       const hash = await bcrypt.hash(password, value.slice(0, 29).replace(/^\$2y\$/, '$2b$'));
       return equal(Buffer.from(hash.slice(29)), Buffer.from(value.slice(29)));
     }
@@ -207,6 +208,7 @@ export async function verifyLegacyHashHere(password: string, stored: string): Pr
         hashLength: expected.length,
         outputType: 'binary' as const,
       };
+      const { argon2i, argon2id } = await import('hash-wasm');
       const key = await (parsed.scheme === 'ARGON2ID' ? argon2id(options) : argon2i(options));
       return equal(Buffer.from(key), expected);
     }
