@@ -168,6 +168,9 @@ export async function runComparison(options: CompareOptions): Promise<Comparison
         data_dir: dataDir,
         shutdown_grace: '1s',
         log: { level: 'warn' },
+        // One process (the default is one worker per core): these rows measure one, and the
+        // memory and CPU figures read its pid alone.
+        server: { workers: 1 },
         // Sized for the idle workload (10,000 + 10,000): a provider expecting that many raises
         // max_connections too. The per-address limits stay; the load comes from many addresses.
         pop3: { listen: [`127.0.0.1:${ports.pop3}`], max_connections: 12_000, max_connection_rate_per_ip: 0 },
