@@ -9,11 +9,11 @@ import { MaildirStore } from '../src/mailstore/maildir.ts';
 import { freePort, PopgateChild } from './popgate-server.ts';
 import { runConnects, runLogins, runRetr, type Endpoint, type SessionResult, type RetrResult } from './pop3-load.ts';
 import { fmt, matchesOnly, median, Samples, summarize } from './stats.ts';
-import { MessageSet, relayLag, runAccept, type AcceptResult } from './smtp-load.ts';
+import { MessageSet, relayLag, runAccept, verifyMaildirDelivery, type AcceptResult } from './smtp-load.ts';
 import { comparisonChart, comparisonTable, runComparison, type ComparisonResult } from './compare.ts';
 import { processTree, runIdle } from './idle-load.ts';
 import { runLargeMailbox } from './mailbox-load.ts';
-import { makeMessage, prng } from './messages.ts';
+import { fillMailboxes } from './messages.ts';
 import { runQueueDelivery } from './queue-load.ts';
 import { runImport } from './import-load.ts';
 import { runSubmission } from './submission-load.ts';
@@ -238,25 +238,10 @@ async function setUp(): Promise<{ endpoint: Endpoint; configPath: string; messag
     await accounts.close();
   }
 
-  // deliver() syncs every file and directory; several at a time keep the disk busy.
   const total = settings.mailboxes * settings.messagesPerMailbox;
   progress(`setup: ${settings.mailboxes} mailboxes x ${settings.messagesPerMailbox} messages of ~${settings.messageSize / 1024} KB in ${dataDir}`);
-  let next = 0;
-  let messageBytes = 0;
-  await Promise.all(
-    Array.from({ length: 32 }, async () => {
-      for (;;) {
-        const n = next++;
-        if (n >= total) return;
-        // Mailbox-major order, so message numbers follow delivery order within each mailbox.
-        const mailbox = n % settings.mailboxes;
-        const index = Math.floor(n / settings.mailboxes);
-        const message = makeMessage(prng(index * 1000 + mailbox + 1), index, mailboxUser(mailbox), settings.messageSize);
-        messageBytes += message.length;
-        await mailstore.deliver(mailboxUser(mailbox), message);
-      }
-    }),
-  );
+  const mailboxes = Array.from({ length: settings.mailboxes }, (_, i) => mailboxUser(i));
+  const messageBytes = await fillMailboxes((user, message) => mailstore.deliver(user, message), mailboxes, settings.messagesPerMailbox, settings.messageSize);
   progress(`setup: ${total} messages (${(messageBytes / 1e6).toFixed(1)} MB) delivered in ${((performance.now() - started) / 1000).toFixed(1)} s`);
   smtpEndpoint = { host: '127.0.0.1', port: smtpPort };
   submissionEndpoint = { host: '127.0.0.1', port: submissionPort };
@@ -397,41 +382,24 @@ interface SmtpTarget {
   lag?: { pop3: Endpoint; user: string; password: string };
 }
 
-/** Files already checked per Maildir new/ folder, and messages that got 250 per recipient. */
+/** Files already checked per Maildir, and messages that got 250 per recipient. */
 const checkedFiles = new Map<string, Set<string>>();
 const acceptedPerRecipient = new Map<string, number>();
 let messagesVerified = 0;
 const runTag = Date.now().toString(36);
 
-/**
- * After a run: the recipient's new/ must have gained exactly one file per 250, and each must be
- * a message of this run, once, ending with exactly the octets sent (the server adds its trace
- * headers on top; the dot-stuffing must have been undone).
- */
+/** After a run: every message that got 250 is in the recipient's Maildir, once, byte for byte (verifyMaildirDelivery). */
 function verifyDelivery(target: SmtpTarget, address: string, messages: MessageSet, result: AcceptResult): void {
   acceptedPerRecipient.set(address, (acceptedPerRecipient.get(address) ?? 0) + result.accepted);
   if (!target.maildirOf) return;
-  const dir = join(target.maildirOf(address), 'new');
-  const checked = checkedFiles.get(dir) ?? new Set<string>();
-  checkedFiles.set(dir, checked);
-  const fresh = (existsSync(dir) ? readdirSync(dir) : []).filter((name) => !checked.has(name) && !name.startsWith('.'));
-  if (fresh.length !== result.accepted) {
-    throw new Error(`SMTP: ${result.accepted} messages to ${address} got 250, but ${fresh.length} new files appeared in ${dir}`);
+  const maildir = target.maildirOf(address);
+  const checked = checkedFiles.get(maildir) ?? new Set<string>();
+  checkedFiles.set(maildir, checked);
+  try {
+    messagesVerified += verifyMaildirDelivery(maildir, messages, result.accepted, checked);
+  } catch (error) {
+    throw new Error(`SMTP: to ${address}: ${(error as Error).message}`);
   }
-  const seen = new Uint8Array(result.accepted);
-  for (const name of fresh) {
-    const stored = readFileSync(join(dir, name));
-    const number = messages.numberOf(stored);
-    if (number === undefined || number >= result.accepted) throw new Error(`SMTP: ${join(dir, name)} is not one of the ${result.accepted} messages of this run`);
-    if (seen[number]) throw new Error(`SMTP: message ${number} of this run is in ${dir} twice`);
-    seen[number] = 1;
-    const sent = messages.message(number);
-    if (stored.length < sent.length || !stored.subarray(stored.length - sent.length).equals(sent)) {
-      throw new Error(`SMTP: ${join(dir, name)} does not end with the ${sent.length} octets of message ${number} as sent`);
-    }
-    checked.add(name);
-  }
-  messagesVerified += fresh.length;
 }
 
 async function measureAccept(target: SmtpTarget, row: number, label: string, size: number, total: number, pipelining: boolean): Promise<void> {
