@@ -387,6 +387,11 @@ export interface RetrOptions {
   pipeline?: number;
   /** Retrieve at most this many messages per mailbox (default: all). */
   maxMessages?: number;
+  /**
+   * Called just before the first RETR goes out and as soon as the last reply is in: the timed
+   * part, without the logins and listings before it (e.g. to read the server's CPU time).
+   */
+  timed?: { start(): void; end(): void };
 }
 
 export interface RetrResult {
@@ -431,6 +436,7 @@ export async function runRetr(options: RetrOptions): Promise<RetrResult> {
     const latency = new Samples(totalMessages);
     let octets = 0;
     let wireOctets = 0;
+    options.timed?.start();
     const startedAt = performance.now();
     await Promise.all(
       prepared.map(
@@ -470,6 +476,7 @@ export async function runRetr(options: RetrOptions): Promise<RetrResult> {
       ),
     );
     const elapsedMs = performance.now() - startedAt;
+    options.timed?.end();
     await Promise.all(prepared.map((p) => p.connection.quit()));
     return {
       clients: prepared.length,

@@ -93,11 +93,12 @@ export class PopgateChild {
   }
 }
 
-export function freePort(): Promise<number> {
+/** A free TCP port on `host` (a loopback address), closed again so a server can take it. */
+export function freePort(host = '127.0.0.1'): Promise<number> {
   return new Promise((resolve, reject) => {
     const probe = createServer();
     probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
+    probe.listen(0, host, () => {
       const address = probe.address();
       probe.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
     });

@@ -16,6 +16,7 @@ import { runLargeMailbox } from './mailbox-load.ts';
 import { fillMailboxes } from './messages.ts';
 import { runQueueDelivery } from './queue-load.ts';
 import { runImport } from './import-load.ts';
+import { runScaleOut } from './scale.ts';
 import { runSubmission } from './submission-load.ts';
 
 // `npm run bench`: popgate's POP3 and SMTP performance on this machine. Starts popgate as a
@@ -43,13 +44,21 @@ import { runSubmission } from './submission-load.ts';
 // Options: --runs N, --pipeline N (RETR depth of the main rows, default 1), --messages N
 // (per mailbox), --logins N, --smtp-messages N (1 KB messages per SMTP run; the 100 KB rows
 // send 15% of that), --lag-samples N (relay-lag samples per run), --only TEXT (just the
-// workloads whose name contains TEXT, e.g. "retr", "login", "smtp", "accept" or "lag"; "a|b" for
-// either), --cpu-prof DIR (profile the popgate child with node --cpu-prof), --queue-messages N
-// (messages per outbound queue run).
+// workloads whose name contains TEXT, e.g. "retr", "login", "smtp", "accept", "lag", "workers"
+// or "cluster"; "a|b" for either), --cpu-prof DIR (profile the popgate child with node
+// --cpu-prof), --queue-messages N (messages per outbound queue run).
 //
 // Outbound queue: a popgate child starts with N 1 KB messages queued and delivers them through
 // the transport map to a local sink SMTP server (bench/queue-load.ts); messages/s from the
 // child accepting connections to the sink's last 250, for 1 and 10 destinations and with DKIM.
+//
+// Scale-out (bench/scale.ts, last, also with --peers): popgate with [server] workers = 2 against
+// workers = 1 (RETR 10 KB and SMTP accept 1 KB, 10 clients), and a cluster of two nodes sharing a
+// private redis-server and PostgreSQL and one data folder against one embedded node (SMTP accept,
+// POP3 login, RETR, and the relay lag from a POP3 login on one node to relay through the other),
+// runs alternating between the configurations; each row notes the CPU of every process involved
+// (from /proc) and what bounds it. Without redis-server or PostgreSQL the cluster rows are skipped;
+// with --peers they are installed, and Postfix's 1 KB accept is measured again beside the cluster.
 //
 // SMTP workloads: MAIL/RCPT/DATA to a local user over 10 connections, with and without
 // PIPELINING; popgate answers 250 only once the message and its Maildir entry are fsync'd, so
@@ -277,10 +286,31 @@ interface Row {
   latency?: { p50: number; p99: number; max: number; count: number };
   /** Anything else worth keeping in the JSON (e.g. the RCPT tries of the relay lag). */
   details?: Record<string, unknown>;
+  /** What the figure is and what bounds it, printed under the table (the scale-out rows have one). */
+  note?: string;
 }
 
 const rows: Row[] = [];
 const skipped: string[] = [];
+
+/** The scale-out rows (bench/scale.ts) into the table: they come with their runs, latency and note. */
+async function runScaleRows(peers: boolean): Promise<void> {
+  const result = await runScaleOut({
+    quick,
+    runs: settings.runs,
+    only: args.only,
+    peers,
+    messagesPerMailbox: settings.messagesPerMailbox,
+    smtpMessages: smtpSettings.smallMessages,
+    smtpWarmUp: smtpSettings.warmUp,
+    // More than the main rows' logins: a run of 200 lasts a fifth of a second.
+    logins: args.logins !== undefined ? settings.logins : quick ? 50 : 500,
+    lagSamples: smtpSettings.lagSamples,
+    progress,
+  });
+  for (const row of result.rows) rows.push({ ...row, median: median(row.runs) });
+  skipped.push(...result.skipped);
+}
 
 function addRow(workload: string, unit: string, runs: number[], samples?: Samples, details?: Record<string, unknown>): void {
   const row: Row = { workload, unit, median: median(runs), runs };
@@ -589,7 +619,7 @@ function printTable(info: ReturnType<typeof machine>, target: string, messageByt
     '',
     `popgate POP3/SMTP benchmark — ${target}`,
     `machine: ${info.cores} cores, ${info.cpu}, ${info.memoryGB} GB, node ${info.node} (${info.platform})`,
-    `runs per workload: ${settings.runs} (median shown; p50/p99 are latencies over the samples of all runs)` +
+    `runs per workload: ${settings.runs}${rows.some((row) => row.note) ? ' (scale-out rows: more, alternating; see runs)' : ''} (median shown; p50/p99 are latencies over the samples of all runs)` +
       (messageBytes !== undefined
         ? `; mailboxes: ${settings.messagesPerMailbox} messages, ${(messageBytes / (settings.mailboxes * settings.messagesPerMailbox) / 1000).toFixed(1)} kB average`
         : ''),
@@ -642,6 +672,30 @@ function printTable(info: ReturnType<typeof machine>, target: string, messageByt
       `       ${smtpSettings.lagSamples} logins per run; median = median of the run medians, p50/p99 over all logins.`,
     );
   }
+  if (has('workers = ')) {
+    out.push(
+      'workers = N = popgate with [server] workers = N (node:cluster; each worker listens itself with SO_REUSEPORT), on copies of the same',
+      '       data, the same generator and message shapes as the rows above; runs alternate between the two, the order reversed every other',
+      '       run; a ratio row is the median of the per-run ratios.',
+    );
+  }
+  if (has('cluster')) {
+    out.push(
+      'cluster of 2 nodes = two popgate processes (workers = 1 each) on 127.0.1.1 and 127.0.1.2 sharing a private redis-server, a private',
+      '       PostgreSQL (started by the benchmark) and one data folder, the clients spread over both; 1 node = popgate embedded (SQLite,',
+      '       workers = 1). Runs alternate between them as above; CPU per message or login in popgate, redis-server and postgres (the',
+      "       postmaster and its backends) is taken from /proc. The relay lag across nodes: POP3 \"+OK\" on node A to the 250 to RCPT on node B.",
+    );
+  }
+  const notes = rows.filter((row) => row.note);
+  if (notes.length > 0) {
+    out.push(
+      '',
+      'What bounds each row (CPU in cores = CPU seconds over the wall time of its runs, from /proc; generator = the benchmark process,',
+      'machine = all of this machine\'s CPUs; the "bound" is the reading these figures suggest):',
+      ...notes.map((row) => `- ${row.workload} (${row.unit}): ${row.note}`),
+    );
+  }
   for (const note of skipped) out.push(`skipped: ${note}`);
   tableOut.write(out.join('\n') + '\n');
 }
@@ -682,7 +736,10 @@ async function main(): Promise<void> {
       writeFileSync(args.chart, comparisonChart(result, `popgate vs Postfix ${result.versions.Postfix?.split(' ')[1] ?? ''}, Dovecot ${result.versions.Dovecot?.split(' ')[1] ?? ''}, Haraka ${result.versions.Haraka?.split(' ')[1] ?? ''} — ${info.cores} cores, loopback`));
       progress(`chart: ${args.chart}`);
     }
-    if (args.json) process.stdout.write(JSON.stringify({ machine: info, quick, ...result }, null, 2) + '\n');
+    progress('scale-out rows (workers, cluster; Postfix again beside the cluster):');
+    await runScaleRows(true);
+    if (rows.length > 0 || skipped.length > 0) printTable(info, `scale-out, same run${quick ? ' (--quick)' : ''}`, undefined);
+    if (args.json) process.stdout.write(JSON.stringify({ machine: info, quick, ...result, scaleOut: { results: rows, skipped } }, null, 2) + '\n');
     return;
   }
   let messageBytes: number | undefined;
@@ -768,6 +825,7 @@ async function main(): Promise<void> {
     if (server.output.trim() !== '') progress(`server output (warnings and errors):\n${server.output.trim()}`);
     progress('large mailbox and idle connections (a fresh popgate child):');
     comparison = await runComparisonRows(false);
+    await runScaleRows(false);
   }
   printTable(info, target, messageBytes);
   if (comparison && comparison.rows.length > 0) tableOut.write(`\n${comparisonTable(comparison)}\n`);
