@@ -619,7 +619,7 @@ function printTable(info: ReturnType<typeof machine>, target: string, messageByt
     '',
     `popgate POP3/SMTP benchmark — ${target}`,
     `machine: ${info.cores} cores, ${info.cpu}, ${info.memoryGB} GB, node ${info.node} (${info.platform})`,
-    `runs per workload: ${settings.runs}${rows.some((row) => row.note) ? ' (scale-out rows: more, alternating; see runs)' : ''} (median shown; p50/p99 are latencies over the samples of all runs)` +
+    `runs per workload: ${settings.runs}${rows.some((row) => row.note) ? ', the scale-out rows more (see runs)' : ''} (median shown; p50/p99 are latencies over the samples of all runs)` +
       (messageBytes !== undefined
         ? `; mailboxes: ${settings.messagesPerMailbox} messages, ${(messageBytes / (settings.mailboxes * settings.messagesPerMailbox) / 1000).toFixed(1)} kB average`
         : ''),
