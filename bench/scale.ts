@@ -108,7 +108,18 @@ const WORKLOADS = {
   login: `POP3 login (USER/PASS), ${CLIENTS} clients`,
   lag: 'relay lag, POP3 +OK to SMTP RCPT 250',
 };
-const CLUSTER_LAG = 'cluster relay lag, node A to node B: POP3 +OK to SMTP RCPT 250';
+/** The rows' names, for the table and for --only (each contains "workers" or "cluster"). */
+const LABELS = {
+  workersOne: (workload: string) => `workers = 1: ${workload}`,
+  workersTwo: (workload: string) => `workers = 2: ${workload}`,
+  workersRatio: (workload: string) => `workers = 2 / workers = 1: ${workload}`,
+  single: (workload: string) => `cluster baseline, 1 node: ${workload}`,
+  cluster: (workload: string) => `cluster of 2 nodes: ${workload}`,
+  clusterRatio: (workload: string) => `cluster of 2 nodes / 1 node: ${workload}`,
+  peer: (peer: string, workload: string) => `cluster peer, ${peer}: ${workload}`,
+  overPeer: (workload: string) => `cluster of 2 nodes / Postfix: ${workload}`,
+  clusterLag: 'cluster relay lag, node A to node B: POP3 +OK to SMTP RCPT 250',
+};
 
 // --- configurations ---
 
@@ -615,6 +626,9 @@ function lagRun(samples: number, tries: Map<Configuration, number[]>) {
 
 // --- the section ---
 
+const workersLabels = (workload: string) => [LABELS.workersOne(workload), LABELS.workersTwo(workload), LABELS.workersRatio(workload)];
+const clusterLabels = (workload: string) => [LABELS.single(workload), LABELS.cluster(workload), LABELS.clusterRatio(workload)];
+
 export async function runScaleOut(options: ScaleOptions): Promise<ScaleResult> {
   const { progress, quick } = options;
   const rows: ScaleRow[] = [];
@@ -625,15 +639,14 @@ export async function runScaleOut(options: ScaleOptions): Promise<ScaleResult> {
   const selected = (...labels: string[]) => labels.some((label) => matchesOnly(options.only, label));
 
   const workersWanted = {
-    retr: selected(`workers = 1: ${WORKLOADS.retr}`, `workers = 2: ${WORKLOADS.retr}`, `workers = 2 / workers = 1: ${WORKLOADS.retr}`),
-    accept: selected(`workers = 1: ${WORKLOADS.accept}`, `workers = 2: ${WORKLOADS.accept}`, `workers = 2 / workers = 1: ${WORKLOADS.accept}`),
+    retr: selected(...workersLabels(WORKLOADS.retr)),
+    accept: selected(...workersLabels(WORKLOADS.accept)),
   };
-  const clusterLabels = (workload: string) => [`cluster of 2 nodes: ${workload}`, `cluster baseline, 1 node: ${workload}`, `cluster of 2 nodes / 1 node: ${workload}`];
   const clusterWanted = {
-    accept: selected(...clusterLabels(WORKLOADS.accept), `cluster peer, Postfix: ${WORKLOADS.accept}`, `cluster of 2 nodes / Postfix: ${WORKLOADS.accept}`),
+    accept: selected(...clusterLabels(WORKLOADS.accept), LABELS.peer('Postfix', WORKLOADS.accept), LABELS.overPeer(WORKLOADS.accept)),
     login: selected(...clusterLabels(WORKLOADS.login)),
     retr: selected(...clusterLabels(WORKLOADS.retr)),
-    lag: selected(CLUSTER_LAG, `cluster baseline, 1 node: ${WORKLOADS.lag}`),
+    lag: selected(LABELS.clusterLag, LABELS.single(WORKLOADS.lag)),
   };
   let clusterAny = Object.values(clusterWanted).some(Boolean);
   const workersAny = Object.values(workersWanted).some(Boolean);
@@ -686,18 +699,18 @@ export async function runScaleOut(options: ScaleOptions): Promise<ScaleResult> {
         await warmRetr(pair, boxes, progress);
         const [one, two] = await alternate(`workers: ${WORKLOADS.retr}`, 'msg/s', pair, retrRuns, options, retrRun(boxes));
         rows.push(
-          seriesRow(`workers = 1: ${WORKLOADS.retr}`, 'msg/s', one, 'message', false),
-          seriesRow(`workers = 2: ${WORKLOADS.retr}`, 'msg/s', two, 'message', false, spread),
-          ratioRow(`workers = 2 / workers = 1: ${WORKLOADS.retr}`, two, one, 'message', RATIO_TARGETS.workersRetr),
+          seriesRow(LABELS.workersOne(WORKLOADS.retr), 'msg/s', one, 'message', false),
+          seriesRow(LABELS.workersTwo(WORKLOADS.retr), 'msg/s', two, 'message', false, spread),
+          ratioRow(LABELS.workersRatio(WORKLOADS.retr), two, one, 'message', RATIO_TARGETS.workersRetr),
         );
       }
       if (workersWanted.accept) {
         await warmAccept(pair, options);
         const [one, two] = await alternate(`workers: ${WORKLOADS.accept}`, 'msg/s', pair, runs, options, acceptRun(options, 'workers'));
         rows.push(
-          seriesRow(`workers = 1: ${WORKLOADS.accept}`, 'msg/s', one, 'message', true),
-          seriesRow(`workers = 2: ${WORKLOADS.accept}`, 'msg/s', two, 'message', true, spread),
-          ratioRow(`workers = 2 / workers = 1: ${WORKLOADS.accept}`, two, one, 'message'),
+          seriesRow(LABELS.workersOne(WORKLOADS.accept), 'msg/s', one, 'message', true),
+          seriesRow(LABELS.workersTwo(WORKLOADS.accept), 'msg/s', two, 'message', true, spread),
+          ratioRow(LABELS.workersRatio(WORKLOADS.accept), two, one, 'message'),
         );
       }
       // Stopped before the cluster runs: the machine's cores are all there is.
@@ -732,21 +745,21 @@ export async function runScaleOut(options: ScaleOptions): Promise<ScaleResult> {
         await warmAccept(configs, options);
         const [one, two, peer] = await alternate(`cluster: ${WORKLOADS.accept}`, 'msg/s', configs, runs, options, acceptRun(options, 'cluster'));
         rows.push(
-          seriesRow(`cluster baseline, 1 node: ${WORKLOADS.accept}`, 'msg/s', one, 'message', true),
-          seriesRow(`cluster of 2 nodes: ${WORKLOADS.accept}`, 'msg/s', two, 'message', true, `clients spread over both nodes (${CLIENTS / 2} each)`),
-          ratioRow(`cluster of 2 nodes / 1 node: ${WORKLOADS.accept}`, two, one, 'message'),
+          seriesRow(LABELS.single(WORKLOADS.accept), 'msg/s', one, 'message', true),
+          seriesRow(LABELS.cluster(WORKLOADS.accept), 'msg/s', two, 'message', true, `clients spread over both nodes (${CLIENTS / 2} each)`),
+          ratioRow(LABELS.clusterRatio(WORKLOADS.accept), two, one, 'message'),
         );
         if (peer) {
           rows.push(
             seriesRow(
-              `cluster peer, ${peer.config.name}: ${WORKLOADS.accept}`,
+              LABELS.peer(peer.config.name, WORKLOADS.accept),
               'msg/s',
               peer,
               'message',
               true,
               'measured here with the same generator, alternating with the cluster and the single node (not taken from the comparison table); its run lasts until the accepted mail is in its Maildir',
             ),
-            ratioRow(`cluster of 2 nodes / Postfix: ${WORKLOADS.accept}`, two, peer, 'message', RATIO_TARGETS.clusterOverPostfix),
+            ratioRow(LABELS.overPeer(WORKLOADS.accept), two, peer, 'message', RATIO_TARGETS.clusterOverPostfix),
           );
         }
         await postfix?.stop();
@@ -757,18 +770,18 @@ export async function runScaleOut(options: ScaleOptions): Promise<ScaleResult> {
         const [one, two] = await alternate(`cluster: ${WORKLOADS.login}`, 'logins/s', pair, runs, options, loginRun(options));
         const cache = 'a verified password is remembered (auth.verified_login_cache, on by default), so scrypt runs at the first login of each user only';
         rows.push(
-          seriesRow(`cluster baseline, 1 node: ${WORKLOADS.login}`, 'logins/s', one, 'login', false, cache),
-          seriesRow(`cluster of 2 nodes: ${WORKLOADS.login}`, 'logins/s', two, 'login', false, `clients spread over both nodes; ${cache}`),
-          ratioRow(`cluster of 2 nodes / 1 node: ${WORKLOADS.login}`, two, one, 'login'),
+          seriesRow(LABELS.single(WORKLOADS.login), 'logins/s', one, 'login', false, cache),
+          seriesRow(LABELS.cluster(WORKLOADS.login), 'logins/s', two, 'login', false, `clients spread over both nodes; ${cache}`),
+          ratioRow(LABELS.clusterRatio(WORKLOADS.login), two, one, 'login'),
         );
       }
       if (clusterWanted.retr) {
         await warmRetr(pair, boxes, progress);
         const [one, two] = await alternate(`cluster: ${WORKLOADS.retr}`, 'msg/s', pair, retrRuns, options, retrRun(boxes));
         rows.push(
-          seriesRow(`cluster baseline, 1 node: ${WORKLOADS.retr}`, 'msg/s', one, 'message', false),
-          seriesRow(`cluster of 2 nodes: ${WORKLOADS.retr}`, 'msg/s', two, 'message', false, 'mailboxes spread over both nodes; on shared storage Maildir listings are read afresh at each login'),
-          ratioRow(`cluster of 2 nodes / 1 node: ${WORKLOADS.retr}`, two, one, 'message'),
+          seriesRow(LABELS.single(WORKLOADS.retr), 'msg/s', one, 'message', false),
+          seriesRow(LABELS.cluster(WORKLOADS.retr), 'msg/s', two, 'message', false, 'mailboxes spread over both nodes; on shared storage Maildir listings are read afresh at each login'),
+          ratioRow(LABELS.clusterRatio(WORKLOADS.retr), two, one, 'message'),
         );
       }
       if (clusterWanted.lag) {
@@ -777,14 +790,14 @@ export async function runScaleOut(options: ScaleOptions): Promise<ScaleResult> {
         const [one, two] = await alternate('cluster: relay lag', 'ms', pair, runs, options, lagRun(options.lagSamples, tries));
         rows.push(
           lagRow(
-            `cluster baseline, 1 node: ${WORKLOADS.lag}`,
+            LABELS.single(WORKLOADS.lag),
             one,
             tries.get(one.config)!,
             'the grant is written to SQLite before the "+OK"',
             'the SMTP round trip (MAIL and RCPT in one write) with its look-ups in SQLite, inside the process: the grant, the sender\'s addresses, the sending counts',
           ),
           lagRow(
-            CLUSTER_LAG,
+            LABELS.clusterLag,
             two,
             tries.get(two.config)!,
             'node A writes the grant to Redis before its "+OK"',
@@ -908,7 +921,8 @@ function lagRow(workload: string, entry: Series, tries: number[], how: string, b
     how,
     `bound: ${bound}`,
   ];
-  if (target !== undefined) parts.push(`target under ${target} ms median: ${median(entry.latency.values()) < target ? 'met' : 'NOT met'}`);
+  // The row's figure, the median of the run medians, is what the target is held against.
+  if (target !== undefined) parts.push(`target under ${target} ms: ${median(entry.values) < target ? 'met' : 'NOT met'}`);
   return {
     workload,
     unit: 'ms',
