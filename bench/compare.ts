@@ -161,6 +161,9 @@ export async function runComparison(options: CompareOptions): Promise<Comparison
         // One process (the default is one worker per core): these rows measure one, and the
         // memory and CPU figures read its pid alone.
         server: { workers: 1 },
+        // The peers check no sender authentication as configured here, so neither does popgate
+        // in these rows; what filtering costs is its own row (bench/filter.ts).
+        filter: { enabled: false },
         // Sized for the idle workload (10,000 + 10,000): a provider expecting that many raises
         // max_connections too. The per-address limits stay; the load comes from many addresses.
         pop3: { listen: [`127.0.0.1:${ports.pop3}`], max_connections: 12_000, max_connection_rate_per_ip: 0 },

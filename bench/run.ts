@@ -215,6 +215,9 @@ async function setUp(): Promise<{ endpoint: Endpoint; configPath: string; messag
     // One process, as these rows have always measured (the default is one worker per core);
     // the scale-out rows (bench/scale.ts) compare it with more.
     server: { workers: 1 },
+    // The accept rows measure the SMTP path as they always have, without inbound filtering
+    // (on by default since [filter]); the filtering row (bench/filter.ts) compares the two.
+    filter: { enabled: false },
     pop3: { listen: [`127.0.0.1:${port}`], max_connection_rate_per_ip: 0 },
     pop3s: { listen: [] },
     // Limits opened up so the benchmark measures the server, not its abuse protection;
