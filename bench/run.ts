@@ -15,8 +15,9 @@ import { processTree, runIdle } from './idle-load.ts';
 import { runLargeMailbox } from './mailbox-load.ts';
 import { fillMailboxes } from './messages.ts';
 import { runQueueDelivery } from './queue-load.ts';
+import { runFiltering } from './filter.ts';
 import { runImport } from './import-load.ts';
-import { runScaleOut } from './scale.ts';
+import { runScaleOut, type ScaleOptions } from './scale.ts';
 import { runSubmission } from './submission-load.ts';
 
 // `npm run bench`: popgate's POP3 and SMTP performance on this machine. Starts popgate as a
@@ -52,13 +53,17 @@ import { runSubmission } from './submission-load.ts';
 // the transport map to a local sink SMTP server (bench/queue-load.ts); messages/s from the
 // child accepting connections to the sink's last 250, for 1 and 10 destinations and with DKIM.
 //
-// Scale-out (bench/scale.ts, last, also with --peers): popgate with [server] workers = 2 against
+// Scale-out (bench/scale.ts, near the end, also with --peers): popgate with [server] workers = 2 against
 // workers = 1 (RETR 10 KB and SMTP accept 1 KB, 10 clients), and a cluster of two nodes sharing a
 // private redis-server and PostgreSQL and one data folder against one embedded node (SMTP accept,
 // POP3 login, RETR, and the relay lag from a POP3 login on one node to relay through the other),
 // runs alternating between the configurations; each row notes the CPU of every process involved
 // (from /proc) and what bounds it. Without redis-server or PostgreSQL the cluster rows are skipped;
 // with --peers they are installed, and Postfix's 1 KB accept is measured again beside the cluster.
+//
+// Filtering (bench/filter.ts, last, also with --peers): SMTP accept of 1 KB DKIM-signed messages with
+// SPF, DKIM and DMARC checked (records served by a DNS server on loopback) against the same
+// popgate with [filter] enabled = false, and with --peers against Postfix; runs alternate as above.
 //
 // SMTP workloads: MAIL/RCPT/DATA to a local user over 10 connections, with and without
 // PIPELINING; popgate answers 250 only once the message and its Maildir entry are fsync'd, so
@@ -297,8 +302,9 @@ const rows: Row[] = [];
 const skipped: string[] = [];
 
 /** The scale-out rows (bench/scale.ts) into the table: they come with their runs, latency and note. */
+/** The scale-out rows (bench/scale.ts), then the filtering row (bench/filter.ts): both alternate configurations run by run. */
 async function runScaleRows(peers: boolean): Promise<void> {
-  const result = await runScaleOut({
+  const options: ScaleOptions = {
     quick,
     runs: settings.runs,
     only: args.only,
@@ -310,9 +316,11 @@ async function runScaleRows(peers: boolean): Promise<void> {
     logins: args.logins !== undefined ? settings.logins : quick ? 50 : 500,
     lagSamples: smtpSettings.lagSamples,
     progress,
-  });
-  for (const row of result.rows) rows.push({ ...row, median: median(row.runs) });
-  skipped.push(...result.skipped);
+  };
+  for (const result of [await runScaleOut(options), await runFiltering(options)]) {
+    for (const row of result.rows) rows.push({ ...row, median: median(row.runs) });
+    skipped.push(...result.skipped);
+  }
 }
 
 function addRow(workload: string, unit: string, runs: number[], samples?: Samples, details?: Record<string, unknown>): void {
@@ -690,6 +698,14 @@ function printTable(info: ReturnType<typeof machine>, target: string, messageByt
       "       postmaster and its backends) is taken from /proc. The relay lag across nodes: POP3 \"+OK\" on node A to the 250 to RCPT on node B.",
     );
   }
+  if (has('filtering')) {
+    out.push(
+      'filtering on = popgate with [filter] as by default: SPF, DKIM and DMARC checked on every message (mailauth), the records from a',
+      '       DNS server on loopback; the 1 KB messages (signature included) signed with RSA 2048 by a domain with SPF -all and DMARC',
+      '       p=reject, each found marked spf=pass, dkim=pass, dmarc=pass; filtering off = [filter] enabled = false, same messages.',
+      '       Runs alternate between them (and Postfix with --peers) as above.',
+    );
+  }
   const notes = rows.filter((row) => row.note);
   if (notes.length > 0) {
     out.push(
@@ -739,7 +755,7 @@ async function main(): Promise<void> {
       writeFileSync(args.chart, comparisonChart(result, `popgate vs Postfix ${result.versions.Postfix?.split(' ')[1] ?? ''}, Dovecot ${result.versions.Dovecot?.split(' ')[1] ?? ''}, Haraka ${result.versions.Haraka?.split(' ')[1] ?? ''} — ${info.cores} cores, loopback`));
       progress(`chart: ${args.chart}`);
     }
-    progress('scale-out rows (workers, cluster; Postfix again beside the cluster):');
+    progress('scale-out and filtering rows (workers, cluster, filtering on and off; Postfix again beside the cluster and the filtering):');
     await runScaleRows(true);
     if (rows.length > 0 || skipped.length > 0) printTable(info, `scale-out, same run${quick ? ' (--quick)' : ''}`, undefined);
     if (args.json) process.stdout.write(JSON.stringify({ machine: info, quick, ...result, scaleOut: { results: rows, skipped } }, null, 2) + '\n');

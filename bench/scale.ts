@@ -17,7 +17,7 @@ import { startPostfix, type RunningPeer } from './peers/index.ts';
 import { runLogins, runRetr, type Endpoint } from './pop3-load.ts';
 import { freePort, PopgateChild } from './popgate-server.ts';
 import { cpuBetween, cpuOfTrees, diskFlushes, machineCpu, type CpuSnapshot, type DiskFlushes, type MachineCpu } from './proc.ts';
-import { MessageSet, relayLag, runAccept, verifyMaildirDelivery } from './smtp-load.ts';
+import { MessageSet, relayLag, runAccept, verifyMaildirDelivery, type AcceptMessages } from './smtp-load.ts';
 import { fmt, matchesOnly, median, Samples, summarize, type LatencySummary } from './stats.ts';
 
 // The scale-out rows of `npm run bench`: what more processes and more machines buy.
@@ -79,22 +79,22 @@ export interface ScaleResult {
   skipped: string[];
 }
 
-const HOSTNAME = 'bench.example.test';
-const PASSWORD = 'bench-password-1';
-const CLIENTS = 10;
+export const HOSTNAME = 'bench.example.test';
+export const PASSWORD = 'bench-password-1';
+export const CLIENTS = 10;
 const MAILBOXES = 10;
 const RETR_SIZE = 10 * 1024;
-const ACCEPT_SIZE = 1024;
+export const ACCEPT_SIZE = 1024;
 const mailboxUser = (i: number) => `scale-box${String(i + 1).padStart(2, '0')}@${HOSTNAME}`;
 const loginUser = (i: number) => `scale-login${String(i + 1).padStart(2, '0')}@${HOSTNAME}`;
 const RELAY_USER = `scale-relay@${HOSTNAME}`;
-const WARM_SINK = `scale-warm@${HOSTNAME}`;
-const ACCEPT_SINK = `scale-1k@${HOSTNAME}`;
+export const WARM_SINK = `scale-warm@${HOSTNAME}`;
+export const ACCEPT_SINK = `scale-1k@${HOSTNAME}`;
 const INBOUND_SENDER = 'sender@example.org';
 /** Only RCPT is sent to it, never DATA. */
 const REMOTE_RECIPIENT = 'relay-probe@example.com';
 /** Accept traffic comes from an address without a POP-before-SMTP grant, as MX traffic does (see bench/run.ts). */
-const ACCEPT_SOURCE = '127.0.0.2';
+export const ACCEPT_SOURCE = '127.0.0.2';
 /** The cluster's nodes, as two machines would be. */
 const NODE_ADDRESSES = ['127.0.1.1', '127.0.1.2'] as const;
 /** Between runs, so what one configuration does after its sessions end does not land in the next one's run. */
@@ -133,7 +133,7 @@ interface ProcessGroup {
 }
 
 /** One server set-up under test, running for the whole measurement. */
-interface Configuration {
+export interface Configuration {
   /** As the rows name it: "workers = 2", "cluster of 2 nodes", "Postfix 3.7.11". */
   name: string;
   pop3: Endpoint[];
@@ -144,13 +144,13 @@ interface Configuration {
   /** A server that delivers after its 250 (Postfix): waits until the accepted messages are in the Maildir, as part of the run. */
   awaitDelivery?(address: string, accepted: number): Promise<void>;
   /** After a run, outside its readings: the accepted messages are in the Maildir (popgate: each once, byte for byte). */
-  verify(address: string, messages: MessageSet, accepted: number): void;
+  verify(address: string, messages: AcceptMessages, accepted: number): void;
   /** Fresh client addresses for the relay-lag samples of this configuration. */
   lagSource(): string;
 }
 
-/** The popgate children of the section, so that whatever happens none outlives it. */
-class Children {
+/** The popgate children of a section, so that whatever happens none outlives it. */
+export class Children {
   readonly #running = new Map<PopgateChild, string>();
 
   async start(name: string, configPath: string, endpoint: Endpoint): Promise<PopgateChild> {
@@ -215,20 +215,31 @@ function lagSources(block: number): () => string {
 }
 
 /** Checks an accept run against popgate's Maildir (verifyMaildirDelivery), remembering the files seen. */
-function maildirChecker(maildir: (address: string) => string): Configuration['verify'] {
+function maildirChecker(maildir: (address: string) => string, checkAdded?: (added: Buffer, file: string) => void): Configuration['verify'] {
   const checked = new Map<string, Set<string>>();
   return (address, messages, accepted) => {
     const folder = maildir(address);
     const seen = checked.get(folder) ?? new Set<string>();
     checked.set(folder, seen);
-    verifyMaildirDelivery(folder, messages, accepted, seen);
+    verifyMaildirDelivery(folder, messages, accepted, seen, checkAdded);
   };
 }
 
-async function startSingle(children: Children, name: string, dataDir: string, workers: number, lagBlock: number): Promise<{ config: Configuration; server: PopgateChild }> {
+/**
+ * One popgate node on 127.0.0.1 with `workers` processes; `extra` adds or replaces sections of
+ * its configuration, `checkAdded` checks the headers it puts on each accepted message.
+ */
+export async function startSingle(
+  children: Children,
+  name: string,
+  dataDir: string,
+  workers: number,
+  lagBlock: number,
+  extra: { config?: Record<string, unknown>; checkAdded?: (added: Buffer, file: string) => void } = {},
+): Promise<{ config: Configuration; server: PopgateChild }> {
   const ports = { pop3: await freePort(), smtp: await freePort() };
   const configPath = join(dataDir, 'popgate.toml');
-  writeFileSync(configPath, popgateConfig(dataDir, '127.0.0.1', ports, { server: { workers } }));
+  writeFileSync(configPath, popgateConfig(dataDir, '127.0.0.1', ports, { server: { workers }, ...extra.config }));
   const pop3 = { host: '127.0.0.1', port: ports.pop3 };
   const server = await children.start(name, configPath, pop3);
   const mailstore = new MaildirStore(dataDir, HOSTNAME);
@@ -241,7 +252,7 @@ async function startSingle(children: Children, name: string, dataDir: string, wo
       smtp: [{ host: '127.0.0.1', port: ports.smtp }],
       groups: [{ name: 'popgate', role: 'popgate', roots: () => [server.pid] }],
       dataDir,
-      verify: maildirChecker(maildir),
+      verify: maildirChecker(maildir, extra.checkAdded),
       lagSource: lagSources(lagBlock),
     },
   };
@@ -258,7 +269,7 @@ const allUsers = () => [
 ];
 
 /** The embedded node's data: SQLite accounts, every user's Maildir, the RETR mailboxes filled. */
-async function prepareSingleData(dataDir: string, options: ScaleOptions, fillRetr: boolean): Promise<void> {
+export async function prepareSingleData(dataDir: string, options: ScaleOptions, fillRetr: boolean): Promise<void> {
   const accounts = new SqliteAccountStore(openDatabase(dataDir), true);
   const mailstore = new MaildirStore(dataDir, HOSTNAME);
   try {
@@ -503,7 +514,7 @@ interface Timed {
  * `runs` runs of `one` on each configuration in turn, the order reversed every other run, with
  * the CPU and disk read around each run, or around its timed part where `one` marks it.
  */
-async function alternate(
+export async function alternate(
   label: string,
   unit: string,
   configs: Configuration[],
@@ -543,7 +554,7 @@ function serverCpuPerItem(entry: Series): number {
   return entry.totals.perItem([...entry.totals.groupSeconds.values()].reduce((a, b) => a + b, 0));
 }
 
-function ratioRow(workload: string, over: Series, under: Series, item: string, target?: number): ScaleRow {
+export function ratioRow(workload: string, over: Series, under: Series, item: string, target?: number): ScaleRow {
   const runs = pairedRatios(over, under);
   const ofMedians = median(over.values) / median(under.values);
   const met = target === undefined ? undefined : median(runs) >= target;
@@ -561,7 +572,7 @@ function ratioRow(workload: string, over: Series, under: Series, item: string, t
   };
 }
 
-function seriesRow(workload: string, unit: string, entry: Series, item: string, flushesCount: boolean, lead?: string): ScaleRow {
+export function seriesRow(workload: string, unit: string, entry: Series, item: string, flushesCount: boolean, lead?: string): ScaleRow {
   const { note, details } = usageNote(entry.config, entry.totals, item, flushesCount);
   return {
     workload,
@@ -583,10 +594,22 @@ const retrRun = (users: string[]) => async (config: Configuration, run: number, 
   return { value: result.messagesPerSecond, items: result.messages, latency: result.latency, text: `${fmt(result.megabytesPerSecond)} MB/s, ${result.messages} messages checked against LIST` };
 };
 
-function acceptRun(options: ScaleOptions, tag: string, to = ACCEPT_SINK, total = options.smtpMessages) {
+/** What an accept run sends: the envelope sender, and the messages for a run's tag and recipient. */
+export interface AcceptTraffic {
+  from: string;
+  messages(tag: string, to: string): AcceptMessages;
+}
+
+/** 1 KB messages from a sender without DNS records, numbered afresh for each run. */
+const PLAIN_TRAFFIC: AcceptTraffic = {
+  from: INBOUND_SENDER,
+  messages: (tag, to) => new MessageSet({ size: ACCEPT_SIZE, from: INBOUND_SENDER, to, tag }),
+};
+
+export function acceptRun(options: Pick<ScaleOptions, 'smtpMessages'>, tag: string, { to = ACCEPT_SINK, total = options.smtpMessages, traffic = PLAIN_TRAFFIC } = {}) {
   return async (config: Configuration, run: number): Promise<RunFigure> => {
-    const messages = new MessageSet({ size: ACCEPT_SIZE, from: INBOUND_SENDER, to, tag: `${tag}-${config.name.replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '')}-${run}` });
-    const result = await runAccept({ endpoint: config.smtp, clients: CLIENTS, total, messages, from: INBOUND_SENDER, to, pipelining: false, localAddress: ACCEPT_SOURCE });
+    const messages = traffic.messages(`${tag}-${config.name.replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '')}-${run}`, to);
+    const result = await runAccept({ endpoint: config.smtp, clients: CLIENTS, total, messages, from: traffic.from, to, pipelining: false, localAddress: ACCEPT_SOURCE });
     // A server that delivers after its 250 (Postfix) finishes inside its own run, CPU and all.
     await config.awaitDelivery?.(to, result.accepted);
     return {
@@ -825,12 +848,12 @@ export async function runScaleOut(options: ScaleOptions): Promise<ScaleResult> {
   }
 }
 
-function mkdirp(dir: string): string {
+export function mkdirp(dir: string): string {
   mkdirSync(dir, { recursive: true });
   return dir;
 }
 
-function mkMaildir(dir: string): string {
+export function mkMaildir(dir: string): string {
   for (const sub of ['cur', 'new', 'tmp']) mkdirSync(join(dir, sub), { recursive: true });
   return dir;
 }
@@ -844,10 +867,10 @@ async function warmRetr(configs: Configuration[], boxes: string[], progress: (te
 }
 
 /** Unmeasured 1 KB messages per configuration (to a sink of their own), checked like the rest. */
-async function warmAccept(configs: Configuration[], options: ScaleOptions): Promise<void> {
+export async function warmAccept(configs: Configuration[], options: Pick<ScaleOptions, 'smtpMessages' | 'smtpWarmUp' | 'progress'>, traffic?: AcceptTraffic): Promise<void> {
   for (const config of configs) {
     options.progress(`  warm-up: SMTP accept on ${config.name} (not measured)`);
-    const warm = await acceptRun(options, 'warm', WARM_SINK, options.smtpWarmUp)(config, 0);
+    const warm = await acceptRun(options, 'warm', { to: WARM_SINK, total: options.smtpWarmUp, traffic })(config, 0);
     warm.check?.();
   }
 }
@@ -887,7 +910,7 @@ async function startCluster(children: Children, dataDir: string, redis: RunningE
 }
 
 /** Postfix as a configuration of the accept measurement: it delivers after its 250, so a run waits for the files. */
-function postfixConfiguration(postfix: RunningPeer, root: string): Configuration {
+export function postfixConfiguration(postfix: RunningPeer, root: string): Configuration {
   const maildir = (address: string) => join(root, 'postfix-mail', address);
   const counted = new Map<string, number>();
   return {

@@ -174,7 +174,19 @@ const NUMBER_DIGITS = 9;
  * number except the Message-ID, `<bench.TAG.NNNNNNNNN@popgate-bench.invalid>`. Some lines
  * start with "." (one is a lone "."), so the wire form is dot-stuffed.
  */
-export class MessageSet {
+/** The messages of an accept run, by number: what runAccept sends and verifyMaildirDelivery looks for. */
+export interface AcceptMessages {
+  /** Octets of each message as the mailbox should hold it (declared with SIZE=). */
+  readonly size: number;
+  /** Message number `n` as the mailbox should hold it (after any headers the server adds on top). */
+  message(n: number): Buffer;
+  /** Message number `n` as sent after the 354: dot-stuffed, with the ".\r\n" terminator. */
+  wire(n: number): Buffer;
+  /** The number of a stored message, or undefined if it is none of this set. */
+  numberOf(stored: Buffer): number | undefined;
+}
+
+export class MessageSet implements AcceptMessages {
   readonly size: number;
   readonly tag: string;
   /** The message of number 0. */
@@ -263,7 +275,14 @@ export class MessageSet {
  * undone). `checked` holds the files of new/ seen before (earlier runs) and gains this run's.
  * Throws on the first discrepancy; returns the number of files checked.
  */
-export function verifyMaildirDelivery(maildir: string, messages: MessageSet, accepted: number, checked: Set<string>): number {
+export function verifyMaildirDelivery(
+  maildir: string,
+  messages: AcceptMessages,
+  accepted: number,
+  checked: Set<string>,
+  /** Called with what the server put on top of each message (its trace and filter headers); throws to fail the check. */
+  checkAdded?: (added: Buffer, file: string) => void,
+): number {
   const dir = join(maildir, 'new');
   const fresh = (existsSync(dir) ? readdirSync(dir) : []).filter((name) => !checked.has(name) && !name.startsWith('.'));
   if (fresh.length !== accepted) throw new SmtpLoadError(`${accepted} messages got 250, but ${fresh.length} new files appeared in ${dir}`);
@@ -278,6 +297,7 @@ export function verifyMaildirDelivery(maildir: string, messages: MessageSet, acc
     if (stored.length < sent.length || !stored.subarray(stored.length - sent.length).equals(sent)) {
       throw new SmtpLoadError(`${join(dir, name)} does not end with the ${sent.length} octets of message ${number} as sent`);
     }
+    checkAdded?.(stored.subarray(0, stored.length - sent.length), join(dir, name));
     checked.add(name);
   }
   return fresh.length;
@@ -292,7 +312,7 @@ export interface AcceptOptions {
   clients: number;
   /** Messages in total, taken from a shared counter by whichever connection is free. */
   total: number;
-  messages: MessageSet;
+  messages: AcceptMessages;
   from: string;
   to: string;
   /** MAIL, RCPT and DATA in one write, then the message right after the 354 (RFC 2920). */
