@@ -135,7 +135,7 @@ export async function runFiltering(options: ScaleOptions): Promise<ScaleResult> 
   const runs = quick ? 2 : Math.max(options.runs, 9);
 
   const root = mkdtempSync(join(tmpdir(), 'popgate-filter-'));
-  const children = new Children();
+  const children = new Children(options.cpuProfDir);
   let dns: TestDns | undefined;
   let postfix: RunningPeer | undefined;
   const killAll = () => {

@@ -46,8 +46,9 @@ import { runSubmission } from './submission-load.ts';
 // (per mailbox), --logins N, --smtp-messages N (1 KB messages per SMTP run; the 100 KB rows
 // send 15% of that), --lag-samples N (relay-lag samples per run), --only TEXT (just the
 // workloads whose name contains TEXT, e.g. "retr", "login", "smtp", "accept", "lag", "workers"
-// or "cluster"; "a|b" for either), --cpu-prof DIR (profile the popgate child with node
-// --cpu-prof), --queue-messages N (messages per outbound queue run).
+// or "cluster"; "a|b" for either), --cpu-prof DIR (profile the popgate children with node
+// --cpu-prof; a profile's name carries the pid the progress lines give), --queue-messages N
+// (messages per outbound queue run).
 //
 // Outbound queue: a popgate child starts with N 1 KB messages queued and delivers them through
 // the transport map to a local sink SMTP server (bench/queue-load.ts); messages/s from the
@@ -315,6 +316,7 @@ async function runScaleRows(peers: boolean): Promise<void> {
     // More than the main rows' logins: a run of 200 lasts a fifth of a second.
     logins: args.logins !== undefined ? settings.logins : quick ? 50 : 500,
     lagSamples: smtpSettings.lagSamples,
+    cpuProfDir: args['cpu-prof'],
     progress,
   };
   for (const result of [await runScaleOut(options), await runFiltering(options)]) {

@@ -59,6 +59,8 @@ export interface ScaleOptions {
   logins: number;
   /** Relay-lag samples per run and configuration. */
   lagSamples: number;
+  /** A CPU profile of every popgate child (node --cpu-prof) into this folder. */
+  cpuProfDir?: string;
   progress: (text: string) => void;
 }
 
@@ -152,9 +154,14 @@ export interface Configuration {
 /** The popgate children of a section, so that whatever happens none outlives it. */
 export class Children {
   readonly #running = new Map<PopgateChild, string>();
+  readonly #cpuProfDir: string | undefined;
+
+  constructor(cpuProfDir?: string) {
+    this.#cpuProfDir = cpuProfDir;
+  }
 
   async start(name: string, configPath: string, endpoint: Endpoint): Promise<PopgateChild> {
-    const server = await PopgateChild.start({ configPath, endpoint });
+    const server = await PopgateChild.start({ configPath, endpoint, cpuProfDir: this.#cpuProfDir });
     this.#running.set(server, name);
     return server;
   }
@@ -687,7 +694,7 @@ export async function runScaleOut(options: ScaleOptions): Promise<ScaleResult> {
   if (!workersAny && !clusterAny) return { rows, skipped };
 
   const root = mkdtempSync(join(tmpdir(), 'popgate-scale-'));
-  const children = new Children();
+  const children = new Children(options.cpuProfDir);
   /** With the signal that ends each at once: SIGQUIT is PostgreSQL's immediate shutdown, which takes its backends along. */
   const engines: { engine: RunningEngine; signal: NodeJS.Signals }[] = [];
   let postfix: RunningPeer | undefined;
