@@ -45,8 +45,8 @@ import { runSubmission } from './submission-load.ts';
 // Options: --runs N, --pipeline N (RETR depth of the main rows, default 1), --messages N
 // (per mailbox), --logins N, --smtp-messages N (1 KB messages per SMTP run; the 100 KB rows
 // send 15% of that), --lag-samples N (relay-lag samples per run), --only TEXT (just the
-// workloads whose name contains TEXT, e.g. "retr", "login", "smtp", "accept", "lag", "workers"
-// or "cluster"; "a|b" for either), --cpu-prof DIR (profile the popgate children with node
+// workloads whose name contains TEXT, e.g. "retr", "login", "smtp", "accept", "lag", "workers",
+// "cluster" or "filtering"; "a|b" for either), --cpu-prof DIR (profile the popgate children with node
 // --cpu-prof; a profile's name carries the pid the progress lines give), --queue-messages N
 // (messages per outbound queue run).
 //
