@@ -3,7 +3,7 @@ import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dkimSign } from 'mailauth/lib/dkim/sign.js';
-import { startDns, type TestDns } from '../test/helpers/dns.ts';
+import { startDns, type TestDns, type ZoneEntry } from '../test/helpers/dns.ts';
 import { startPostfix, type RunningPeer } from './peers/index.ts';
 import {
   ACCEPT_SINK,
@@ -51,7 +51,7 @@ import { matchesOnly } from './stats.ts';
 // the same ones every run: a receiver has no reason to remember signatures, and popgate does not.
 
 const SENDER_DOMAIN = 'signed-sender.example';
-const SENDER = `news@${SENDER_DOMAIN}`;
+export const SENDER = `news@${SENDER_DOMAIN}`;
 const SELECTOR = 'bench';
 /** The signature's time, fixed so that every signature has the same length (t= and no x=: it never expires). */
 const SIGN_TIME = new Date('2026-01-01T00:00:00Z');
@@ -71,7 +71,7 @@ const LABELS = {
  * Messages of ACCEPT_SIZE octets, DKIM-signature included, signed by SENDER_DOMAIN: built once
  * from a MessageSet (numbered by its Message-ID) one octet-count shorter than the signature.
  */
-class SignedMessageSet implements AcceptMessages {
+export class SignedMessageSet implements AcceptMessages {
   readonly size: number;
   readonly #base: MessageSet;
   readonly #messages: Buffer[];
@@ -120,8 +120,17 @@ class SignedMessageSet implements AcceptMessages {
   }
 }
 
+/** What the sender's domain publishes: SPF for the accept source with -all, its DKIM key (`publicKey`: SPKI DER in base64), DMARC p=reject. */
+export function senderZone(publicKey: string): Record<string, ZoneEntry> {
+  return {
+    [SENDER_DOMAIN]: { TXT: [`v=spf1 ip4:${ACCEPT_SOURCE} -all`] },
+    [`${SELECTOR}._domainkey.${SENDER_DOMAIN}`]: { TXT: [`v=DKIM1; k=rsa; p=${publicKey}`] },
+    [`_dmarc.${SENDER_DOMAIN}`]: { TXT: ['v=DMARC1; p=reject'] },
+  };
+}
+
 /** The headers popgate put on a filtered message must say that all three checks passed, and no spam mark. */
-function checkPassed(added: Buffer, file: string): void {
+export function checkPassed(added: Buffer, file: string): void {
   const header = added.toString('latin1');
   for (const verdict of ['spf=pass', 'dkim=pass', 'dmarc=pass', 'X-Spam-Flag: NO']) {
     if (!header.includes(verdict)) throw new SmtpLoadError(`${file}: the filtered message lacks "${verdict}" in the headers popgate added:\n${header}`);
@@ -147,11 +156,7 @@ export async function runFiltering(options: ScaleOptions): Promise<ScaleResult> 
     progress('filtering: SPF, DKIM and DMARC on against off');
     const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
     const privatePem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
-    dns = await startDns({
-      [SENDER_DOMAIN]: { TXT: [`v=spf1 ip4:${ACCEPT_SOURCE} -all`] },
-      [`${SELECTOR}._domainkey.${SENDER_DOMAIN}`]: { TXT: [`v=DKIM1; k=rsa; p=${publicKey.export({ type: 'spki', format: 'der' }).toString('base64')}`] },
-      [`_dmarc.${SENDER_DOMAIN}`]: { TXT: ['v=DMARC1; p=reject'] },
-    });
+    dns = await startDns(senderZone(publicKey.export({ type: 'spki', format: 'der' }).toString('base64')));
     const started = performance.now();
     const signedFor = new Map<string, SignedMessageSet>([
       [ACCEPT_SINK, await SignedMessageSet.create({ count: options.smtpMessages, to: ACCEPT_SINK, tag: 'filter', privateKey: privatePem })],

@@ -276,7 +276,7 @@ const allUsers = () => [
 ];
 
 /** The embedded node's data: SQLite accounts, every user's Maildir, the RETR mailboxes filled. */
-export async function prepareSingleData(dataDir: string, options: ScaleOptions, fillRetr: boolean): Promise<void> {
+export async function prepareSingleData(dataDir: string, options: Pick<ScaleOptions, 'messagesPerMailbox' | 'progress'>, fillRetr: boolean): Promise<void> {
   const accounts = new SqliteAccountStore(openDatabase(dataDir), true);
   const mailstore = new MaildirStore(dataDir, HOSTNAME);
   try {
