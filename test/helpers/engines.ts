@@ -473,6 +473,9 @@ url_tld = "$LOCAL_CONFDIR/url-suffixes.dat";
     controllerUrl: `http://127.0.0.1:${controllerPort}`,
     controllerPassword,
     output: () => output,
+    get pid() {
+      return child?.pid;
+    },
     stop,
     start,
     async destroy() {
