@@ -9,7 +9,7 @@ import { MaildirStore } from '../src/mailstore/maildir.ts';
 import { renderChart, type ChartRow } from './chart.ts';
 import { processMemory, runIdle, type IdleResult } from './idle-load.ts';
 import { fillMaildir, runLargeMailbox } from './mailbox-load.ts';
-import { makeMessage, prng } from './messages.ts';
+import { fillMailboxes } from './messages.ts';
 import { installPeers, startDovecot, startHaraka, startPostfix, type PeerMailbox, type RunningPeer } from './peers/index.ts';
 import { runLogins, runRetr, type Endpoint } from './pop3-load.ts';
 import { freePort, PopgateChild } from './popgate-server.ts';
@@ -125,17 +125,7 @@ export async function runComparison(options: CompareOptions): Promise<Comparison
     }
     const started = performance.now();
     progress(`setup: ${settings.pop3.mailboxes} mailboxes x ${settings.pop3.messagesPerMailbox} messages of ~10 KB, and ${settings.large.messages} messages of ~2 KB in one`);
-    let next = 0;
-    const total = settings.pop3.mailboxes * settings.pop3.messagesPerMailbox;
-    await Promise.all(
-      Array.from({ length: 16 }, async () => {
-        for (let n = next++; n < total; n = next++) {
-          const mailbox = n % settings.pop3.mailboxes;
-          const index = Math.floor(n / settings.pop3.mailboxes);
-          await mailstore.deliver(pop3Users[mailbox], makeMessage(prng(index * 1000 + mailbox + 1), index, pop3Users[mailbox], settings.pop3.messageSize));
-        }
-      }),
-    );
+    await fillMailboxes((user, message) => mailstore.deliver(user, message), pop3Users, settings.pop3.messagesPerMailbox, settings.pop3.messageSize, 16);
     await fillMaildir(mailstore.pathOf(LARGE_USER), settings.large.messages, { hostname: DOMAIN, size: settings.large.size });
     progress(`setup: done in ${((performance.now() - started) / 1000).toFixed(1)} s`);
 
@@ -168,6 +158,12 @@ export async function runComparison(options: CompareOptions): Promise<Comparison
         data_dir: dataDir,
         shutdown_grace: '1s',
         log: { level: 'warn' },
+        // One process (the default is one worker per core): these rows measure one, and the
+        // memory and CPU figures read its pid alone.
+        server: { workers: 1 },
+        // The peers check no sender authentication as configured here, so neither does popgate
+        // in these rows; what filtering costs is its own row (bench/filter.ts).
+        filter: { enabled: false },
         // Sized for the idle workload (10,000 + 10,000): a provider expecting that many raises
         // max_connections too. The per-address limits stay; the load comes from many addresses.
         pop3: { listen: [`127.0.0.1:${ports.pop3}`], max_connections: 12_000, max_connection_rate_per_ip: 0 },

@@ -63,3 +63,33 @@ export function makeMessage(random: () => number, index: number, to: string, siz
   }
   return Buffer.from(lines.join('\r\n') + '\r\n');
 }
+
+/**
+ * The POP3 rows' mailboxes: `perMailbox` messages of about `size` octets (makeMessage) for each
+ * of `users`, handed to `deliver` (popgate's own Maildir delivery, which names and syncs each
+ * file as the server does) `parallel` at a time, so the disk stays busy. Mailbox-major order:
+ * message numbers follow delivery order within each mailbox. Returns the octets delivered.
+ */
+export async function fillMailboxes(
+  deliver: (user: string, message: Buffer) => Promise<unknown>,
+  users: readonly string[],
+  perMailbox: number,
+  size: number,
+  parallel = 32,
+): Promise<number> {
+  const total = users.length * perMailbox;
+  let next = 0;
+  let octets = 0;
+  await Promise.all(
+    Array.from({ length: parallel }, async () => {
+      for (let n = next++; n < total; n = next++) {
+        const mailbox = n % users.length;
+        const index = Math.floor(n / users.length);
+        const message = makeMessage(prng(index * 1000 + mailbox + 1), index, users[mailbox], size);
+        octets += message.length;
+        await deliver(users[mailbox], message);
+      }
+    }),
+  );
+  return octets;
+}

@@ -15,6 +15,16 @@ export interface Endpoint {
   port: number;
 }
 
+/** Where a workload connects: one server, or several (the nodes of a cluster) taken in turn by the clients. */
+export type Endpoints = Endpoint | readonly Endpoint[];
+
+/** The endpoint of client number `client` (0, 1, ...): the clients are spread evenly over several. */
+export function endpointOf(endpoints: Endpoints, client: number): Endpoint {
+  if (!Array.isArray(endpoints)) return endpoints as Endpoint;
+  if (endpoints.length === 0) throw new Error('no endpoint to connect to');
+  return endpoints[client % endpoints.length];
+}
+
 export interface Reply {
   /** The status line without CRLF ("+OK ..." or "-ERR ..."). */
   status: string;
@@ -304,7 +314,7 @@ function redact(command: string): string {
 // --- workloads ---
 
 export interface LoginOptions {
-  endpoint: Endpoint;
+  endpoint: Endpoints;
   /** One account per client (client i uses users[i % users.length]). */
   users: string[];
   password: string;
@@ -333,7 +343,7 @@ export async function runLogins(options: LoginOptions): Promise<SessionResult> {
       const count = Math.floor(options.total / options.clients) + (client < options.total % options.clients ? 1 : 0);
       for (let n = 0; n < count; n++) {
         const t0 = performance.now();
-        const { connection } = await Pop3Connection.connect(options.endpoint);
+        const { connection } = await Pop3Connection.connect(endpointOf(options.endpoint, client));
         try {
           await connection.login(user, options.password);
           await connection.quit();
@@ -368,7 +378,8 @@ export async function runConnects(options: { endpoint: Endpoint; clients: number
 }
 
 export interface RetrOptions {
-  endpoint: Endpoint;
+  /** Several: client i (mailbox users[i]) connects to the i-th, round robin. */
+  endpoint: Endpoints;
   /** One mailbox per client: POP3 allows one session per maildrop (RFC 1939 §8). */
   users: string[];
   password: string;
@@ -376,6 +387,11 @@ export interface RetrOptions {
   pipeline?: number;
   /** Retrieve at most this many messages per mailbox (default: all). */
   maxMessages?: number;
+  /**
+   * Called just before the first RETR goes out and as soon as the last reply is in: the timed
+   * part, without the logins and listings before it (e.g. to read the server's CPU time).
+   */
+  timed?: { start(): void; end(): void };
 }
 
 export interface RetrResult {
@@ -411,7 +427,7 @@ export async function runRetr(options: RetrOptions): Promise<RetrResult> {
   const prepared: Prepared[] = [];
   try {
     // Sessions are set up in parallel; a failure closes the ones already open.
-    const settled = await Promise.allSettled(options.users.map((user) => prepare(options.endpoint, user, options.password, options.maxMessages)));
+    const settled = await Promise.allSettled(options.users.map((user, client) => prepare(endpointOf(options.endpoint, client), user, options.password, options.maxMessages)));
     for (const result of settled) if (result.status === 'fulfilled') prepared.push(result.value);
     const failure = settled.find((result) => result.status === 'rejected');
     if (failure) throw (failure as PromiseRejectedResult).reason;
@@ -420,6 +436,7 @@ export async function runRetr(options: RetrOptions): Promise<RetrResult> {
     const latency = new Samples(totalMessages);
     let octets = 0;
     let wireOctets = 0;
+    options.timed?.start();
     const startedAt = performance.now();
     await Promise.all(
       prepared.map(
@@ -459,6 +476,7 @@ export async function runRetr(options: RetrOptions): Promise<RetrResult> {
       ),
     );
     const elapsedMs = performance.now() - startedAt;
+    options.timed?.end();
     await Promise.all(prepared.map((p) => p.connection.quit()));
     return {
       clients: prepared.length,

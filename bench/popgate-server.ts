@@ -16,6 +16,8 @@ const ROOT = resolve(import.meta.dirname, '..');
  */
 const RAISE_FD_LIMIT = 'ulimit -n 1048576 2>/dev/null || ulimit -n 262144 2>/dev/null || ulimit -n "$(ulimit -H -n)" 2>/dev/null; exec "$0" "$@"';
 
+const START_DEADLINE_MS = 90_000;
+
 export class PopgateChild {
   readonly child: ChildProcess;
   #output = '';
@@ -38,13 +40,15 @@ export class PopgateChild {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const server = new PopgateChild(child);
-    const deadline = Date.now() + 30_000;
+    // Generous: with workers each process strips the types of the whole source tree as it
+    // starts, which on a busy shared machine took longer than 30 s.
+    const deadline = Date.now() + START_DEADLINE_MS;
     for (;;) {
       if (server.exited) throw new Error(`popgate exited during start (${child.exitCode ?? child.signalCode}):\n${server.output}`);
       if (await accepts(options.endpoint)) return server;
       if (Date.now() > deadline) {
         server.killSync();
-        throw new Error(`popgate did not accept connections on ${options.endpoint.host}:${options.endpoint.port} within 30 s:\n${server.output}`);
+        throw new Error(`popgate did not accept connections on ${options.endpoint.host}:${options.endpoint.port} within ${START_DEADLINE_MS / 1000} s:\n${server.output}`);
       }
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -93,11 +97,12 @@ export class PopgateChild {
   }
 }
 
-export function freePort(): Promise<number> {
+/** A free TCP port on `host` (a loopback address), closed again so a server can take it. */
+export function freePort(host = '127.0.0.1'): Promise<number> {
   return new Promise((resolve, reject) => {
     const probe = createServer();
     probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
+    probe.listen(0, host, () => {
       const address = probe.address();
       probe.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
     });

@@ -65,6 +65,9 @@ export async function runQueueDelivery(options: QueueRunOptions): Promise<QueueR
       data_dir: data,
       shutdown_grace: '1s',
       log: { level: 'info' },
+      // One process, as this row has always measured (the default is one worker per core; only
+      // one of them would deliver the queue anyway).
+      server: { workers: 1 },
       pop3: { listen: [`127.0.0.1:${pop3Port}`] },
       smtp: { listen: [] },
       dns: { servers: ['127.0.0.1:9'], timeout: '1s' },

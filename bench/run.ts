@@ -9,13 +9,15 @@ import { MaildirStore } from '../src/mailstore/maildir.ts';
 import { freePort, PopgateChild } from './popgate-server.ts';
 import { runConnects, runLogins, runRetr, type Endpoint, type SessionResult, type RetrResult } from './pop3-load.ts';
 import { fmt, matchesOnly, median, Samples, summarize } from './stats.ts';
-import { MessageSet, relayLag, runAccept, type AcceptResult } from './smtp-load.ts';
+import { MessageSet, relayLag, runAccept, verifyMaildirDelivery, type AcceptResult } from './smtp-load.ts';
 import { comparisonChart, comparisonTable, runComparison, type ComparisonResult } from './compare.ts';
 import { processTree, runIdle } from './idle-load.ts';
 import { runLargeMailbox } from './mailbox-load.ts';
-import { makeMessage, prng } from './messages.ts';
+import { fillMailboxes } from './messages.ts';
 import { runQueueDelivery } from './queue-load.ts';
+import { runFiltering } from './filter.ts';
 import { runImport } from './import-load.ts';
+import { runScaleOut, type ScaleOptions } from './scale.ts';
 import { runSubmission } from './submission-load.ts';
 
 // `npm run bench`: popgate's POP3 and SMTP performance on this machine. Starts popgate as a
@@ -43,13 +45,26 @@ import { runSubmission } from './submission-load.ts';
 // Options: --runs N, --pipeline N (RETR depth of the main rows, default 1), --messages N
 // (per mailbox), --logins N, --smtp-messages N (1 KB messages per SMTP run; the 100 KB rows
 // send 15% of that), --lag-samples N (relay-lag samples per run), --only TEXT (just the
-// workloads whose name contains TEXT, e.g. "retr", "login", "smtp", "accept" or "lag"; "a|b" for
-// either), --cpu-prof DIR (profile the popgate child with node --cpu-prof), --queue-messages N
+// workloads whose name contains TEXT, e.g. "retr", "login", "smtp", "accept", "lag", "workers",
+// "cluster" or "filtering"; "a|b" for either), --cpu-prof DIR (profile the popgate children with node
+// --cpu-prof; a profile's name carries the pid the progress lines give), --queue-messages N
 // (messages per outbound queue run).
 //
 // Outbound queue: a popgate child starts with N 1 KB messages queued and delivers them through
 // the transport map to a local sink SMTP server (bench/queue-load.ts); messages/s from the
 // child accepting connections to the sink's last 250, for 1 and 10 destinations and with DKIM.
+//
+// Scale-out (bench/scale.ts, near the end, also with --peers): popgate with [server] workers = 2 against
+// workers = 1 (RETR 10 KB and SMTP accept 1 KB, 10 clients), and a cluster of two nodes sharing a
+// private redis-server and PostgreSQL and one data folder against one embedded node (SMTP accept,
+// POP3 login, RETR, and the relay lag from a POP3 login on one node to relay through the other),
+// runs alternating between the configurations; each row notes the CPU of every process involved
+// (from /proc) and what bounds it. Without redis-server or PostgreSQL the cluster rows are skipped;
+// with --peers they are installed, and Postfix's 1 KB accept is measured again beside the cluster.
+//
+// Filtering (bench/filter.ts, last, also with --peers): SMTP accept of 1 KB DKIM-signed messages with
+// SPF, DKIM and DMARC checked (records served by a DNS server on loopback) against the same
+// popgate with [filter] enabled = false, and with --peers against Postfix; runs alternate as above.
 //
 // SMTP workloads: MAIL/RCPT/DATA to a local user over 10 connections, with and without
 // PIPELINING; popgate answers 250 only once the message and its Maildir entry are fsync'd, so
@@ -203,6 +218,12 @@ async function setUp(): Promise<{ endpoint: Endpoint; configPath: string; messag
     data_dir: dataDir,
     shutdown_grace: '1s',
     log: { level: 'warn' },
+    // One process, as these rows have always measured (the default is one worker per core);
+    // the scale-out rows (bench/scale.ts) compare it with more.
+    server: { workers: 1 },
+    // The accept rows measure the SMTP path as they always have, without inbound filtering
+    // (on by default since [filter]); the filtering row (bench/filter.ts) compares the two.
+    filter: { enabled: false },
     pop3: { listen: [`127.0.0.1:${port}`], max_connection_rate_per_ip: 0 },
     pop3s: { listen: [] },
     // Limits opened up so the benchmark measures the server, not its abuse protection;
@@ -235,25 +256,10 @@ async function setUp(): Promise<{ endpoint: Endpoint; configPath: string; messag
     await accounts.close();
   }
 
-  // deliver() syncs every file and directory; several at a time keep the disk busy.
   const total = settings.mailboxes * settings.messagesPerMailbox;
   progress(`setup: ${settings.mailboxes} mailboxes x ${settings.messagesPerMailbox} messages of ~${settings.messageSize / 1024} KB in ${dataDir}`);
-  let next = 0;
-  let messageBytes = 0;
-  await Promise.all(
-    Array.from({ length: 32 }, async () => {
-      for (;;) {
-        const n = next++;
-        if (n >= total) return;
-        // Mailbox-major order, so message numbers follow delivery order within each mailbox.
-        const mailbox = n % settings.mailboxes;
-        const index = Math.floor(n / settings.mailboxes);
-        const message = makeMessage(prng(index * 1000 + mailbox + 1), index, mailboxUser(mailbox), settings.messageSize);
-        messageBytes += message.length;
-        await mailstore.deliver(mailboxUser(mailbox), message);
-      }
-    }),
-  );
+  const mailboxes = Array.from({ length: settings.mailboxes }, (_, i) => mailboxUser(i));
+  const messageBytes = await fillMailboxes((user, message) => mailstore.deliver(user, message), mailboxes, settings.messagesPerMailbox, settings.messageSize);
   progress(`setup: ${total} messages (${(messageBytes / 1e6).toFixed(1)} MB) delivered in ${((performance.now() - started) / 1000).toFixed(1)} s`);
   smtpEndpoint = { host: '127.0.0.1', port: smtpPort };
   submissionEndpoint = { host: '127.0.0.1', port: submissionPort };
@@ -289,10 +295,35 @@ interface Row {
   latency?: { p50: number; p99: number; max: number; count: number };
   /** Anything else worth keeping in the JSON (e.g. the RCPT tries of the relay lag). */
   details?: Record<string, unknown>;
+  /** What the figure is and what bounds it, printed under the table (the scale-out rows have one). */
+  note?: string;
 }
 
 const rows: Row[] = [];
 const skipped: string[] = [];
+
+/** The scale-out rows (bench/scale.ts) into the table: they come with their runs, latency and note. */
+/** The scale-out rows (bench/scale.ts), then the filtering row (bench/filter.ts): both alternate configurations run by run. */
+async function runScaleRows(peers: boolean): Promise<void> {
+  const options: ScaleOptions = {
+    quick,
+    runs: settings.runs,
+    only: args.only,
+    peers,
+    messagesPerMailbox: settings.messagesPerMailbox,
+    smtpMessages: smtpSettings.smallMessages,
+    smtpWarmUp: smtpSettings.warmUp,
+    // More than the main rows' logins: a run of 200 lasts a fifth of a second.
+    logins: args.logins !== undefined ? settings.logins : quick ? 50 : 500,
+    lagSamples: smtpSettings.lagSamples,
+    cpuProfDir: args['cpu-prof'],
+    progress,
+  };
+  for (const result of [await runScaleOut(options), await runFiltering(options)]) {
+    for (const row of result.rows) rows.push({ ...row, median: median(row.runs) });
+    skipped.push(...result.skipped);
+  }
+}
 
 function addRow(workload: string, unit: string, runs: number[], samples?: Samples, details?: Record<string, unknown>): void {
   const row: Row = { workload, unit, median: median(runs), runs };
@@ -394,41 +425,24 @@ interface SmtpTarget {
   lag?: { pop3: Endpoint; user: string; password: string };
 }
 
-/** Files already checked per Maildir new/ folder, and messages that got 250 per recipient. */
+/** Files already checked per Maildir, and messages that got 250 per recipient. */
 const checkedFiles = new Map<string, Set<string>>();
 const acceptedPerRecipient = new Map<string, number>();
 let messagesVerified = 0;
 const runTag = Date.now().toString(36);
 
-/**
- * After a run: the recipient's new/ must have gained exactly one file per 250, and each must be
- * a message of this run, once, ending with exactly the octets sent (the server adds its trace
- * headers on top; the dot-stuffing must have been undone).
- */
+/** After a run: every message that got 250 is in the recipient's Maildir, once, byte for byte (verifyMaildirDelivery). */
 function verifyDelivery(target: SmtpTarget, address: string, messages: MessageSet, result: AcceptResult): void {
   acceptedPerRecipient.set(address, (acceptedPerRecipient.get(address) ?? 0) + result.accepted);
   if (!target.maildirOf) return;
-  const dir = join(target.maildirOf(address), 'new');
-  const checked = checkedFiles.get(dir) ?? new Set<string>();
-  checkedFiles.set(dir, checked);
-  const fresh = (existsSync(dir) ? readdirSync(dir) : []).filter((name) => !checked.has(name) && !name.startsWith('.'));
-  if (fresh.length !== result.accepted) {
-    throw new Error(`SMTP: ${result.accepted} messages to ${address} got 250, but ${fresh.length} new files appeared in ${dir}`);
+  const maildir = target.maildirOf(address);
+  const checked = checkedFiles.get(maildir) ?? new Set<string>();
+  checkedFiles.set(maildir, checked);
+  try {
+    messagesVerified += verifyMaildirDelivery(maildir, messages, result.accepted, checked);
+  } catch (error) {
+    throw new Error(`SMTP: to ${address}: ${(error as Error).message}`);
   }
-  const seen = new Uint8Array(result.accepted);
-  for (const name of fresh) {
-    const stored = readFileSync(join(dir, name));
-    const number = messages.numberOf(stored);
-    if (number === undefined || number >= result.accepted) throw new Error(`SMTP: ${join(dir, name)} is not one of the ${result.accepted} messages of this run`);
-    if (seen[number]) throw new Error(`SMTP: message ${number} of this run is in ${dir} twice`);
-    seen[number] = 1;
-    const sent = messages.message(number);
-    if (stored.length < sent.length || !stored.subarray(stored.length - sent.length).equals(sent)) {
-      throw new Error(`SMTP: ${join(dir, name)} does not end with the ${sent.length} octets of message ${number} as sent`);
-    }
-    checked.add(name);
-  }
-  messagesVerified += fresh.length;
 }
 
 async function measureAccept(target: SmtpTarget, row: number, label: string, size: number, total: number, pipelining: boolean): Promise<void> {
@@ -618,7 +632,7 @@ function printTable(info: ReturnType<typeof machine>, target: string, messageByt
     '',
     `popgate POP3/SMTP benchmark — ${target}`,
     `machine: ${info.cores} cores, ${info.cpu}, ${info.memoryGB} GB, node ${info.node} (${info.platform})`,
-    `runs per workload: ${settings.runs} (median shown; p50/p99 are latencies over the samples of all runs)` +
+    `runs per workload: ${settings.runs}${rows.some((row) => row.note) ? ', the scale-out rows more (see runs)' : ''} (median shown; p50/p99 are latencies over the samples of all runs)` +
       (messageBytes !== undefined
         ? `; mailboxes: ${settings.messagesPerMailbox} messages, ${(messageBytes / (settings.mailboxes * settings.messagesPerMailbox) / 1000).toFixed(1)} kB average`
         : ''),
@@ -671,6 +685,38 @@ function printTable(info: ReturnType<typeof machine>, target: string, messageByt
       `       ${smtpSettings.lagSamples} logins per run; median = median of the run medians, p50/p99 over all logins.`,
     );
   }
+  if (has('workers = ')) {
+    out.push(
+      'workers = N = popgate with [server] workers = N (node:cluster; each worker listens itself with SO_REUSEPORT), on copies of the same',
+      '       data, the same generator and message shapes as the rows above; runs alternate between the two, the order reversed every other',
+      '       run; a ratio row is the median of the per-run ratios.',
+    );
+  }
+  if (has('cluster')) {
+    out.push(
+      'cluster of 2 nodes = two popgate processes (workers = 1 each) on 127.0.1.1 and 127.0.1.2 sharing a private redis-server, a private',
+      '       PostgreSQL (started by the benchmark) and one data folder, the clients spread over both; 1 node = popgate embedded (SQLite,',
+      '       workers = 1). Runs alternate between them as above; CPU per message or login in popgate, redis-server and postgres (the',
+      "       postmaster and its backends) is taken from /proc. The relay lag across nodes: POP3 \"+OK\" on node A to the 250 to RCPT on node B.",
+    );
+  }
+  if (has('filtering')) {
+    out.push(
+      'filtering on = popgate with [filter] as by default: SPF, DKIM and DMARC checked on every message (mailauth), the records from a',
+      '       DNS server on loopback; the 1 KB messages (signature included) signed with RSA 2048 by a domain with SPF -all and DMARC',
+      '       p=reject, each found marked spf=pass, dkim=pass, dmarc=pass; filtering off = [filter] enabled = false, same messages.',
+      '       Runs alternate between them (and Postfix with --peers) as above.',
+    );
+  }
+  const notes = rows.filter((row) => row.note);
+  if (notes.length > 0) {
+    out.push(
+      '',
+      'What bounds each row (CPU in cores = CPU seconds over the wall time of its runs, from /proc; generator = the benchmark process,',
+      'machine = all of this machine\'s CPUs; the "bound" is the reading these figures suggest):',
+      ...notes.map((row) => `- ${row.workload} (${row.unit}): ${row.note}`),
+    );
+  }
   for (const note of skipped) out.push(`skipped: ${note}`);
   tableOut.write(out.join('\n') + '\n');
 }
@@ -711,7 +757,10 @@ async function main(): Promise<void> {
       writeFileSync(args.chart, comparisonChart(result, `popgate vs Postfix ${result.versions.Postfix?.split(' ')[1] ?? ''}, Dovecot ${result.versions.Dovecot?.split(' ')[1] ?? ''}, Haraka ${result.versions.Haraka?.split(' ')[1] ?? ''} — ${info.cores} cores, loopback`));
       progress(`chart: ${args.chart}`);
     }
-    if (args.json) process.stdout.write(JSON.stringify({ machine: info, quick, ...result }, null, 2) + '\n');
+    progress('scale-out and filtering rows (workers, cluster, filtering on and off; Postfix again beside the cluster and the filtering):');
+    await runScaleRows(true);
+    if (rows.length > 0 || skipped.length > 0) printTable(info, `scale-out, same run${quick ? ' (--quick)' : ''}`, undefined);
+    if (args.json) process.stdout.write(JSON.stringify({ machine: info, quick, ...result, scaleOut: { results: rows, skipped } }, null, 2) + '\n');
     return;
   }
   let messageBytes: number | undefined;
@@ -797,6 +846,7 @@ async function main(): Promise<void> {
     if (server.output.trim() !== '') progress(`server output (warnings and errors):\n${server.output.trim()}`);
     progress('large mailbox and idle connections (a fresh popgate child):');
     comparison = await runComparisonRows(false);
+    await runScaleRows(false);
   }
   printTable(info, target, messageBytes);
   if (comparison && comparison.rows.length > 0) tableOut.write(`\n${comparisonTable(comparison)}\n`);

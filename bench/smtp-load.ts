@@ -1,5 +1,7 @@
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { connect as netConnect, type Socket } from 'node:net';
-import { Pop3Connection, type Endpoint } from './pop3-load.ts';
+import { join } from 'node:path';
+import { endpointOf, Pop3Connection, type Endpoint, type Endpoints } from './pop3-load.ts';
 import { Samples } from './stats.ts';
 import { PROSE_WORDS, prng } from './messages.ts';
 
@@ -172,7 +174,19 @@ const NUMBER_DIGITS = 9;
  * number except the Message-ID, `<bench.TAG.NNNNNNNNN@popgate-bench.invalid>`. Some lines
  * start with "." (one is a lone "."), so the wire form is dot-stuffed.
  */
-export class MessageSet {
+/** The messages of an accept run, by number: what runAccept sends and verifyMaildirDelivery looks for. */
+export interface AcceptMessages {
+  /** Octets of each message as the mailbox should hold it (declared with SIZE=). */
+  readonly size: number;
+  /** Message number `n` as the mailbox should hold it (after any headers the server adds on top). */
+  message(n: number): Buffer;
+  /** Message number `n` as sent after the 354: dot-stuffed, with the ".\r\n" terminator. */
+  wire(n: number): Buffer;
+  /** The number of a stored message, or undefined if it is none of this set. */
+  numberOf(stored: Buffer): number | undefined;
+}
+
+export class MessageSet implements AcceptMessages {
   readonly size: number;
   readonly tag: string;
   /** The message of number 0. */
@@ -254,15 +268,51 @@ export class MessageSet {
   }
 }
 
+/**
+ * After an accept run into a Maildir: its new/ folder must have gained exactly one file per 250,
+ * and each must be a message of `messages` numbered below `accepted`, once, ending with exactly
+ * the octets sent (the server adds its trace headers on top; the dot-stuffing must have been
+ * undone). `checked` holds the files of new/ seen before (earlier runs) and gains this run's.
+ * Throws on the first discrepancy; returns the number of files checked.
+ */
+export function verifyMaildirDelivery(
+  maildir: string,
+  messages: AcceptMessages,
+  accepted: number,
+  checked: Set<string>,
+  /** Called with what the server put on top of each message (its trace and filter headers); throws to fail the check. */
+  checkAdded?: (added: Buffer, file: string) => void,
+): number {
+  const dir = join(maildir, 'new');
+  const fresh = (existsSync(dir) ? readdirSync(dir) : []).filter((name) => !checked.has(name) && !name.startsWith('.'));
+  if (fresh.length !== accepted) throw new SmtpLoadError(`${accepted} messages got 250, but ${fresh.length} new files appeared in ${dir}`);
+  const seen = new Uint8Array(accepted);
+  for (const name of fresh) {
+    const stored = readFileSync(join(dir, name));
+    const number = messages.numberOf(stored);
+    if (number === undefined || number >= accepted) throw new SmtpLoadError(`${join(dir, name)} is not one of the ${accepted} messages of this run`);
+    if (seen[number]) throw new SmtpLoadError(`message ${number} of this run is in ${dir} twice`);
+    seen[number] = 1;
+    const sent = messages.message(number);
+    if (stored.length < sent.length || !stored.subarray(stored.length - sent.length).equals(sent)) {
+      throw new SmtpLoadError(`${join(dir, name)} does not end with the ${sent.length} octets of message ${number} as sent`);
+    }
+    checkAdded?.(stored.subarray(0, stored.length - sent.length), join(dir, name));
+    checked.add(name);
+  }
+  return fresh.length;
+}
+
 // --- accept workload ---
 
 export interface AcceptOptions {
-  endpoint: Endpoint;
+  /** Several: connection i goes to the i-th, round robin (the nodes of a cluster). */
+  endpoint: Endpoints;
   /** Concurrent connections. */
   clients: number;
   /** Messages in total, taken from a shared counter by whichever connection is free. */
   total: number;
-  messages: MessageSet;
+  messages: AcceptMessages;
   from: string;
   to: string;
   /** MAIL, RCPT and DATA in one write, then the message right after the 354 (RFC 2920). */
@@ -296,8 +346,8 @@ export async function runAccept(options: AcceptOptions): Promise<AcceptResult> {
   const connections: SmtpConnection[] = [];
   try {
     const opened = await Promise.allSettled(
-      Array.from({ length: options.clients }, async () => {
-        const connection = await SmtpConnection.open(options.endpoint, { localAddress: options.localAddress, timeoutMs: options.timeoutMs });
+      Array.from({ length: options.clients }, async (_, client) => {
+        const connection = await SmtpConnection.open(endpointOf(options.endpoint, client), { localAddress: options.localAddress, timeoutMs: options.timeoutMs });
         connections.push(connection);
         await connection.hello();
         if (options.pipelining && !connection.extensions.has('PIPELINING')) throw new SmtpLoadError('the server does not offer PIPELINING (RFC 2920)');

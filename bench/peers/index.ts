@@ -43,7 +43,17 @@ export const HARAKA_VERSION = '3.3.4';
  */
 const HARAKA_PREFIX = join('/var/cache/popgate-bench-peers', `haraka-${HARAKA_VERSION}`);
 const HARAKA_PACKAGE = join(HARAKA_PREFIX, 'node_modules', 'Haraka');
-const APT_PACKAGES = ['postfix', 'dovecot-pop3d'];
+/**
+ * The peers' Debian packages, and the engines of the cluster rows (bench/scale.ts starts private
+ * redis-server and PostgreSQL instances of its own), each with how to stop the system-wide
+ * service should it have started on installation anyway.
+ */
+const APT_PACKAGES: Record<string, string> = {
+  postfix: 'postfix status >/dev/null 2>&1 && postfix stop',
+  'dovecot-pop3d': '[ -e /run/dovecot/master.pid ] && doveadm stop',
+  'redis-server': '[ -x /etc/init.d/redis-server ] && /etc/init.d/redis-server stop >/dev/null',
+  postgresql: '[ -x /etc/init.d/postgresql ] && /etc/init.d/postgresql stop >/dev/null',
+};
 /** The unprivileged user that owns the Maildirs and that Postfix's virtual(8), Dovecot's pop3 and Haraka run as. */
 const MAIL_USER = 'mail';
 /** Room for 10,000 concurrent sessions plus the benchmark's own connections and some slack. */
@@ -53,14 +63,15 @@ const LOOPBACK = '127.0.0.1';
 // --- installation ---
 
 /**
- * Installs what is missing: postfix and dovecot-pop3d from Debian (needs root and the Debian
- * archive), Haraka from npm into a cache directory outside the repository. Quick when all is there.
+ * Installs what is missing: postfix, dovecot-pop3d, redis-server and postgresql from Debian
+ * (needs root and the Debian archive), Haraka from npm into a cache directory outside the
+ * repository. Quick when all is there.
  */
 export async function installPeers(progress: (text: string) => void): Promise<void> {
-  const missing = APT_PACKAGES.filter((name) => !debianPackageInstalled(name));
+  const missing = Object.keys(APT_PACKAGES).filter((name) => !debianPackageInstalled(name));
   if (missing.length > 0) {
     if (process.getuid?.() !== 0) {
-      throw new Error(`the reference peers need the Debian packages ${missing.join(' and ')}: run the benchmark as root (it installs them with apt-get), or install them first: apt-get install ${missing.join(' ')}`);
+      throw new Error(`the reference peers and the cluster rows need the Debian packages ${missing.join(' and ')}: run the benchmark as root (it installs them with apt-get), or install them first: apt-get install ${missing.join(' ')}`);
     }
     await aptInstall(missing, progress);
   }
@@ -109,7 +120,7 @@ async function aptInstall(packages: string[], progress: (text: string) => void):
   }
   // Should the system-wide services have started anyway (another policy-rc.d that allows them),
   // stop them: the benchmark runs its own instances and wants the machine otherwise quiet.
-  await run('sh', ['-c', 'postfix status >/dev/null 2>&1 && postfix stop; [ -e /run/dovecot/master.pid ] && doveadm stop; true']);
+  await run('sh', ['-c', `${packages.map((name) => APT_PACKAGES[name]).join('; ')}; true`]);
 }
 
 // --- Postfix ---

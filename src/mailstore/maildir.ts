@@ -245,7 +245,10 @@ export class MaildirStore implements Mailstore {
   read(message: StoredMessage): AsyncIterable<Buffer> {
     // Small messages are read whole with readInto(); this serves large ones (and files that
     // grew since the listing), in 256 KiB pieces so none is ever read whole on the event loop.
-    return createReadStream(message.ref, { highWaterMark: 256 * 1024 }) as AsyncIterable<Buffer>;
+    // On shared storage it serves every message: a piece no larger than the message (plus one
+    // octet, so one read reaches the end) spares a 256 KiB buffer per RETR, which as external
+    // memory drove V8 into full collections (1.3 ms of CPU per 10 KB RETR instead of 0.1).
+    return createReadStream(message.ref, { highWaterMark: Math.min(256 * 1024, message.size + 1) }) as AsyncIterable<Buffer>;
   }
 
 

@@ -111,6 +111,8 @@ function exited(child: ChildProcess): Promise<void> {
 export interface RunningEngine {
   readonly url: string;
   readonly port: number;
+  /** The engine's main process (redis-server, the postmaster) while it runs, e.g. for its CPU time in /proc. */
+  readonly pid: number | undefined;
   /** Stops the engine (its data stays until `destroy`). */
   stop(): Promise<void>;
   /** Starts it again on the same port with the same data. */
@@ -147,6 +149,9 @@ export async function startRedis(): Promise<RunningEngine> {
   return {
     url: `redis://127.0.0.1:${port}`,
     port,
+    get pid() {
+      return child?.pid;
+    },
     stop,
     start,
     async destroy() {
@@ -208,6 +213,9 @@ export async function startPostgres(): Promise<RunningEngine & { socketDir: stri
     url: `postgres://postgres@127.0.0.1:${port}/popgate`,
     port,
     socketDir: dir,
+    get pid() {
+      return child?.pid;
+    },
     stop,
     start,
     async destroy() {
@@ -465,6 +473,9 @@ url_tld = "$LOCAL_CONFDIR/url-suffixes.dat";
     controllerUrl: `http://127.0.0.1:${controllerPort}`,
     controllerPassword,
     output: () => output,
+    get pid() {
+      return child?.pid;
+    },
     stop,
     start,
     async destroy() {
