@@ -179,7 +179,7 @@ describe('SMTP: inbound mail and POP-before-SMTP relay', () => {
     assert.match(await client.command('NOOP'), /^250 2\.0\.0/);
     assert.match(await client.command('HELP'), /^214 /);
     let reply = '';
-    for (let i = 0; i < 12 && !reply.startsWith('421'); i++) reply = await client.command('BOGUS');
+    for (let i = 0; i < 25 && !reply.startsWith('421'); i++) reply = await client.command('BOGUS');
     assert.match(reply, /^421 4\.7\.0 Too many errors/);
     await client.reply().catch(() => {});
   });

@@ -105,7 +105,7 @@ export const configSchema = z.strictObject({
       max_connections_per_ip: positiveInt.default(20),
       max_connection_rate_per_ip: z.number().int().min(0).default(120),
       idle_timeout: duration.prefault('5m'),
-      max_errors: positiveInt.default(10),
+      max_errors: positiveInt.default(20),
       error_delay: duration.prefault('250ms'),
       postmaster: z.string().default(''),
       auth: z.boolean().default(false),
