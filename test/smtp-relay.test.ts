@@ -71,7 +71,7 @@ describe('SMTP: inbound mail and POP-before-SMTP relay', () => {
     await popLogin(server, 'alice@example.test', '127.0.0.11');
     const client = await SmtpClient.connect(server.smtpPort, '127.0.0.11');
     await client.hello();
-    const reply = await client.send('alice@example.test', ['friend@remote.example', 'bob@example.test'], message('relayed'));
+    const reply = await client.send('alice@example.test', ['friend@remote.example', 'bob@example.test'], message('relayed').replace('From: sender@example.net', 'From: alice@example.test'));
     assert.match(reply, /^250 2\.0\.0 OK: queued as (\w+)/);
     const id = /queued as (\w+)/.exec(reply)![1];
     const spooled = readFileSync(join(server.dir, 'queue', `${id}.eml`), 'utf8');

@@ -39,6 +39,8 @@ export interface IncomingMessage {
   clientIp: string;
   /** Recorded with queued copies, so their delivery logs and sending limits name the user. */
   authorizedUser?: string;
+  /** The From: domain the sender was checked for: the only one the queue may DKIM-sign for. */
+  signingDomain?: string;
 }
 
 export class MessageAcceptance {
@@ -65,7 +67,7 @@ export class MessageAcceptance {
     if (remote.length > 0) {
       work.push(
         this.#queue.enqueue(
-          { id, from: message.sender, to: remote, receivedAt: Date.now(), clientIp: message.clientIp, authorizedUser: message.authorizedUser },
+          { id, from: message.sender, to: remote, receivedAt: Date.now(), clientIp: message.clientIp, authorizedUser: message.authorizedUser, signingDomain: message.signingDomain },
           traced,
         ),
       );

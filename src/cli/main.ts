@@ -110,6 +110,7 @@ function describeDomainSettings(domainName: string, overrides: DomainSettings, c
     spf_fail: config.filter.spf_fail,
     temporary_errors: config.filter.temporary_errors,
     greylisting: String(config.filter.greylisting),
+    from_check: 'enforce',
   };
   const lines = (Object.keys(DOMAIN_SETTINGS) as DomainSettingName[]).map((key) =>
     overrides[key] === undefined ? `  ${key} = ${defaults[key]}\t(server default)` : `  ${key} = ${overrides[key]}\t(set for ${domainName})`,

@@ -20,7 +20,14 @@ export type Refusal =
    * The sender is not an address of the client's user: `user` is the logged-in user (SMTP
    * AUTH), absent for POP-before-SMTP grant holders.
    */
-  | { reason: 'sender-not-owned'; sender: string; user?: string };
+  | { reason: 'sender-not-owned'; sender: string; user?: string }
+  /** The message's From: names an address that is not one of the relaying user's. */
+  | { reason: 'from-not-owned'; from: string; user: string }
+  /** The message's From: cannot be read unambiguously, so whose it is cannot be told. */
+  | { reason: 'from-malformed'; problem: string };
+
+/** A relaying user's From: (RFC 5322 §3.6.2), judged: the domain the queue may DKIM-sign for, or why not. */
+export type HeaderFromVerdict = { ok: true; signingDomain?: string } | { ok: false; refusal: Refusal };
 
 export interface SenderVerdict {
   ok: true;
@@ -50,6 +57,11 @@ export interface MailPolicySettings {
   windowMs: number;
   /** Where postmaster@<every local domain> goes; "" keeps it in that domain's postmaster Maildir. */
   postmaster: string;
+  /**
+   * Whether users of a domain must write one of their own addresses in From: (the per-domain
+   * `from_check` setting; a forwarding service turns it off). Absent: always.
+   */
+  fromCheckEnforced?: (domain: string) => Promise<boolean>;
 }
 
 const MAX_ALIAS_DEPTH = 5;
@@ -102,6 +114,42 @@ export class MailPolicy {
       return { ok: false, refusal: { reason: 'sender-not-owned', sender, user } };
     }
     return { ok: true, sender, relayUser: user };
+  }
+
+  /**
+   * The From: addresses of a message relayed by `user` (a grant holder or an SMTP AUTH login),
+   * as mox and Stalwart check them: each must be the user's address or an alias reaching the
+   * user, else the message is refused, unless the user's domain turned the check off. Only an
+   * owned From: domain may be DKIM-signed, so a customer cannot get another hosted domain's
+   * signature, check or no check.
+   */
+  async headerFrom(user: string, from: { ok: true; addresses: string[] } | { ok: false; problem: string }): Promise<HeaderFromVerdict> {
+    if (from.ok && from.addresses.length === 0) return { ok: true }; // nothing to vouch for: never signed
+    const enforced = (await this.#settings.fromCheckEnforced?.(user.slice(user.lastIndexOf('@') + 1))) ?? true;
+    if (!from.ok) return enforced ? { ok: false, refusal: { reason: 'from-malformed', problem: from.problem } } : { ok: true };
+    const owned = await this.#ownedAddresses(user);
+    const foreign = from.addresses.find((address) => !owned.has(address));
+    if (foreign === undefined) return { ok: true, signingDomain: from.addresses[0].slice(from.addresses[0].lastIndexOf('@') + 1) };
+    return enforced ? { ok: false, refusal: { reason: 'from-not-owned', from: foreign, user } } : { ok: true };
+  }
+
+  /** The user's address and every alias that reaches it, through aliases of aliases too. */
+  async #ownedAddresses(user: string): Promise<Set<string>> {
+    const owned = new Set([user]);
+    let level = [user];
+    for (let depth = 0; depth < MAX_ALIAS_DEPTH && level.length > 0; depth++) {
+      const next: string[] = [];
+      for (const address of level) {
+        for (const alias of await this.#accounts.sendableAddresses(address)) {
+          if (!owned.has(alias)) {
+            owned.add(alias);
+            next.push(alias);
+          }
+        }
+      }
+      level = next;
+    }
+    return owned;
   }
 
   /** RCPT TO: local recipients for everyone, others only for an authorized client. */

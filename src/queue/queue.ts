@@ -36,6 +36,11 @@ export class OutboundQueue implements MessageQueue {
     return this.spool.read(id);
   }
 
+  /** The domain the message may be DKIM-signed for (see `Envelope.signingDomain`). */
+  async signingDomain(id: string): Promise<string | undefined> {
+    return (await this.spool.envelope(id))?.signingDomain;
+  }
+
   /** Done with a message: the spool files go first, so a crash in between repeats nothing. */
   async remove(id: string): Promise<void> {
     await this.spool.remove(id);

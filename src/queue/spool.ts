@@ -17,6 +17,12 @@ export interface Envelope {
   clientIp: string;
   /** The POP-before-SMTP (or, later, SMTP AUTH) user the relay was granted to. */
   authorizedUser?: string;
+  /**
+   * The From: domain the sender was checked for at acceptance (the user may send as it, or
+   * popgate wrote the message itself): the only domain the DKIM signer may sign for.
+   * Absent (forwarded mail, entries queued by older versions): the message leaves unsigned.
+   */
+  signingDomain?: string;
 }
 
 /** On a spool shared by several nodes, a half-written entry older than this was abandoned. */

@@ -144,6 +144,7 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
     enforceSender: config.pop_before_smtp.enforce_sender,
     windowMs: config.pop_before_smtp.window,
     postmaster: config.smtp.postmaster,
+    fromCheckEnforced: async (domain) => (await backends.domainSettings.get(domain)).from_check !== 'off',
   });
   const inbound = config.filter.enabled ? createInboundFilter(config, backends, log) : undefined;
   const filter = inbound?.filter;

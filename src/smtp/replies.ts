@@ -96,10 +96,10 @@ export const Replies = {
 } as const;
 
 /** A policy refusal in SMTP's words (the policy decides; the protocol says it). */
-export function refusalReply(refusal: Refusal, command: 'MAIL' | 'RCPT'): Reply {
+export function refusalReply(refusal: Refusal, command: 'MAIL' | 'RCPT' | 'DATA'): Reply {
   switch (refusal.reason) {
     case 'bad-address':
-      return addressReply(refusal.problem, command);
+      return addressReply(refusal.problem, command === 'MAIL' ? 'MAIL' : 'RCPT');
     case 'unknown-user':
       return reply(550, '5.1.1', `No such user here: <${refusal.address}>`);
     case 'relay-denied':
@@ -114,6 +114,10 @@ export function refusalReply(refusal: Refusal, command: 'MAIL' | 'RCPT'): Reply 
           ? `Sender address <${refusal.sender}> is not yours: send from the address you log in to POP3 with`
           : `Sender address <${refusal.sender}> is not yours: send from ${refusal.user} or one of its aliases`,
       );
+    case 'from-not-owned':
+      return reply(550, '5.7.1', `From: address <${refusal.from}> is not yours: write ${refusal.user} or one of its aliases in From:`);
+    case 'from-malformed':
+      return reply(550, '5.7.1', `Message refused: ${refusal.problem}`);
   }
 }
 

@@ -5,6 +5,7 @@ import type { FilterClient, InboundFilter, MessageContext } from '../filter/filt
 import type { LineConnection, LineSession } from '../net/line-connection.ts';
 import type { MailPolicy, Refusal } from '../policy/mail-policy.ts';
 import type { SendLimits } from '../policy/send-limits.ts';
+import { headerSection, parseHeaderFrom } from '../dkim/header-from.ts';
 import { DataReader } from './data-reader.ts';
 import { filterReply, format, formatLines, refusalReply, Replies, sendLimitReply, type Reply } from './replies.ts';
 
@@ -375,6 +376,16 @@ export class SmtpSession implements LineSession {
       this.#conn.log.info({ ...logged, outcome: 'refused', reason: 'too big' }, 'message refused');
       return this.#reply(Replies.tooBig(this.#context.maxMessageSize));
     }
+    let signingDomain: string | undefined;
+    if (transaction.relayUser) {
+      // A customer's message: its From: must be theirs (and only then is it DKIM-signed).
+      const verdict = await this.#context.policy.headerFrom(transaction.relayUser, parseHeaderFrom(headerSection(data.chunks)));
+      if (!verdict.ok) {
+        this.#conn.log.warn({ ...logged, outcome: 'refused', reason: verdict.refusal.reason }, 'message refused: From: not the sender\'s');
+        return this.#error(refusalReply(verdict.refusal, 'DATA'));
+      }
+      signingDomain = verdict.signingDomain;
+    }
     let local: { headers: Buffer; content: Buffer[] } | undefined;
     const filter = this.#context.filter;
     if (filter) {
@@ -407,6 +418,7 @@ export class SmtpSession implements LineSession {
         content: data.chunks,
         clientIp: this.#conn.ip,
         authorizedUser: transaction.relayUser,
+        signingDomain,
         trace: {
           helo: this.#helo,
           ip: this.#conn.ip,
