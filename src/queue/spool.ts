@@ -112,6 +112,16 @@ export class Spool {
   }
 
   /**
+   * Takes back an entry whose acceptance failed (the client is answered 4xx): removed, and
+   * the removal made durable, so a crash cannot bring it back for the next start's recovery
+   * to deliver a message the client was told had failed.
+   */
+  async discard(id: string): Promise<void> {
+    await this.remove(id);
+    await this.#directory.sync(this.dir);
+  }
+
+  /**
    * After a crash: drops what was never acknowledged (tmp/ leftovers, a message whose
    * envelope was never renamed into place) and returns the ids of complete entries. On a
    * shared spool another node may be between its two renames (or removing an entry) right

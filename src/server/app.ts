@@ -139,7 +139,7 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
 
   // Workers start on data their primary already brought in line (prepareData).
   if (!worker) await queue.recover();
-  const acceptance = new MessageAcceptance(config.hostname, mailstore, queue);
+  const acceptance = new MessageAcceptance(config.hostname, mailstore, queue, log);
   const policy = new MailPolicy(accounts, popBeforeSmtp, {
     enforceSender: config.pop_before_smtp.enforce_sender,
     windowMs: config.pop_before_smtp.window,
