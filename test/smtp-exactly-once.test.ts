@@ -15,7 +15,7 @@ import { message, PASSWORD, startTestServer, type TestServer } from './helpers/s
 // is a duplicate (issue 17, item 2).
 
 /** A logger whose lines the test can read. */
-function capturedLog(): { log: ReturnType<typeof pino>; lines: () => string } {
+function capturedLog() {
   let text = '';
   const sink = new Writable({ write: (chunk, _encoding, done) => ((text += chunk), done()) });
   return { log: pino({ level: 'info' }, sink), lines: () => text };

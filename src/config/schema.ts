@@ -106,6 +106,9 @@ export const configSchema = z.strictObject({
       max_connection_rate_per_ip: z.number().int().min(0).default(120),
       idle_timeout: duration.prefault('5m'),
       max_errors: positiveInt.default(20),
+      // Octets of message bodies all SMTP sessions of a process keep in memory while receiving
+      // them; past it (and past 256 KiB per message) bodies go to files in the spool.
+      max_data_memory: z.number().int().min(0).default(64 * 1024 * 1024),
       error_delay: duration.prefault('250ms'),
       postmaster: z.string().default(''),
       auth: z.boolean().default(false),

@@ -51,6 +51,11 @@ export class Spool {
     this.#tmp = sharedBy === undefined ? join(this.dir, 'tmp') : join(this.dir, 'tmp', sharedBy);
   }
 
+  /** Where messages being received are kept once too large for memory (emptied at start like the rest of the staging folder). */
+  get incomingDir(): string {
+    return join(this.#tmp, 'incoming');
+  }
+
   static newId(): string {
     return `${Date.now().toString(36).toUpperCase()}${randomHex(5).toUpperCase()}`;
   }

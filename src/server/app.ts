@@ -15,6 +15,7 @@ import { SqliteRelayAuthStore } from '../sqlite/relay-grants.ts';
 import { Pop3Server } from '../pop3/server.ts';
 import { LoginService, type LoginHook } from '../auth/login.ts';
 import { MessageAcceptance } from '../acceptance/acceptance.ts';
+import { IncomingBodies } from '../smtp/incoming-body.ts';
 import { MailPolicy } from '../policy/mail-policy.ts';
 import { SendLimits, type SendLimitStore } from '../policy/send-limits.ts';
 import { SqliteSendLimitStore } from '../sqlite/send-counts.ts';
@@ -170,7 +171,18 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
       authOnPort25: config.smtp.auth,
       popBeforeSmtpOnSubmission: config.submission.pop_before_smtp,
     },
-    { policy, login, acceptance, log, tls: () => secureContext, sendLimits, reusePort: worker !== undefined, connections, filter },
+    {
+      policy,
+      login,
+      acceptance,
+      log,
+      tls: () => secureContext,
+      sendLimits,
+      reusePort: worker !== undefined,
+      connections,
+      filter,
+      bodies: new IncomingBodies(queue.spool.incomingDir, { memoryPerMessage: 256 * 1024, memoryTotal: config.smtp.max_data_memory }),
+    },
   );
 
   // Renewed certificates (certbot, ACME clients) are picked up without a restart or SIGHUP.

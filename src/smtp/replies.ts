@@ -76,6 +76,8 @@ export const Replies = {
   tooManyRecipients: (max: number) => reply(452, '4.5.3', `Too many recipients: at most ${max} per message`),
   bareLineEnding: reply(550, '5.5.2', 'Message refused: it contains a bare CR or LF (line ends must be CRLF; possible SMTP smuggling)'),
   notAccepted: reply(451, '4.3.0', 'Message not accepted: local error, please try again later'),
+  /** RFC 3463 X.3.1: mail system full; RFC 5321 §4.2.2's 452 asks the client to retry. */
+  insufficientStorage: reply(452, '4.3.1', 'Insufficient system storage: please try again later'),
 
   // TLS and AUTH (RFC 3207, RFC 4954)
   tlsActive: reply(503, '5.5.1', 'TLS is already active'),

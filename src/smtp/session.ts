@@ -7,6 +7,7 @@ import type { MailPolicy, Refusal } from '../policy/mail-policy.ts';
 import type { SendLimits } from '../policy/send-limits.ts';
 import { headerSection, parseHeaderFrom } from '../dkim/header-from.ts';
 import { DataReader } from './data-reader.ts';
+import type { IncomingBodies, IncomingBody } from './incoming-body.ts';
 import { filterReply, format, formatLines, refusalReply, Replies, sendLimitReply, type Reply } from './replies.ts';
 
 // One SMTP session (RFC 5321), top to bottom: greeting, EHLO/HELO, an optional STARTTLS
@@ -38,6 +39,8 @@ export interface SmtpContext {
    * authentication, spam), and of relayed mail on every role when configured (rspamd).
    */
   filter?: InboundFilter;
+  /** Where message bodies go while DATA comes in (memory up to a budget, then files). */
+  bodies: IncomingBodies;
 }
 
 interface Transaction {
@@ -71,6 +74,8 @@ export class SmtpSession implements LineSession {
   #transaction: Transaction | undefined;
   /** What the inbound filter knows of this client (its DNS list answers), on port 25. */
   #client: FilterClient | undefined;
+  /** The message being received, if DATA is under way: freed however the session ends. */
+  #body: IncomingBody | undefined;
 
   constructor(connection: LineConnection, context: SmtpContext) {
     this.#conn = connection;
@@ -353,12 +358,29 @@ export class SmtpSession implements LineSession {
     const transaction = this.#transaction;
     if (!transaction) return this.#error(Replies.mailFirst);
     if (transaction.recipients.length === 0) return this.#error(Replies.noValidRecipients);
-    const reader = new DataReader(this.#context.maxMessageSize);
-    this.#conn.readRaw({ push: (chunk) => reader.push(chunk), end: () => this.#endOfData(transaction, reader) });
+    const body = this.#context.bodies.open();
+    this.#body = body;
+    const reader = new DataReader(this.#context.maxMessageSize, body);
+    this.#conn.readRaw({ push: (chunk) => reader.push(chunk), end: () => this.#endOfData(transaction, reader, body) });
     this.#reply(Replies.startData);
   }
 
-  async #endOfData(transaction: Transaction, data: DataReader): Promise<void> {
+  /** The connection closed: a message cut off mid-DATA is dropped, memory and file. */
+  closed(): void {
+    this.#body?.discard();
+    this.#body = undefined;
+  }
+
+  async #endOfData(transaction: Transaction, data: DataReader, body: IncomingBody): Promise<void> {
+    try {
+      await this.#message(transaction, data, body);
+    } finally {
+      body.discard();
+      this.#body = undefined;
+    }
+  }
+
+  async #message(transaction: Transaction, data: DataReader, body: IncomingBody): Promise<void> {
     this.#transaction = undefined;
     const logged = {
       event: 'message',
@@ -376,10 +398,15 @@ export class SmtpSession implements LineSession {
       this.#conn.log.info({ ...logged, outcome: 'refused', reason: 'too big' }, 'message refused');
       return this.#reply(Replies.tooBig(this.#context.maxMessageSize));
     }
+    if (body.error) {
+      this.#conn.log.error({ ...logged, outcome: 'deferred', err: body.error }, 'cannot keep the message while receiving it');
+      return this.#reply(Replies.insufficientStorage);
+    }
+    const content = body.content();
     let signingDomain: string | undefined;
     if (transaction.relayUser) {
       // A customer's message: its From: must be theirs (and only then is it DKIM-signed).
-      const verdict = await this.#context.policy.headerFrom(transaction.relayUser, parseHeaderFrom(headerSection(data.chunks)));
+      const verdict = await this.#context.policy.headerFrom(transaction.relayUser, parseHeaderFrom(headerSection(content)));
       if (!verdict.ok) {
         this.#conn.log.warn({ ...logged, outcome: 'refused', reason: verdict.refusal.reason }, 'message refused: From: not the sender\'s');
         return this.#error(refusalReply(verdict.refusal, 'DATA'));
@@ -391,7 +418,7 @@ export class SmtpSession implements LineSession {
     if (filter) {
       const context = this.#filterContext(transaction, filter);
       if (transaction.mailboxes.size > 0 && this.#inbound) {
-        const decision = await filter.message(context, data.chunks);
+        const decision = await filter.message(context, content);
         if (!decision.ok) {
           this.#conn.log.info({ ...logged, outcome: decision.permanent ? 'refused' : 'deferred', reason: `filter: ${decision.refusal.reason}` }, 'message refused');
           const reply = filterReply(decision.refusal);
@@ -400,7 +427,7 @@ export class SmtpSession implements LineSession {
         local = { headers: decision.headers, content: [decision.content] };
       }
       if (transaction.relayedRecipients.length > 0) {
-        const decision = await filter.relayed({ ...context, recipients: transaction.relayedRecipients }, data.chunks);
+        const decision = await filter.relayed({ ...context, recipients: transaction.relayedRecipients }, content);
         if (!decision.ok) {
           this.#conn.log.warn({ ...logged, outcome: 'refused', reason: `filter: ${decision.refusal.reason}` }, 'relayed message refused');
           return this.#error(filterReply(decision.refusal));
@@ -415,7 +442,7 @@ export class SmtpSession implements LineSession {
         sender: transaction.sender,
         mailboxes: transaction.mailboxes,
         remote: transaction.remote,
-        content: data.chunks,
+        content,
         clientIp: this.#conn.ip,
         authorizedUser: transaction.relayUser,
         signingDomain,
