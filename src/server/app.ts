@@ -15,6 +15,7 @@ import { SqliteRelayAuthStore } from '../sqlite/relay-grants.ts';
 import { Pop3Server } from '../pop3/server.ts';
 import { LoginService, type LoginHook } from '../auth/login.ts';
 import { MessageAcceptance } from '../acceptance/acceptance.ts';
+import { FreeSpace } from '../smtp/free-space.ts';
 import { IncomingBodies } from '../smtp/incoming-body.ts';
 import { MailPolicy } from '../policy/mail-policy.ts';
 import { SendLimits, type SendLimitStore } from '../policy/send-limits.ts';
@@ -131,6 +132,7 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
       maxConnectionRatePerIp: config.pop3.max_connection_rate_per_ip,
       trustedNetworks: config.auth.trusted_networks,
       idleTimeoutMs: config.pop3.idle_timeout,
+      commandTimeoutMs: config.pop3.command_timeout,
       maxLineLength: config.pop3.max_line_length,
       apop: config.pop3.apop,
       implementation: config.pop3.implementation,
@@ -166,6 +168,8 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
       maxConnectionRatePerIp: config.smtp.max_connection_rate_per_ip,
       trustedNetworks: config.auth.trusted_networks,
       idleTimeoutMs: config.smtp.idle_timeout,
+      commandTimeoutMs: config.smtp.command_timeout,
+      dataTimeoutMs: config.smtp.data_timeout,
       maxErrors: config.smtp.max_errors,
       errorDelayMs: config.smtp.error_delay,
       authOnPort25: config.smtp.auth,
@@ -182,6 +186,7 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
       connections,
       filter,
       bodies: new IncomingBodies(queue.spool.incomingDir, { memoryPerMessage: 256 * 1024, memoryTotal: config.smtp.max_data_memory }),
+      freeSpace: new FreeSpace(config.data_dir, config.smtp.min_free_space, log),
     },
   );
 

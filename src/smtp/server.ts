@@ -5,6 +5,7 @@ import { ServiceListeners, type ServiceDependencies, type ServiceOptions, type S
 import type { MailPolicy } from '../policy/mail-policy.ts';
 import type { SendLimits } from '../policy/send-limits.ts';
 import type { InboundFilter } from '../filter/filter.ts';
+import type { FreeSpace } from './free-space.ts';
 import type { IncomingBodies } from './incoming-body.ts';
 import { format, Replies } from './replies.ts';
 import { SmtpSession, type SmtpContext, type SmtpRole } from './session.ts';
@@ -30,6 +31,7 @@ export interface SmtpDependencies extends ServiceDependencies {
   sendLimits?: SendLimits;
   filter?: InboundFilter;
   bodies: IncomingBodies;
+  freeSpace: FreeSpace;
 }
 
 const TEXTS: ServiceTexts = {
@@ -58,6 +60,7 @@ export class SmtpServer {
       sendLimits: deps.sendLimits,
       filter: deps.filter,
       bodies: deps.bodies,
+      freeSpace: deps.freeSpace,
     });
     const contexts = { smtp: context('smtp'), submission: context('submission'), submissions: context('submissions') };
     this.#listeners = new ServiceListeners('smtp', options, TEXTS, deps, (connection, role) => ({

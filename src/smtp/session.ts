@@ -7,6 +7,7 @@ import type { MailPolicy, Refusal } from '../policy/mail-policy.ts';
 import type { SendLimits } from '../policy/send-limits.ts';
 import { headerSection, parseHeaderFrom } from '../dkim/header-from.ts';
 import { DataReader } from './data-reader.ts';
+import type { FreeSpace } from './free-space.ts';
 import type { IncomingBodies, IncomingBody } from './incoming-body.ts';
 import { filterReply, format, formatLines, refusalReply, Replies, sendLimitReply, type Reply } from './replies.ts';
 
@@ -41,6 +42,8 @@ export interface SmtpContext {
   filter?: InboundFilter;
   /** Where message bodies go while DATA comes in (memory up to a budget, then files). */
   bodies: IncomingBodies;
+  /** Whether data_dir is too full to take mail (452 4.3.1 at MAIL, RCPT and DATA). */
+  freeSpace: FreeSpace;
 }
 
 interface Transaction {
@@ -255,6 +258,7 @@ export class SmtpSession implements LineSession {
     if (!match) return this.#error(Replies.mailSyntax);
     const refused = this.#mailParameters(match[2]);
     if (refused) return this.#error(refused);
+    if (await this.#context.freeSpace.low()) return this.#reply(Replies.insufficientStorage);
     const policy = this.#context.policy;
     const verdict = this.#authUser ? await policy.authenticatedSender(this.#authUser, match[1]) : await policy.sender(this.#conn.ip, match[1]);
     if (!verdict.ok) {
@@ -318,6 +322,7 @@ export class SmtpSession implements LineSession {
     const match = /^TO:\s*<([^>]*)>\s*(.*)$/i.exec(argument);
     if (!match) return this.#error(Replies.rcptSyntax);
     if (match[2].trim() !== '') return this.#error(Replies.rcptParameters);
+    if (await this.#context.freeSpace.low()) return this.#reply(Replies.insufficientStorage);
     if (transaction.recipients.length >= this.#context.maxRecipients) return this.#reply(Replies.tooManyRecipients(this.#context.maxRecipients));
     const verdict = await this.#context.policy.recipient(match[1], transaction.relayUser, transaction.relayRefusal);
     if (!verdict.ok) {
@@ -353,11 +358,12 @@ export class SmtpSession implements LineSession {
     this.#reply(Replies.recipientOk);
   }
 
-  #dataCommand(argument: string): void | Promise<void> {
+  async #dataCommand(argument: string): Promise<void> {
     if (argument !== '') return this.#error(Replies.noArgument('DATA'));
     const transaction = this.#transaction;
     if (!transaction) return this.#error(Replies.mailFirst);
     if (transaction.recipients.length === 0) return this.#error(Replies.noValidRecipients);
+    if (await this.#context.freeSpace.low()) return this.#reply(Replies.insufficientStorage);
     const body = this.#context.bodies.open();
     this.#body = body;
     const reader = new DataReader(this.#context.maxMessageSize, body);
@@ -404,8 +410,10 @@ export class SmtpSession implements LineSession {
     }
     const content = body.content();
     let signingDomain: string | undefined;
-    if (transaction.relayUser) {
-      // A customer's message: its From: must be theirs (and only then is it DKIM-signed).
+    if (transaction.relayUser && transaction.remote.size > 0) {
+      // A customer's message leaving for other domains: its From: must be theirs, and only
+      // then is it DKIM-signed. (Mail a customer sends only to local mailboxes is never signed,
+      // and the inbound filter marks what its From: domain does not authorize.)
       const verdict = await this.#context.policy.headerFrom(transaction.relayUser, parseHeaderFrom(headerSection(content)));
       if (!verdict.ok) {
         this.#conn.log.warn({ ...logged, outcome: 'refused', reason: verdict.refusal.reason }, 'message refused: From: not the sender\'s');
@@ -457,7 +465,7 @@ export class SmtpSession implements LineSession {
       });
     } catch (error) {
       this.#conn.log.error({ ...logged, err: error, outcome: 'failed' }, 'delivery failed');
-      return this.#reply(Replies.notAccepted);
+      return this.#reply(isStorageFull(error) ? Replies.insufficientStorage : Replies.notAccepted);
     }
     if (transaction.relayUser && transaction.relayedRecipients.length > 0) {
       await this.#context.sendLimits?.recordSent(transaction.relayUser, transaction.relayedRecipients.length).catch((error) => {
@@ -467,4 +475,10 @@ export class SmtpSession implements LineSession {
     this.#conn.log.info({ ...logged, queueId: id, outcome: 'accepted', mailboxes: [...transaction.mailboxes], queued: [...transaction.remote] }, 'message accepted');
     this.#reply(Replies.queued(id));
   }
+}
+
+/** A write refused for want of space: the file system's ENOSPC or EDQUOT, or SQLite's SQLITE_FULL. */
+function isStorageFull(error: unknown): boolean {
+  const { code, errcode } = (error ?? {}) as { code?: string; errcode?: number };
+  return code === 'ENOSPC' || code === 'EDQUOT' || errcode === 13;
 }
