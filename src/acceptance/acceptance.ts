@@ -19,6 +19,8 @@ export interface Trace {
   protocol: string;
   /** The user the client relays as, and how it was authorized. */
   user?: { address: string; by: 'login' | 'pop-before-smtp' };
+  /** The relay network (smtp.relay_networks) the client relayed by, without a user. */
+  network?: string;
   /** The recipients as given; named in the trace when there is one (RFC 5321 §4.4 "for"). */
   recipients: readonly string[];
 }
@@ -147,11 +149,13 @@ export class MessageAcceptance {
 
   /** RFC 5321 §4.4 trace, naming the relaying user so abuse reports reach an account. */
   #receivedHeader(id: string, trace: Trace): string {
-    const auth = !trace.user
-      ? ''
-      : trace.user.by === 'login'
+    const auth = trace.user
+      ? trace.user.by === 'login'
         ? `\r\n\t(authenticated as ${trace.user.address})`
-        : `\r\n\t(authorized by POP-before-SMTP login of ${trace.user.address})`;
+        : `\r\n\t(authorized by POP-before-SMTP login of ${trace.user.address})`
+      : trace.network
+        ? `\r\n\t(relay allowed for network ${trace.network})`
+        : '';
     const recipient = trace.recipients.length === 1 ? `\r\n\tfor <${trace.recipients[0]}>` : '';
     const helo = (trace.helo ?? 'unknown').replace(/[^\x21-\x7e]/g, '?');
     return `Received: from ${helo} ([${trace.ip}])\r\n\tby ${this.#hostname} (popgate) with ${trace.protocol} id ${id}${auth}${recipient};\r\n\t${rfc5322Date(new Date())}\r\n`;

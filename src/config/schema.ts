@@ -120,6 +120,14 @@ export const configSchema = z.strictObject({
       min_free_space: z.number().int().min(0).default(100 * 1024 * 1024),
       error_delay: duration.prefault('250ms'),
       postmaster: z.string().default(''),
+      // Clients from these networks relay without a POP3 login (internal servers); off by default.
+      relay_networks: z
+        .array(
+          network.superRefine((text, ctx) => {
+            if (Number(text.split('/')[1]) === 0) ctx.addIssue({ code: 'custom', message: `"${text}" would let the whole Internet relay (an open relay): list only your own networks` });
+          }),
+        )
+        .default([]),
       auth: z.boolean().default(false),
       proxy_protocol_from: proxyProtocolFrom,
     })

@@ -17,7 +17,7 @@ import { LoginService, type LoginHook } from '../auth/login.ts';
 import { MessageAcceptance } from '../acceptance/acceptance.ts';
 import { FreeSpace } from '../smtp/free-space.ts';
 import { IncomingBodies } from '../smtp/incoming-body.ts';
-import { MailPolicy } from '../policy/mail-policy.ts';
+import { MailPolicy, wideRelayNetworks } from '../policy/mail-policy.ts';
 import { SendLimits, type SendLimitStore } from '../policy/send-limits.ts';
 import { SqliteSendLimitStore } from '../sqlite/send-counts.ts';
 import { Spool } from '../queue/spool.ts';
@@ -148,7 +148,11 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
     windowMs: config.pop_before_smtp.window,
     postmaster: config.smtp.postmaster,
     fromCheckEnforced: async (domain) => (await backends.domainSettings.get(domain)).from_check !== 'off',
+    relayNetworks: config.smtp.relay_networks,
   });
+  for (const network of wideRelayNetworks(config.smtp.relay_networks)) {
+    log.warn({ event: 'relay_network_wide', network }, `smtp.relay_networks: ${network} is wider than a /16 (IPv4) or /48 (IPv6): every client in it may relay`);
+  }
   const inbound = config.filter.enabled ? createInboundFilter(config, backends, log) : undefined;
   const filter = inbound?.filter;
   const limitSweeper = setInterval(() => {

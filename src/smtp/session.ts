@@ -49,6 +49,8 @@ export interface SmtpContext {
 interface Transaction {
   sender: string;
   relayUser?: string;
+  /** The relay network (smtp.relay_networks) the client relays by, without a user. */
+  relayNetwork?: string;
   /** The relay right comes from SMTP AUTH (not a POP-before-SMTP grant). */
   authenticated: boolean;
   relayRefusal?: Refusal;
@@ -280,6 +282,7 @@ export class SmtpSession implements LineSession {
     this.#transaction = {
       sender: verdict.sender,
       relayUser: verdict.relayUser,
+      relayNetwork: verdict.relayNetwork,
       authenticated: this.#authUser !== undefined,
       relayRefusal: verdict.relayRefusal,
       mailboxes: new Set(),
@@ -324,7 +327,7 @@ export class SmtpSession implements LineSession {
     if (match[2].trim() !== '') return this.#error(Replies.rcptParameters);
     if (await this.#context.freeSpace.low()) return this.#reply(Replies.insufficientStorage);
     if (transaction.recipients.length >= this.#context.maxRecipients) return this.#reply(Replies.tooManyRecipients(this.#context.maxRecipients));
-    const verdict = await this.#context.policy.recipient(match[1], transaction.relayUser, transaction.relayRefusal);
+    const verdict = await this.#context.policy.recipient(match[1], transaction.relayUser, transaction.relayRefusal, transaction.relayNetwork);
     if (!verdict.ok) {
       this.#conn.log.info({ event: 'rcpt_refused', from: transaction.sender, to: match[1], reason: verdict.refusal.reason }, 'recipient refused');
       return this.#error(refusalReply(verdict.refusal, 'RCPT'));
@@ -351,8 +354,12 @@ export class SmtpSession implements LineSession {
       transaction.remote.add(verdict.address);
       transaction.relayedRecipients.push(verdict.address);
       this.#conn.log.info(
-        { event: 'relay_use', user: transaction.relayUser, to: verdict.address },
-        transaction.authenticated ? 'relay allowed by SMTP AUTH' : 'relay allowed by POP-before-SMTP grant',
+        { event: 'relay_use', user: transaction.relayUser, network: transaction.relayUser ? undefined : transaction.relayNetwork, to: verdict.address },
+        transaction.authenticated
+          ? 'relay allowed by SMTP AUTH'
+          : transaction.relayUser
+            ? 'relay allowed by POP-before-SMTP grant'
+            : `relay allowed for network ${transaction.relayNetwork}`,
       );
     }
     this.#reply(Replies.recipientOk);
@@ -460,6 +467,7 @@ export class SmtpSession implements LineSession {
           // RFC 3848: ESMTPS, ESMTPA, ESMTPSA for TLS and authenticated sessions.
           protocol: `${this.#esmtp ? 'ESMTP' : 'SMTP'}${this.#conn.secure ? 'S' : ''}${transaction.authenticated ? 'A' : ''}`,
           user: transaction.relayUser ? { address: transaction.relayUser, by: transaction.authenticated ? 'login' : 'pop-before-smtp' } : undefined,
+          network: transaction.relayUser ? undefined : transaction.relayNetwork,
           recipients: transaction.recipients,
         },
       });
