@@ -273,7 +273,7 @@ function printable(config: Config): Record<string, unknown> {
   // output is itself a valid config; secrets are never printed.
   const durations = new Set([
     'idle_timeout', 'failure_delay', 'lockout_window', 'lockout_duration', 'window', 'shutdown_grace', 'error_delay',
-    'timeout', 'connect_timeout', 'command_timeout', 'lease', 'retry_schedule', 'greylist_delay', 'greylist_retry_window', 'greylist_remember', 'pregreet_delay', 'deadline', 'max_lifetime', 'delay_warning', 'reload_check', 'verified_login_cache',
+    'timeout', 'connect_timeout', 'command_timeout', 'data_timeout', 'lease', 'retry_schedule', 'greylist_delay', 'greylist_retry_window', 'greylist_remember', 'pregreet_delay', 'deadline', 'max_lifetime', 'delay_warning', 'reload_check', 'verified_login_cache',
   ]);
   const secrets = new Set(['relayhost_password']);
   const asDuration = (v: unknown): unknown => (typeof v === 'number' ? formatDuration(v) : Array.isArray(v) ? v.map(asDuration) : v);
