@@ -77,7 +77,7 @@ describe('DKIM key that cannot sign', () => {
     mkdirSync(join(keysDir, 'example.test'), { recursive: true });
     const path = join(keysDir, 'example.test', `${world.server.app.config.dkim.selector}.pem`);
     writeFileSync(path, '-----BEGIN PRIVATE KEY-----\nbroken\n-----END PRIVATE KEY-----\n');
-    const id = await world.queue('alice@example.test', ['bob@remote.example'], body('signed or nothing'));
+    const id = await world.queue('alice@example.test', ['bob@remote.example'], body('signed or nothing'), 'alice@example.test', 'example.test');
     const entry = await until(async () => {
       const queued = await world.server.app.queue.get(id);
       return queued && queued.attempts >= 1 ? queued : undefined;

@@ -73,7 +73,7 @@ ${pair('smtp_v1', front.smtpV1, backendPort('smtp'), 'send-proxy')}
   async function relay(port: number, localAddress: string): Promise<{ reply: string; hello: string }> {
     const client = await SmtpClient.connect(port, localAddress);
     const hello = await client.hello();
-    const reply = await client.send('alice@example.test', ['friend@remote.example'], message(`from ${localAddress}`));
+    const reply = await client.send('alice@example.test', ['friend@remote.example'], message(`from ${localAddress}`).replace('From: sender@example.net', 'From: alice@example.test'));
     client.close();
     return { reply, hello };
   }

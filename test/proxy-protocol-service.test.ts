@@ -122,7 +122,7 @@ describe('PROXY protocol: listeners behind a load balancer', () => {
     const granted = await SmtpClient.connect(ports.smtp);
     granted.write(proxyV2('203.0.113.7', 50000, '192.0.2.1', 25));
     assert.match(await granted.hello(), /^250-mail\.example\.test Hello client\.example \[203\.0\.113\.7\]/);
-    const reply = await granted.send('alice@example.test', ['friend@remote.example'], message('through the balancer'));
+    const reply = await granted.send('alice@example.test', ['friend@remote.example'], message('through the balancer').replace('From: sender@example.net', 'From: alice@example.test'));
     const id = /^250 2\.0\.0 OK: queued as (\w+)/.exec(reply)?.[1];
     assert.ok(id, reply);
     assert.match((await server.app.queue.read(id)).toString('latin1'), /^Received: from client\.example \(\[203\.0\.113\.7\]\)/);

@@ -2,22 +2,34 @@ import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { DataReader } from '../src/smtp/data-reader.ts';
+import { DataReader, type BodySink } from '../src/smtp/data-reader.ts';
 import { SmtpClient } from './helpers/smtp-client.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 
 // SMTP smuggling: only <CRLF>.<CRLF> ends DATA; any bare CR or LF refuses the message
 // after the real end, with the session still in step (RFC 5321 §2.3.8, §4.1.1.4).
 
-function readAll(input: Buffer, cuts: number[]): { reader: DataReader; rest: Buffer | undefined } {
-  const reader = new DataReader(1 << 20);
+/** A sink that keeps what it is given, as the tests look at it. */
+class CollectingSink implements BodySink {
+  chunks: Buffer[] = [];
+  append(piece: Buffer): void {
+    this.chunks.push(piece);
+  }
+  discard(): void {
+    this.chunks = [];
+  }
+}
+
+function readAll(input: Buffer, cuts: number[]): { reader: DataReader; sink: CollectingSink; rest: Buffer | undefined } {
+  const sink = new CollectingSink();
+  const reader = new DataReader(1 << 20, sink);
   let start = 0;
   for (const cut of [...cuts, input.length]) {
     const rest = reader.push(input.subarray(start, cut));
-    if (rest !== undefined) return { reader, rest: Buffer.concat([rest, input.subarray(cut)]) };
+    if (rest !== undefined) return { reader, sink, rest: Buffer.concat([rest, input.subarray(cut)]) };
     start = cut;
   }
-  return { reader, rest: undefined };
+  return { reader, sink, rest: undefined };
 }
 
 const VARIANTS = ['\n.\n', '\n.\r\n', '\r.\r', '\r\n.\n', '\r\r\n', '\r.\r\n', '\n.\r', '.\n', 'x\ry'];
@@ -26,8 +38,8 @@ describe('DataReader', () => {
   test('a clean message ends at CRLF.CRLF, dots unstuffed, for every split point', () => {
     const input = Buffer.from('Subject: x\r\n\r\n..leading dot\r\nbody\r\n.\r\nQUIT\r\n');
     for (let cut = 0; cut <= input.length; cut++) {
-      const { reader, rest } = readAll(input, [cut]);
-      assert.equal(Buffer.concat(reader.chunks).toString(), 'Subject: x\r\n\r\n.leading dot\r\nbody\r\n');
+      const { reader, sink, rest } = readAll(input, [cut]);
+      assert.equal(Buffer.concat(sink.chunks).toString(), 'Subject: x\r\n\r\n.leading dot\r\nbody\r\n');
       assert.equal(reader.bareLineEnding, undefined);
       assert.equal(rest?.toString(), 'QUIT\r\n');
     }
@@ -51,11 +63,12 @@ describe('DataReader', () => {
   }
 
   test('past the size limit nothing more is kept, but the end is still found', () => {
-    const reader = new DataReader(10);
+    const sink = new CollectingSink();
+    const reader = new DataReader(10, sink);
     assert.equal(reader.push(Buffer.from('0123456789abcdef\r\n')), undefined);
     assert.equal(reader.push(Buffer.from('more\r\n.\r\n'))?.length, 0);
     assert.ok(reader.tooBig);
-    assert.deepEqual(reader.chunks, []);
+    assert.deepEqual(sink.chunks, []);
   });
 });
 

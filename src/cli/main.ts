@@ -110,6 +110,7 @@ function describeDomainSettings(domainName: string, overrides: DomainSettings, c
     spf_fail: config.filter.spf_fail,
     temporary_errors: config.filter.temporary_errors,
     greylisting: String(config.filter.greylisting),
+    from_check: 'enforce',
   };
   const lines = (Object.keys(DOMAIN_SETTINGS) as DomainSettingName[]).map((key) =>
     overrides[key] === undefined ? `  ${key} = ${defaults[key]}\t(server default)` : `  ${key} = ${overrides[key]}\t(set for ${domainName})`,
@@ -272,7 +273,7 @@ function printable(config: Config): Record<string, unknown> {
   // output is itself a valid config; secrets are never printed.
   const durations = new Set([
     'idle_timeout', 'failure_delay', 'lockout_window', 'lockout_duration', 'window', 'shutdown_grace', 'error_delay',
-    'timeout', 'connect_timeout', 'command_timeout', 'lease', 'retry_schedule', 'greylist_delay', 'greylist_retry_window', 'greylist_remember', 'pregreet_delay', 'deadline', 'max_lifetime', 'delay_warning', 'reload_check', 'verified_login_cache',
+    'timeout', 'connect_timeout', 'command_timeout', 'data_timeout', 'lease', 'retry_schedule', 'greylist_delay', 'greylist_retry_window', 'greylist_remember', 'pregreet_delay', 'deadline', 'max_lifetime', 'delay_warning', 'reload_check', 'verified_login_cache',
   ]);
   const secrets = new Set(['relayhost_password']);
   const asDuration = (v: unknown): unknown => (typeof v === 'number' ? formatDuration(v) : Array.isArray(v) ? v.map(asDuration) : v);

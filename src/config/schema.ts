@@ -57,6 +57,8 @@ const pop3Schema = z.strictObject({
   max_connections_per_ip: positiveInt.default(50),
   max_connection_rate_per_ip: z.number().int().min(0).default(120),
   idle_timeout: duration.prefault('10m'),
+  // The longest one command line may take to arrive, however it trickles in (RFC 1939 §3: 10 minutes).
+  command_timeout: duration.prefault('10m'),
   max_line_length: z.number().int().min(64).max(65536).default(1024),
   apop: z.boolean().default(false),
   implementation: z.string().default('popgate'),
@@ -105,9 +107,27 @@ export const configSchema = z.strictObject({
       max_connections_per_ip: positiveInt.default(20),
       max_connection_rate_per_ip: z.number().int().min(0).default(120),
       idle_timeout: duration.prefault('5m'),
-      max_errors: positiveInt.default(10),
+      // Totals, however slowly the bytes come (RFC 5321 §4.5.3.2): a command line, and a DATA
+      // block from the 354 to its final dot.
+      command_timeout: duration.prefault('5m'),
+      data_timeout: duration.prefault('10m'),
+      max_errors: positiveInt.default(20),
+      // Octets of message bodies all SMTP sessions of a process keep in memory while receiving
+      // them; past it (and past 256 KiB per message) bodies go to files in the spool.
+      max_data_memory: z.number().int().min(0).default(64 * 1024 * 1024),
+      // Octets that must stay free under data_dir for new mail; below it 452 4.3.1 at MAIL,
+      // RCPT and DATA (0: not checked).
+      min_free_space: z.number().int().min(0).default(100 * 1024 * 1024),
       error_delay: duration.prefault('250ms'),
       postmaster: z.string().default(''),
+      // Clients from these networks relay without a POP3 login (internal servers); off by default.
+      relay_networks: z
+        .array(
+          network.superRefine((text, ctx) => {
+            if (Number(text.split('/')[1]) === 0) ctx.addIssue({ code: 'custom', message: `"${text}" would let the whole Internet relay (an open relay): list only your own networks` });
+          }),
+        )
+        .default([]),
       auth: z.boolean().default(false),
       proxy_protocol_from: proxyProtocolFrom,
     })

@@ -1,5 +1,5 @@
 import type { MessageAcceptance } from '../acceptance/acceptance.ts';
-import type { DkimSigner } from '../dkim/sign.ts';
+import { headerFromDomain, type DkimSigner } from '../dkim/sign.ts';
 import type { Logger } from '../log/logger.ts';
 import type { MailPolicy } from '../policy/mail-policy.ts';
 import type { OutboundQueue } from '../queue/queue.ts';
@@ -215,9 +215,9 @@ export class DeliveryScheduler {
 
   async #prepare(message: QueuedMessage): Promise<Prepared> {
     const raw = await this.#deps.queue.read(message.id);
-    const result = await this.#deps.signer.sign(raw);
+    const result = await this.#deps.signer.sign(raw, await this.#deps.queue.signingDomain(message.id));
     if (result.signed) return { raw, outgoing: result.message };
-    if (result.reason === 'no key') return { raw, outgoing: raw };
+    if (result.reason !== 'failed') return { raw, outgoing: raw };
     this.#log.error({ event: 'dkim_failed', queueId: message.id, error: result.error }, 'DKIM signing failed: the message waits until the key is fixed');
     return { raw, problem: { code: 0, status: Status.securityTemporary, text: `DKIM signing failed (${result.error}); popgate keeps the message and retries` } };
   }
@@ -506,7 +506,9 @@ export class DeliveryScheduler {
       returnLimit: this.#settings.bounceReturnLimit,
       retryUntil: message.receivedAt + this.#settings.maxLifetimeMs,
     });
-    const id = await this.#deps.acceptance.accept({ sender: '', mailboxes: [], remote: [message.from], content: [dsn], clientIp: '127.0.0.1' });
+    // popgate wrote this report and its From: (the mailer-daemon of its own host name).
+    const signingDomain = headerFromDomain(dsn);
+    const id = await this.#deps.acceptance.accept({ sender: '', mailboxes: [], remote: [message.from], content: [dsn], clientIp: '127.0.0.1', signingDomain });
     this.#log.info(
       { event: failed.length > 0 ? 'bounce' : 'delay_warning', queueId: message.id, dsnId: id, to: message.from, recipients: recipients.map((r) => r.address) },
       failed.length > 0 ? 'bounce queued for the sender' : 'delay warning queued for the sender',

@@ -1,12 +1,19 @@
 import { dkimSign } from 'mailauth/lib/dkim/sign.js';
+import { domainOf, headerSection, parseHeaderFrom } from './header-from.ts';
 import type { DkimKeyring } from './keys.ts';
 
 // DKIM signing (RFC 6376) with mailauth. The signing domain is the one in the From: header
 // (or a parent of it), so DMARC (RFC 7489 §3.1.1, relaxed alignment) passes at the receiver.
+// A signature vouches for the From: address, so a message is signed only for the domain its
+// sender was checked for when it was accepted (recorded with the queued message): a customer
+// writing another hosted domain into From:, or mail from outside forwarded by an alias, leaves
+// unsigned rather than with that domain's signature.
 
 export type SignResult =
   | { signed: true; domain: string; selector: string; message: Buffer }
   | { signed: false; reason: 'no key' }
+  /** The From: domain is not the one the sender was checked for (or none was). */
+  | { signed: false; reason: 'not checked' }
   | { signed: false; reason: 'failed'; error: string };
 
 export class DkimSigner {
@@ -16,9 +23,10 @@ export class DkimSigner {
     this.#keys = keys;
   }
 
-  async sign(message: Buffer): Promise<SignResult> {
+  /** Signs for the From: domain if it is `checkedDomain`, the one the sender may send as. */
+  async sign(message: Buffer, checkedDomain: string | undefined): Promise<SignResult> {
     const fromDomain = headerFromDomain(message);
-    if (!fromDomain) return { signed: false, reason: 'no key' };
+    if (!fromDomain || fromDomain !== checkedDomain) return { signed: false, reason: 'not checked' };
     let key;
     try {
       key = candidateDomains(fromDomain)
@@ -47,18 +55,10 @@ export class DkimSigner {
   }
 }
 
-/** The domain of the first address in the From: header field, lower-cased. */
+/** The domain of the first From: address, lower-cased; undefined for a missing or ambiguous From:. */
 export function headerFromDomain(message: Buffer): string | undefined {
-  const end = message.indexOf('\r\n\r\n');
-  const header = message.subarray(0, end === -1 ? Math.min(message.length, 65536) : end).toString('latin1');
-  const match = /(?:^|\r\n)from:((?:[^\r\n]|\r\n[ \t])*)/i.exec(header);
-  if (!match) return undefined;
-  const value = match[1].replace(/\r\n[ \t]/g, ' ').replace(/"(?:[^"\\]|\\.)*"/g, '""');
-  const address = /<([^<>]*)>/.exec(value)?.[1] ?? value.replace(/\([^()]*\)/g, '').trim().split(/[\s,]/)[0];
-  const at = address.lastIndexOf('@');
-  if (at === -1) return undefined;
-  const domain = address.slice(at + 1).trim().toLowerCase();
-  return /^[a-z0-9.-]+$/.test(domain) ? domain : undefined;
+  const from = parseHeaderFrom(headerSection([message]));
+  return from.ok && from.addresses.length > 0 ? domainOf(from.addresses[0]) : undefined;
 }
 
 /** The domain and its parents, down to two labels: "a.b.example" → [a.b.example, b.example]. */

@@ -8,6 +8,9 @@ export const DOMAIN_SETTINGS = {
   spf_fail: ['reject', 'mark', 'off'],
   temporary_errors: ['accept', 'defer'],
   greylisting: ['true', 'false'],
+  // Whether the domain's users must write their own address in From: (src/policy/mail-policy.ts);
+  // "off" for a forwarding service whose users resend mail under its original From:.
+  from_check: ['enforce', 'off'],
 } as const satisfies Record<string, readonly string[]>;
 
 export type DomainSettingName = keyof typeof DOMAIN_SETTINGS;

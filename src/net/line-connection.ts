@@ -7,8 +7,9 @@ import { TLS_MIN_VERSION } from '../tls/context.ts';
 // next), everything that is not the protocol itself: reading lines under a length limit,
 // handling pipelined commands strictly one at a time in arrival order, backpressure both ways,
 // replies to a pipelined group sent together, the TLS upgrade that discards what was pipelined
-// in the clear, the idle timeout, counting client errors with a growing delay, and ending
-// gracefully or at once. A protocol session gets one of these and never sees its server.
+// in the clear, the idle timeout and the deadlines of a command and of raw input, counting
+// client errors with a growing delay, and ending gracefully or at once. A protocol session gets
+// one of these and never sees its server.
 
 const LF = 0x0a;
 const CR = 0x0d;
@@ -19,7 +20,16 @@ export interface LineConnectionSettings {
   protocol: string;
   /** Longest command line in octets, line end included; past it the connection is closed. */
   maxLineLength: number;
+  /** The longest silence (no byte at all). */
   idleTimeoutMs: number;
+  /**
+   * The longest a command may take to arrive, from when the connection is ready for it until
+   * its line is complete: a client trickling a byte at a time cannot hold a connection longer
+   * (RFC 5321 §4.5.3.2.7 asks an SMTP server to wait at least 5 minutes for a command).
+   */
+  commandTimeoutMs: number;
+  /** The longest raw input may take from `readRaw` to its end (an SMTP DATA block). */
+  rawTimeoutMs: number;
   handshakeTimeoutMs: number;
   /** Client errors tolerated; the next one closes the connection. */
   maxErrors: number;
@@ -81,6 +91,8 @@ export class LineConnection {
   /** The stream whose replies are held back while a pipelined group is answered. */
   #corked: Socket | TLSSocket | undefined;
   #reader: RawReader | undefined;
+  /** The running deadline of the command or raw input being waited for. */
+  #deadline: NodeJS.Timeout | undefined;
   #errors = 0;
   #shuttingDown = false;
   #closed = false;
@@ -106,6 +118,7 @@ export class LineConnection {
   /** Starts serving `session`: at once, or after a TLS handshake (POP3S, submissions). */
   start(session: LineSession, implicitTls: boolean): void {
     this.#session = session;
+    this.#awaitCommand();
     if (!implicitTls) {
       this.log.info({ event: 'connect', tls: false }, `${this.#settings.protocol} session started`);
       this.#attach(this.#raw);
@@ -199,6 +212,7 @@ export class LineConnection {
           if (rest === undefined) break; // more to come
           this.#input = rest;
           this.#reader = undefined;
+          this.#clearDeadline();
           const ended = this.#run(() => reader.end());
           if (ended) await ended;
           await this.drained();
@@ -216,6 +230,7 @@ export class LineConnection {
         if (end > 0 && this.#input[end - 1] === CR) end--;
         const line = this.#input.toString('utf8', 0, end);
         this.#input = lf + 1 === this.#input.length ? EMPTY : this.#input.subarray(lf + 1);
+        this.#clearDeadline(); // the command arrived in time; the next one's clock starts after it
         // RFC 2920 §3.1, RFC 2449 §6.6: the replies to a pipelined group go out together once
         // the group is answered, in one segment instead of one write (and one wake-up) each.
         if (!this.#corked && this.#input.indexOf(LF) !== -1) {
@@ -234,6 +249,7 @@ export class LineConnection {
     } finally {
       this.flush();
       this.#busy = false;
+      this.#awaitCommand();
       if (this.#paused && !this.#closed) {
         this.#paused = false;
         this.#stream.resume();
@@ -258,6 +274,34 @@ export class LineConnection {
   /** The next input goes to `reader` instead of being read as command lines. */
   readRaw(reader: RawReader): void {
     this.#reader = reader;
+    this.#clearDeadline();
+    this.#armDeadline(this.#settings.rawTimeoutMs, 'data_timeout');
+  }
+
+  // --- deadlines ---
+
+  /**
+   * Waiting for input: the deadline of the next command (or of the raw input under way) runs
+   * from now, unless it already runs. Bytes that arrive do not restart it, unlike the idle timeout.
+   */
+  #awaitCommand(): void {
+    if (this.#closed || this.#deadline) return;
+    if (this.#reader) this.#armDeadline(this.#settings.rawTimeoutMs, 'data_timeout');
+    else this.#armDeadline(this.#settings.commandTimeoutMs, 'command_timeout');
+  }
+
+  #armDeadline(ms: number, event: 'command_timeout' | 'data_timeout'): void {
+    this.#deadline = setTimeout(() => {
+      this.#deadline = undefined;
+      this.log.info({ event, limitMs: ms }, `${this.#settings.protocol} ${event === 'command_timeout' ? 'command' : 'data'} took too long`);
+      void this.abort(this.#texts.idleTimeout);
+    }, ms);
+    this.#deadline.unref();
+  }
+
+  #clearDeadline(): void {
+    clearTimeout(this.#deadline);
+    this.#deadline = undefined;
   }
 
   // --- output ---
@@ -383,6 +427,7 @@ export class LineConnection {
 
   async #onClose(): Promise<void> {
     this.#closed = true;
+    this.#clearDeadline();
     try {
       await this.#session?.closed?.();
     } catch (error) {

@@ -31,6 +31,10 @@ export interface ServiceOptions {
   trustedNetworks?: readonly string[];
   maxLineLength: number;
   idleTimeoutMs: number;
+  /** The longest a command line may take to arrive in all (see LineConnectionSettings); the idle timeout by default. */
+  commandTimeoutMs?: number;
+  /** The longest raw input (an SMTP DATA block) may take in all; the command deadline by default. */
+  dataTimeoutMs?: number;
   /** How long a TLS handshake may take (implicit TLS and STARTTLS); 30 s by default. */
   handshakeTimeoutMs?: number;
   /** Client errors tolerated before the connection is closed; 20 by default. */
@@ -106,6 +110,8 @@ export class ServiceListeners<Context> {
       protocol: name,
       maxLineLength: options.maxLineLength,
       idleTimeoutMs: options.idleTimeoutMs,
+      commandTimeoutMs: options.commandTimeoutMs ?? options.idleTimeoutMs,
+      rawTimeoutMs: options.dataTimeoutMs ?? options.commandTimeoutMs ?? options.idleTimeoutMs,
       handshakeTimeoutMs: options.handshakeTimeoutMs ?? 30_000,
       maxErrors: options.maxErrors ?? 20,
       errorDelayMs: options.errorDelayMs ?? 0,

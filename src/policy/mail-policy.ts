@@ -1,5 +1,6 @@
 import type { AccountStore } from '../accounts/store.ts';
 import { parseForwardPath, parseReversePath, type AddressProblem } from '../mail/address.ts';
+import { NetworkList } from '../net/ip.ts';
 import type { PopBeforeSmtp } from '../relay-auth/pop-before-smtp.ts';
 
 // Who may send what to whom. Protocol code asks; this decides, and says why in its own terms
@@ -20,7 +21,14 @@ export type Refusal =
    * The sender is not an address of the client's user: `user` is the logged-in user (SMTP
    * AUTH), absent for POP-before-SMTP grant holders.
    */
-  | { reason: 'sender-not-owned'; sender: string; user?: string };
+  | { reason: 'sender-not-owned'; sender: string; user?: string }
+  /** The message's From: names an address that is not one of the relaying user's. */
+  | { reason: 'from-not-owned'; from: string; user: string }
+  /** The message's From: cannot be read unambiguously, so whose it is cannot be told. */
+  | { reason: 'from-malformed'; problem: string };
+
+/** A relaying user's From: (RFC 5322 §3.6.2), judged: the domain the queue may DKIM-sign for, or why not. */
+export type HeaderFromVerdict = { ok: true; signingDomain?: string } | { ok: false; refusal: Refusal };
 
 export interface SenderVerdict {
   ok: true;
@@ -30,6 +38,8 @@ export interface SenderVerdict {
   relayUser?: string;
   /** When the grant ends (for logs). */
   relayExpiresAt?: number;
+  /** The entry of `smtp.relay_networks` the client relays by, when it relays without a user. */
+  relayNetwork?: string;
   /**
    * Set when the client holds a grant but the sender belongs to none of its holders: relay is
    * then refused for this reason. Mail to local users still flows, because everyone may send
@@ -50,6 +60,27 @@ export interface MailPolicySettings {
   windowMs: number;
   /** Where postmaster@<every local domain> goes; "" keeps it in that domain's postmaster Maildir. */
   postmaster: string;
+  /**
+   * Whether users of a domain must write one of their own addresses in From: (the per-domain
+   * `from_check` setting; a forwarding service turns it off). Absent: always.
+   */
+  fromCheckEnforced?: (domain: string) => Promise<boolean>;
+  /** `smtp.relay_networks`: clients here relay without a POP3 login (internal servers, the provider's own networks). */
+  relayNetworks?: readonly string[];
+}
+
+/**
+ * Relay networks wider than a /16 (IPv4) or a /48 (IPv6), warned about at start: wider than
+ * a provider's own networks usually are. (0.0.0.0/0 and ::/0 are refused by the config.)
+ */
+export function wideRelayNetworks(networks: readonly string[]): string[] {
+  return networks.filter((cidr) => {
+    const [address, prefixText] = cidr.split('/');
+    if (prefixText === undefined) return false;
+    const prefix = Number(prefixText);
+    const mapped = /^::ffff:/i.test(address) && address.includes('.'); // IPv4-mapped: the IPv4 prefix is 96 less
+    return address.includes(':') && !mapped ? prefix < 48 : prefix - (mapped ? 96 : 0) < 16;
+  });
 }
 
 const MAX_ALIAS_DEPTH = 5;
@@ -58,11 +89,18 @@ export class MailPolicy {
   readonly #accounts: AccountStore;
   readonly #popBeforeSmtp: PopBeforeSmtp;
   readonly #settings: MailPolicySettings;
+  readonly #relayNetworks: { cidr: string; list: NetworkList }[];
 
   constructor(accounts: AccountStore, popBeforeSmtp: PopBeforeSmtp, settings: MailPolicySettings) {
     this.#accounts = accounts;
     this.#popBeforeSmtp = popBeforeSmtp;
     this.#settings = settings;
+    this.#relayNetworks = (settings.relayNetworks ?? []).map((cidr) => ({ cidr, list: new NetworkList([cidr]) }));
+  }
+
+  /** The relay network `ip` belongs to, if any. */
+  #relayNetwork(ip: string): string | undefined {
+    return this.#relayNetworks.find((network) => network.list.has(ip))?.cidr;
   }
 
   /** MAIL FROM: syntax, and who the client may relay as. */
@@ -70,19 +108,23 @@ export class MailPolicy {
     const parsed = parseReversePath(text);
     if (!parsed.ok) return { ok: false, refusal: { reason: 'bad-address', problem: parsed.problem } };
     const sender = 'nullSender' in parsed ? '' : parsed.address;
+    // A client of a relay network relays as that network, unless a grant names its user.
+    const relayNetwork = this.#relayNetwork(ip);
     let grant;
     try {
       grant = await this.#popBeforeSmtp.authorization(ip);
     } catch {
+      if (relayNetwork) return { ok: true, sender, relayNetwork };
       // Fail closed, but only for relay: mail to local users needs no grant and still flows.
       return { ok: true, sender, relayRefusal: { reason: 'relay-unavailable' } };
     }
-    if (!grant) return { ok: true, sender };
+    if (!grant) return relayNetwork ? { ok: true, sender, relayNetwork } : { ok: true, sender };
     for (const user of grant.users) {
       if (sender !== '' && (await this.#accounts.sendableAddresses(user)).includes(sender)) {
         return { ok: true, sender, relayUser: user, relayExpiresAt: grant.expiresAt };
       }
     }
+    if (relayNetwork) return { ok: true, sender, relayNetwork };
     if (this.#settings.enforceSender) {
       // A neighbour behind the same address (NAT) must not relay as someone else.
       return { ok: true, sender, relayRefusal: { reason: 'sender-not-owned', sender } };
@@ -104,8 +146,44 @@ export class MailPolicy {
     return { ok: true, sender, relayUser: user };
   }
 
-  /** RCPT TO: local recipients for everyone, others only for an authorized client. */
-  async recipient(text: string, relayUser: string | undefined, relayRefusal?: Refusal): Promise<RecipientVerdict> {
+  /**
+   * The From: addresses of a message relayed by `user` (a grant holder or an SMTP AUTH login),
+   * as mox and Stalwart check them: each must be the user's address or an alias reaching the
+   * user, else the message is refused, unless the user's domain turned the check off. Only an
+   * owned From: domain may be DKIM-signed, so a customer cannot get another hosted domain's
+   * signature, check or no check.
+   */
+  async headerFrom(user: string, from: { ok: true; addresses: string[] } | { ok: false; problem: string }): Promise<HeaderFromVerdict> {
+    if (from.ok && from.addresses.length === 0) return { ok: true }; // nothing to vouch for: never signed
+    const enforced = (await this.#settings.fromCheckEnforced?.(user.slice(user.lastIndexOf('@') + 1))) ?? true;
+    if (!from.ok) return enforced ? { ok: false, refusal: { reason: 'from-malformed', problem: from.problem } } : { ok: true };
+    const owned = await this.#ownedAddresses(user);
+    const foreign = from.addresses.find((address) => !owned.has(address));
+    if (foreign === undefined) return { ok: true, signingDomain: from.addresses[0].slice(from.addresses[0].lastIndexOf('@') + 1) };
+    return enforced ? { ok: false, refusal: { reason: 'from-not-owned', from: foreign, user } } : { ok: true };
+  }
+
+  /** The user's address and every alias that reaches it, through aliases of aliases too. */
+  async #ownedAddresses(user: string): Promise<Set<string>> {
+    const owned = new Set([user]);
+    let level = [user];
+    for (let depth = 0; depth < MAX_ALIAS_DEPTH && level.length > 0; depth++) {
+      const next: string[] = [];
+      for (const address of level) {
+        for (const alias of await this.#accounts.sendableAddresses(address)) {
+          if (!owned.has(alias)) {
+            owned.add(alias);
+            next.push(alias);
+          }
+        }
+      }
+      level = next;
+    }
+    return owned;
+  }
+
+  /** RCPT TO: local recipients for everyone, others only for an authorized client (a user, or a relay network). */
+  async recipient(text: string, relayUser: string | undefined, relayRefusal?: Refusal, relayNetwork?: string): Promise<RecipientVerdict> {
     const parsed = parseForwardPath(text);
     if (!parsed.ok) return { ok: false, refusal: { reason: 'bad-address', problem: parsed.problem } };
     const { address } = parsed;
@@ -126,7 +204,7 @@ export class MailPolicy {
       }
       return { ok: false, refusal: { reason: 'unknown-user', address } };
     }
-    if (relayUser) return { ok: true, kind: 'remote', address };
+    if (relayUser || relayNetwork) return { ok: true, kind: 'remote', address };
     return { ok: false, refusal: relayRefusal ?? { reason: 'relay-denied', windowMs: this.#settings.windowMs } };
   }
 

@@ -20,12 +20,30 @@ export class OutboundQueue implements MessageQueue {
     this.#log = log;
   }
 
-  /** Durable once it resolves; the delivery scheduler is woken at once. */
+  /**
+   * Durable once it resolves; the delivery scheduler is woken at once. When it rejects nothing
+   * is kept: spool files written before the index failed (a full disk, say) are taken back,
+   * since the client is about to be told the message failed.
+   */
   async enqueue(envelope: Envelope, message: Buffer | Buffer[]): Promise<void> {
     await this.spool.enqueue(envelope, message);
     const size = Array.isArray(message) ? message.reduce((sum, piece) => sum + piece.length, 0) : message.length;
-    await this.#store.add(envelope, size);
+    try {
+      await this.#store.add(envelope, size);
+    } catch (error) {
+      await this.spool.discard(envelope.id).catch((cleanup: unknown) => {
+        // The next start's recovery would index and deliver it: say so, loudly and by id.
+        this.#log.error({ event: 'queue_orphan', queueId: envelope.id, err: cleanup }, 'cannot remove the spool files of a message the index refused');
+      });
+      throw error;
+    }
     for (const listener of this.#listeners) listener();
+  }
+
+  /** Takes back an entry enqueued for a message that was then refused: index row and files. */
+  async discard(id: string): Promise<void> {
+    await this.#store.remove(id);
+    await this.spool.discard(id);
   }
 
   onEnqueue(listener: () => void): void {
@@ -34,6 +52,11 @@ export class OutboundQueue implements MessageQueue {
 
   read(id: string): Promise<Buffer> {
     return this.spool.read(id);
+  }
+
+  /** The domain the message may be DKIM-signed for (see `Envelope.signingDomain`). */
+  async signingDomain(id: string): Promise<string | undefined> {
+    return (await this.spool.envelope(id))?.signingDomain;
   }
 
   /** Done with a message: the spool files go first, so a crash in between repeats nothing. */

@@ -17,6 +17,12 @@ export interface Envelope {
   clientIp: string;
   /** The POP-before-SMTP (or, later, SMTP AUTH) user the relay was granted to. */
   authorizedUser?: string;
+  /**
+   * The From: domain the sender was checked for at acceptance (the user may send as it, or
+   * popgate wrote the message itself): the only domain the DKIM signer may sign for.
+   * Absent (forwarded mail, entries queued by older versions): the message leaves unsigned.
+   */
+  signingDomain?: string;
 }
 
 /** On a spool shared by several nodes, a half-written entry older than this was abandoned. */
@@ -43,6 +49,11 @@ export class Spool {
     this.#shared = sharedBy !== undefined;
     this.#directory = new DirectorySyncer({ network: this.#shared });
     this.#tmp = sharedBy === undefined ? join(this.dir, 'tmp') : join(this.dir, 'tmp', sharedBy);
+  }
+
+  /** Where messages being received are kept once too large for memory (emptied at start like the rest of the staging folder). */
+  get incomingDir(): string {
+    return join(this.#tmp, 'incoming');
   }
 
   static newId(): string {
@@ -103,6 +114,16 @@ export class Spool {
   async remove(id: string): Promise<void> {
     await unlinkIfThere(join(this.dir, `${id}.json`));
     await unlinkIfThere(join(this.dir, `${id}.eml`));
+  }
+
+  /**
+   * Takes back an entry whose acceptance failed (the client is answered 4xx): removed, and
+   * the removal made durable, so a crash cannot bring it back for the next start's recovery
+   * to deliver a message the client was told had failed.
+   */
+  async discard(id: string): Promise<void> {
+    await this.remove(id);
+    await this.#directory.sync(this.dir);
   }
 
   /**

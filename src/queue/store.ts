@@ -91,4 +91,6 @@ export interface QueueStore {
 /** What the SMTP server needs from the queue: a durable enqueue (RFC 5321 §6.1). */
 export interface MessageQueue {
   enqueue(envelope: Envelope, message: Buffer | Buffer[]): Promise<void>;
+  /** Takes back an entry just enqueued whose message was then refused (acceptance failed elsewhere). */
+  discard(id: string): Promise<void>;
 }

@@ -15,7 +15,9 @@ import { SqliteRelayAuthStore } from '../sqlite/relay-grants.ts';
 import { Pop3Server } from '../pop3/server.ts';
 import { LoginService, type LoginHook } from '../auth/login.ts';
 import { MessageAcceptance } from '../acceptance/acceptance.ts';
-import { MailPolicy } from '../policy/mail-policy.ts';
+import { FreeSpace } from '../smtp/free-space.ts';
+import { IncomingBodies } from '../smtp/incoming-body.ts';
+import { MailPolicy, wideRelayNetworks } from '../policy/mail-policy.ts';
 import { SendLimits, type SendLimitStore } from '../policy/send-limits.ts';
 import { SqliteSendLimitStore } from '../sqlite/send-counts.ts';
 import { Spool } from '../queue/spool.ts';
@@ -130,6 +132,7 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
       maxConnectionRatePerIp: config.pop3.max_connection_rate_per_ip,
       trustedNetworks: config.auth.trusted_networks,
       idleTimeoutMs: config.pop3.idle_timeout,
+      commandTimeoutMs: config.pop3.command_timeout,
       maxLineLength: config.pop3.max_line_length,
       apop: config.pop3.apop,
       implementation: config.pop3.implementation,
@@ -139,12 +142,17 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
 
   // Workers start on data their primary already brought in line (prepareData).
   if (!worker) await queue.recover();
-  const acceptance = new MessageAcceptance(config.hostname, mailstore, queue);
+  const acceptance = new MessageAcceptance(config.hostname, mailstore, queue, log);
   const policy = new MailPolicy(accounts, popBeforeSmtp, {
     enforceSender: config.pop_before_smtp.enforce_sender,
     windowMs: config.pop_before_smtp.window,
     postmaster: config.smtp.postmaster,
+    fromCheckEnforced: async (domain) => (await backends.domainSettings.get(domain)).from_check !== 'off',
+    relayNetworks: config.smtp.relay_networks,
   });
+  for (const network of wideRelayNetworks(config.smtp.relay_networks)) {
+    log.warn({ event: 'relay_network_wide', network }, `smtp.relay_networks: ${network} is wider than a /16 (IPv4) or /48 (IPv6): every client in it may relay`);
+  }
   const inbound = config.filter.enabled ? createInboundFilter(config, backends, log) : undefined;
   const filter = inbound?.filter;
   const limitSweeper = setInterval(() => {
@@ -164,12 +172,26 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
       maxConnectionRatePerIp: config.smtp.max_connection_rate_per_ip,
       trustedNetworks: config.auth.trusted_networks,
       idleTimeoutMs: config.smtp.idle_timeout,
+      commandTimeoutMs: config.smtp.command_timeout,
+      dataTimeoutMs: config.smtp.data_timeout,
       maxErrors: config.smtp.max_errors,
       errorDelayMs: config.smtp.error_delay,
       authOnPort25: config.smtp.auth,
       popBeforeSmtpOnSubmission: config.submission.pop_before_smtp,
     },
-    { policy, login, acceptance, log, tls: () => secureContext, sendLimits, reusePort: worker !== undefined, connections, filter },
+    {
+      policy,
+      login,
+      acceptance,
+      log,
+      tls: () => secureContext,
+      sendLimits,
+      reusePort: worker !== undefined,
+      connections,
+      filter,
+      bodies: new IncomingBodies(queue.spool.incomingDir, { memoryPerMessage: 256 * 1024, memoryTotal: config.smtp.max_data_memory }),
+      freeSpace: new FreeSpace(config.data_dir, config.smtp.min_free_space, log),
+    },
   );
 
   // Renewed certificates (certbot, ACME clients) are picked up without a restart or SIGHUP.

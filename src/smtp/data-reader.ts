@@ -4,7 +4,15 @@
 // message is refused after the real end (550 5.5.2), so the session stays in step with the
 // client: this is the SMTP smuggling defence. A bare LF never starts a new line here, so
 // "\n.\r\n", "\n.\n" and "\r.\r" can never end the data early. Leading dots are removed
-// (transparency, §4.5.2). Content is returned as views of the input chunks, never copied.
+// (transparency, §4.5.2). Content goes to a sink as views of the input chunks (the session's
+// sink, src/smtp/incoming-body.ts, keeps it in memory or a file, as it sees fit).
+
+/** Where the message's octets go as they are read. */
+export interface BodySink {
+  append(piece: Buffer): void;
+  /** The message grew past the size limit: nothing of it is wanted any more. */
+  discard(): void;
+}
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -20,13 +28,14 @@ const AFTER_DOT_CR = 4; // ".\r" at the start of a line: the end, if LF follows
 export class DataReader {
   #state = LINE_START;
   #size = 0;
-  #chunks: Buffer[] = [];
   #firstBareOffset: number | undefined;
   #offset = 0;
   readonly #maxSize: number;
+  readonly #sink: BodySink;
 
-  constructor(maxSize: number) {
+  constructor(maxSize: number, sink: BodySink) {
     this.#maxSize = maxSize;
+    this.#sink = sink;
   }
 
   /** Message octets received so far (after removing stuffed dots). */
@@ -41,11 +50,6 @@ export class DataReader {
   /** Byte offset of the first bare CR or LF, if any. */
   get bareLineEnding(): number | undefined {
     return this.#firstBareOffset;
-  }
-
-  /** The message, as pieces; empty once it grew past the size limit (nothing more is kept). */
-  get chunks(): Buffer[] {
-    return this.#chunks;
   }
 
   /**
@@ -130,11 +134,12 @@ export class DataReader {
   }
 
   #emitBuffer(piece: Buffer): void {
+    const wasTooBig = this.tooBig;
     this.#size += piece.length;
-    if (this.#size > this.#maxSize) {
-      this.#chunks = [];
+    if (this.tooBig) {
+      if (!wasTooBig) this.#sink.discard();
       return;
     }
-    this.#chunks.push(piece);
+    this.#sink.append(piece);
   }
 }

@@ -76,6 +76,8 @@ export const Replies = {
   tooManyRecipients: (max: number) => reply(452, '4.5.3', `Too many recipients: at most ${max} per message`),
   bareLineEnding: reply(550, '5.5.2', 'Message refused: it contains a bare CR or LF (line ends must be CRLF; possible SMTP smuggling)'),
   notAccepted: reply(451, '4.3.0', 'Message not accepted: local error, please try again later'),
+  /** RFC 3463 X.3.1: mail system full; RFC 5321 §4.2.2's 452 asks the client to retry. */
+  insufficientStorage: reply(452, '4.3.1', 'Insufficient system storage: please try again later'),
 
   // TLS and AUTH (RFC 3207, RFC 4954)
   tlsActive: reply(503, '5.5.1', 'TLS is already active'),
@@ -96,10 +98,10 @@ export const Replies = {
 } as const;
 
 /** A policy refusal in SMTP's words (the policy decides; the protocol says it). */
-export function refusalReply(refusal: Refusal, command: 'MAIL' | 'RCPT'): Reply {
+export function refusalReply(refusal: Refusal, command: 'MAIL' | 'RCPT' | 'DATA'): Reply {
   switch (refusal.reason) {
     case 'bad-address':
-      return addressReply(refusal.problem, command);
+      return addressReply(refusal.problem, command === 'MAIL' ? 'MAIL' : 'RCPT');
     case 'unknown-user':
       return reply(550, '5.1.1', `No such user here: <${refusal.address}>`);
     case 'relay-denied':
@@ -114,6 +116,10 @@ export function refusalReply(refusal: Refusal, command: 'MAIL' | 'RCPT'): Reply 
           ? `Sender address <${refusal.sender}> is not yours: send from the address you log in to POP3 with`
           : `Sender address <${refusal.sender}> is not yours: send from ${refusal.user} or one of its aliases`,
       );
+    case 'from-not-owned':
+      return reply(550, '5.7.1', `From: address <${refusal.from}> is not yours: write ${refusal.user} or one of its aliases in From:`);
+    case 'from-malformed':
+      return reply(550, '5.7.1', `Message refused: ${refusal.problem}`);
   }
 }
 

@@ -5,6 +5,8 @@ import { ServiceListeners, type ServiceDependencies, type ServiceOptions, type S
 import type { MailPolicy } from '../policy/mail-policy.ts';
 import type { SendLimits } from '../policy/send-limits.ts';
 import type { InboundFilter } from '../filter/filter.ts';
+import type { FreeSpace } from './free-space.ts';
+import type { IncomingBodies } from './incoming-body.ts';
 import { format, Replies } from './replies.ts';
 import { SmtpSession, type SmtpContext, type SmtpRole } from './session.ts';
 
@@ -28,6 +30,8 @@ export interface SmtpDependencies extends ServiceDependencies {
   /** Sending limits per user for relayed mail; absent: none. */
   sendLimits?: SendLimits;
   filter?: InboundFilter;
+  bodies: IncomingBodies;
+  freeSpace: FreeSpace;
 }
 
 const TEXTS: ServiceTexts = {
@@ -42,8 +46,11 @@ const TEXTS: ServiceTexts = {
 /** The SMTP listeners of every role: inbound mail on 25, POP-before-SMTP relay, submission. */
 export class SmtpServer {
   readonly #listeners: ServiceListeners<SmtpRole>;
+  /** Message bodies being received, with the memory they hold (for monitoring and tests). */
+  readonly incoming: IncomingBodies;
 
   constructor(options: SmtpOptions, deps: SmtpDependencies) {
+    this.incoming = deps.bodies;
     const context = (role: SmtpRole): SmtpContext => ({
       ...options,
       role,
@@ -52,6 +59,8 @@ export class SmtpServer {
       acceptance: deps.acceptance,
       sendLimits: deps.sendLimits,
       filter: deps.filter,
+      bodies: deps.bodies,
+      freeSpace: deps.freeSpace,
     });
     const contexts = { smtp: context('smtp'), submission: context('submission'), submissions: context('submissions') };
     this.#listeners = new ServiceListeners('smtp', options, TEXTS, deps, (connection, role) => ({

@@ -5,7 +5,10 @@ import type { FilterClient, InboundFilter, MessageContext } from '../filter/filt
 import type { LineConnection, LineSession } from '../net/line-connection.ts';
 import type { MailPolicy, Refusal } from '../policy/mail-policy.ts';
 import type { SendLimits } from '../policy/send-limits.ts';
+import { headerSection, parseHeaderFrom } from '../dkim/header-from.ts';
 import { DataReader } from './data-reader.ts';
+import type { FreeSpace } from './free-space.ts';
+import type { IncomingBodies, IncomingBody } from './incoming-body.ts';
 import { filterReply, format, formatLines, refusalReply, Replies, sendLimitReply, type Reply } from './replies.ts';
 
 // One SMTP session (RFC 5321), top to bottom: greeting, EHLO/HELO, an optional STARTTLS
@@ -37,11 +40,17 @@ export interface SmtpContext {
    * authentication, spam), and of relayed mail on every role when configured (rspamd).
    */
   filter?: InboundFilter;
+  /** Where message bodies go while DATA comes in (memory up to a budget, then files). */
+  bodies: IncomingBodies;
+  /** Whether data_dir is too full to take mail (452 4.3.1 at MAIL, RCPT and DATA). */
+  freeSpace: FreeSpace;
 }
 
 interface Transaction {
   sender: string;
   relayUser?: string;
+  /** The relay network (smtp.relay_networks) the client relays by, without a user. */
+  relayNetwork?: string;
   /** The relay right comes from SMTP AUTH (not a POP-before-SMTP grant). */
   authenticated: boolean;
   relayRefusal?: Refusal;
@@ -70,6 +79,8 @@ export class SmtpSession implements LineSession {
   #transaction: Transaction | undefined;
   /** What the inbound filter knows of this client (its DNS list answers), on port 25. */
   #client: FilterClient | undefined;
+  /** The message being received, if DATA is under way: freed however the session ends. */
+  #body: IncomingBody | undefined;
 
   constructor(connection: LineConnection, context: SmtpContext) {
     this.#conn = connection;
@@ -249,6 +260,7 @@ export class SmtpSession implements LineSession {
     if (!match) return this.#error(Replies.mailSyntax);
     const refused = this.#mailParameters(match[2]);
     if (refused) return this.#error(refused);
+    if (await this.#context.freeSpace.low()) return this.#reply(Replies.insufficientStorage);
     const policy = this.#context.policy;
     const verdict = this.#authUser ? await policy.authenticatedSender(this.#authUser, match[1]) : await policy.sender(this.#conn.ip, match[1]);
     if (!verdict.ok) {
@@ -270,6 +282,7 @@ export class SmtpSession implements LineSession {
     this.#transaction = {
       sender: verdict.sender,
       relayUser: verdict.relayUser,
+      relayNetwork: verdict.relayNetwork,
       authenticated: this.#authUser !== undefined,
       relayRefusal: verdict.relayRefusal,
       mailboxes: new Set(),
@@ -312,8 +325,9 @@ export class SmtpSession implements LineSession {
     const match = /^TO:\s*<([^>]*)>\s*(.*)$/i.exec(argument);
     if (!match) return this.#error(Replies.rcptSyntax);
     if (match[2].trim() !== '') return this.#error(Replies.rcptParameters);
+    if (await this.#context.freeSpace.low()) return this.#reply(Replies.insufficientStorage);
     if (transaction.recipients.length >= this.#context.maxRecipients) return this.#reply(Replies.tooManyRecipients(this.#context.maxRecipients));
-    const verdict = await this.#context.policy.recipient(match[1], transaction.relayUser, transaction.relayRefusal);
+    const verdict = await this.#context.policy.recipient(match[1], transaction.relayUser, transaction.relayRefusal, transaction.relayNetwork);
     if (!verdict.ok) {
       this.#conn.log.info({ event: 'rcpt_refused', from: transaction.sender, to: match[1], reason: verdict.refusal.reason }, 'recipient refused');
       return this.#error(refusalReply(verdict.refusal, 'RCPT'));
@@ -340,24 +354,46 @@ export class SmtpSession implements LineSession {
       transaction.remote.add(verdict.address);
       transaction.relayedRecipients.push(verdict.address);
       this.#conn.log.info(
-        { event: 'relay_use', user: transaction.relayUser, to: verdict.address },
-        transaction.authenticated ? 'relay allowed by SMTP AUTH' : 'relay allowed by POP-before-SMTP grant',
+        { event: 'relay_use', user: transaction.relayUser, network: transaction.relayUser ? undefined : transaction.relayNetwork, to: verdict.address },
+        transaction.authenticated
+          ? 'relay allowed by SMTP AUTH'
+          : transaction.relayUser
+            ? 'relay allowed by POP-before-SMTP grant'
+            : `relay allowed for network ${transaction.relayNetwork}`,
       );
     }
     this.#reply(Replies.recipientOk);
   }
 
-  #dataCommand(argument: string): void | Promise<void> {
+  async #dataCommand(argument: string): Promise<void> {
     if (argument !== '') return this.#error(Replies.noArgument('DATA'));
     const transaction = this.#transaction;
     if (!transaction) return this.#error(Replies.mailFirst);
     if (transaction.recipients.length === 0) return this.#error(Replies.noValidRecipients);
-    const reader = new DataReader(this.#context.maxMessageSize);
-    this.#conn.readRaw({ push: (chunk) => reader.push(chunk), end: () => this.#endOfData(transaction, reader) });
+    if (await this.#context.freeSpace.low()) return this.#reply(Replies.insufficientStorage);
+    const body = this.#context.bodies.open();
+    this.#body = body;
+    const reader = new DataReader(this.#context.maxMessageSize, body);
+    this.#conn.readRaw({ push: (chunk) => reader.push(chunk), end: () => this.#endOfData(transaction, reader, body) });
     this.#reply(Replies.startData);
   }
 
-  async #endOfData(transaction: Transaction, data: DataReader): Promise<void> {
+  /** The connection closed: a message cut off mid-DATA is dropped, memory and file. */
+  closed(): void {
+    this.#body?.discard();
+    this.#body = undefined;
+  }
+
+  async #endOfData(transaction: Transaction, data: DataReader, body: IncomingBody): Promise<void> {
+    try {
+      await this.#message(transaction, data, body);
+    } finally {
+      body.discard();
+      this.#body = undefined;
+    }
+  }
+
+  async #message(transaction: Transaction, data: DataReader, body: IncomingBody): Promise<void> {
     this.#transaction = undefined;
     const logged = {
       event: 'message',
@@ -375,12 +411,29 @@ export class SmtpSession implements LineSession {
       this.#conn.log.info({ ...logged, outcome: 'refused', reason: 'too big' }, 'message refused');
       return this.#reply(Replies.tooBig(this.#context.maxMessageSize));
     }
+    if (body.error) {
+      this.#conn.log.error({ ...logged, outcome: 'deferred', err: body.error }, 'cannot keep the message while receiving it');
+      return this.#reply(Replies.insufficientStorage);
+    }
+    const content = body.content();
+    let signingDomain: string | undefined;
+    if (transaction.relayUser && transaction.remote.size > 0) {
+      // A customer's message leaving for other domains: its From: must be theirs, and only
+      // then is it DKIM-signed. (Mail a customer sends only to local mailboxes is never signed,
+      // and the inbound filter marks what its From: domain does not authorize.)
+      const verdict = await this.#context.policy.headerFrom(transaction.relayUser, parseHeaderFrom(headerSection(content)));
+      if (!verdict.ok) {
+        this.#conn.log.warn({ ...logged, outcome: 'refused', reason: verdict.refusal.reason }, 'message refused: From: not the sender\'s');
+        return this.#error(refusalReply(verdict.refusal, 'DATA'));
+      }
+      signingDomain = verdict.signingDomain;
+    }
     let local: { headers: Buffer; content: Buffer[] } | undefined;
     const filter = this.#context.filter;
     if (filter) {
       const context = this.#filterContext(transaction, filter);
       if (transaction.mailboxes.size > 0 && this.#inbound) {
-        const decision = await filter.message(context, data.chunks);
+        const decision = await filter.message(context, content);
         if (!decision.ok) {
           this.#conn.log.info({ ...logged, outcome: decision.permanent ? 'refused' : 'deferred', reason: `filter: ${decision.refusal.reason}` }, 'message refused');
           const reply = filterReply(decision.refusal);
@@ -389,7 +442,7 @@ export class SmtpSession implements LineSession {
         local = { headers: decision.headers, content: [decision.content] };
       }
       if (transaction.relayedRecipients.length > 0) {
-        const decision = await filter.relayed({ ...context, recipients: transaction.relayedRecipients }, data.chunks);
+        const decision = await filter.relayed({ ...context, recipients: transaction.relayedRecipients }, content);
         if (!decision.ok) {
           this.#conn.log.warn({ ...logged, outcome: 'refused', reason: `filter: ${decision.refusal.reason}` }, 'relayed message refused');
           return this.#error(filterReply(decision.refusal));
@@ -404,21 +457,23 @@ export class SmtpSession implements LineSession {
         sender: transaction.sender,
         mailboxes: transaction.mailboxes,
         remote: transaction.remote,
-        content: data.chunks,
+        content,
         clientIp: this.#conn.ip,
         authorizedUser: transaction.relayUser,
+        signingDomain,
         trace: {
           helo: this.#helo,
           ip: this.#conn.ip,
           // RFC 3848: ESMTPS, ESMTPA, ESMTPSA for TLS and authenticated sessions.
           protocol: `${this.#esmtp ? 'ESMTP' : 'SMTP'}${this.#conn.secure ? 'S' : ''}${transaction.authenticated ? 'A' : ''}`,
           user: transaction.relayUser ? { address: transaction.relayUser, by: transaction.authenticated ? 'login' : 'pop-before-smtp' } : undefined,
+          network: transaction.relayUser ? undefined : transaction.relayNetwork,
           recipients: transaction.recipients,
         },
       });
     } catch (error) {
       this.#conn.log.error({ ...logged, err: error, outcome: 'failed' }, 'delivery failed');
-      return this.#reply(Replies.notAccepted);
+      return this.#reply(isStorageFull(error) ? Replies.insufficientStorage : Replies.notAccepted);
     }
     if (transaction.relayUser && transaction.relayedRecipients.length > 0) {
       await this.#context.sendLimits?.recordSent(transaction.relayUser, transaction.relayedRecipients.length).catch((error) => {
@@ -428,4 +483,10 @@ export class SmtpSession implements LineSession {
     this.#conn.log.info({ ...logged, queueId: id, outcome: 'accepted', mailboxes: [...transaction.mailboxes], queued: [...transaction.remote] }, 'message accepted');
     this.#reply(Replies.queued(id));
   }
+}
+
+/** A write refused for want of space: the file system's ENOSPC or EDQUOT, or SQLite's SQLITE_FULL. */
+function isStorageFull(error: unknown): boolean {
+  const { code, errcode } = (error ?? {}) as { code?: string; errcode?: number };
+  return code === 'ENOSPC' || code === 'EDQUOT' || errcode === 13;
 }

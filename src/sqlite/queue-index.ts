@@ -191,7 +191,10 @@ export class SqliteQueueStore implements QueueStore {
       work();
       this.#db.exec('COMMIT');
     } catch (error) {
-      this.#db.exec('ROLLBACK');
+      // SQLite rolls some errors back itself (SQLITE_FULL, SQLITE_IOERR: "automatically rolled
+      // back", sqlite.org/lang_transaction.html); a ROLLBACK then fails with "no transaction
+      // is active" and would hide the real error.
+      if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
       throw error;
     }
   }

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 // engine a test is skipped with the reason, except under CI (the CI environment variable set),
 // where a missing engine is a failure: a test that silently does not run proves nothing.
 
-export type EngineName = 'redis-server' | 'postgres' | 'haproxy' | 'rspamd' | 'dovecot';
+export type EngineName = 'redis-server' | 'postgres' | 'haproxy' | 'rspamd' | 'dovecot' | 'nmap';
 
 /** Where an engine's binary is, or undefined. */
 export function findEngine(name: EngineName): string | undefined {

@@ -13,7 +13,8 @@ export interface OutboundWorld {
   dns: TestDns;
   sinks: Sink[];
   /** Queues a message as the SMTP server would after an authorized relay. */
-  queue(from: string, to: string[], message: string | Buffer, authorizedUser?: string): Promise<string>;
+  /** As SMTP would queue it; `signingDomain`: the From: domain checked for the sender (DKIM-signed). */
+  queue(from: string, to: string[], message: string | Buffer, authorizedUser?: string, signingDomain?: string): Promise<string>;
   close(): Promise<void>;
 }
 
@@ -43,9 +44,9 @@ export async function startOutboundWorld(options: {
     server,
     dns,
     sinks,
-    async queue(from, to, message, authorizedUser) {
+    async queue(from, to, message, authorizedUser, signingDomain) {
       const id = Spool.newId();
-      await server.app.queue.enqueue({ id, from, to, receivedAt: Date.now(), clientIp: '192.0.2.10', authorizedUser }, Buffer.isBuffer(message) ? message : Buffer.from(message));
+      await server.app.queue.enqueue({ id, from, to, receivedAt: Date.now(), clientIp: '192.0.2.10', authorizedUser, signingDomain }, Buffer.isBuffer(message) ? message : Buffer.from(message));
       return id;
     },
     async close() {
