@@ -18,10 +18,11 @@ COPY bin/ bin/
 COPY src/ src/
 RUN ln -s /opt/popgate/bin/popgate.js /usr/local/bin/popgate
 
-# A user of its own; it owns the data volume. Ports below 1024 need no capability: Docker
-# (since 20.10) and Podman set net.ipv4.ip_unprivileged_port_start=0 in the container's
-# network namespace. Elsewhere (Kubernetes, host networking) set that sysctl, or listen on
-# high ports in the config and map them (docs/operations.md).
+# A user of its own; it owns the data volume. Ports below 1024 need no capability where the
+# runtime sets net.ipv4.ip_unprivileged_port_start=0 in the container's own network
+# namespace, as Docker (since 20.10) and containerd 2 do. Elsewhere (CRI-O, host networking,
+# some Podman setups) pass --sysctl net.ipv4.ip_unprivileged_port_start=0, or listen on high
+# ports in the config and map them (docs/operations.md).
 RUN groupadd --system --gid 2525 popgate \
  && useradd --system --uid 2525 --gid popgate --home-dir /var/lib/popgate --shell /usr/sbin/nologin popgate \
  && mkdir -p /var/lib/popgate /etc/popgate \
