@@ -79,6 +79,11 @@ describe('popgate backup while serving, and popgate restore', () => {
   before(async () => {
     server = await startTestServer({ smtp: { listen: ['127.0.0.1:0'] } });
     for (const user of USERS) await server.addUser(user);
+    // Mailboxes named like a Maildir's own folders: the domain's folder then holds new/ and cur/.
+    for (const user of ['new@example.test', 'cur@example.test']) {
+      await server.addUser(user);
+      await server.deliver(user, messageText(`for-${user.split('@')[0]}`, user));
+    }
     const config = server.app.config;
     keyPem = generateKey(config.dkim.keys_dir, 'example.test', config.dkim.selector, 'ed25519').privateKey;
     certificatePem = readFileSync(join(config.data_dir, 'tls', 'self-signed-cert.pem'), 'utf8');
@@ -158,6 +163,11 @@ describe('popgate backup while serving, and popgate restore', () => {
       assert.ok(before.length >= 40);
       assert.deepEqual(before.filter((id) => !seen.has(id)), [], 'every message acknowledged before the backup began is restored');
       assert.deepEqual([...seen].filter(([, count]) => count > 1), [], 'no message twice (one moved from new/ to cur/ during the backup included)');
+      for (const user of ['new@example.test', 'cur@example.test']) {
+        const [text, ...more] = await fetchAll(revived.pop3Port, user);
+        assert.equal(more.length, 0);
+        assert.ok(text.endsWith(body(`for-${user.split('@')[0]}`)), `the mailbox of ${user}`);
+      }
       assert.equal(revived.app.config.data_dir, restoredDir);
       assert.deepEqual((await revived.app.queue.list()).map((message) => message.id), [queuedId], 'the queued message is back, and indexed');
       assert.equal(readFileSync(keyPath(join(restoredDir, 'dkim'), 'example.test', 'popgate'), 'utf8'), keyPem);

@@ -136,7 +136,7 @@ export async function createBackup(config: Config, target: string): Promise<Back
   const mailRoot = join(dataDir, 'mail');
   if (existsSync(mailRoot)) {
     const counts = { mailboxes: 0, messages: 0, bytes: 0, otherFiles: 0 };
-    await takeTree(mailRoot, join(data, 'mail'), taker, counts);
+    await takeMail(mailRoot, join(data, 'mail'), taker, counts);
     manifest.mail = { mailboxes: counts.mailboxes, messages: counts.messages, bytes: counts.bytes };
     manifest.otherFiles += counts.otherFiles;
   }
@@ -215,21 +215,48 @@ interface TreeCounts {
   otherFiles: number;
 }
 
-/** A folder of the mail tree (or any other): Maildirs found in it are taken as Maildirs. */
+/** A folder taken file by file (generated certificates, DKIM keys, anything else of data_dir). */
 async function takeTree(from: string, to: string, taker: FileTaker, counts: TreeCounts): Promise<void> {
-  const info = await stat(from);
-  await mkdir(to, { recursive: true, mode: info.mode & 0o7777 });
-  const entries = await readdir(from, { withFileTypes: true });
-  const names = new Set(entries.map((entry) => entry.name));
-  const isMaildir = names.has('new') && names.has('cur');
-  if (isMaildir) {
-    counts.mailboxes++;
-    await takeMaildirMessages(from, to, taker, counts);
+  await mkdir(to, { recursive: true, mode: (await stat(from)).mode & 0o7777 });
+  for (const entry of await readdir(from)) {
+    if (!isTransient(entry)) await takeEntry(join(from, entry), join(to, entry), taker, counts);
   }
-  for (const entry of entries) {
-    if (isMaildir && (entry.name === 'new' || entry.name === 'cur' || entry.name === 'tmp')) continue;
-    if (isTransient(entry.name)) continue;
-    await takeEntry(join(from, entry.name), join(to, entry.name), taker, counts);
+}
+
+/**
+ * The mail tree in popgate's layout, mail/<domain>/<local part>/, each mailbox a Maildir
+ * (the layout is known, so a user named "new" or "cur" cannot pass for a Maildir's folder).
+ */
+async function takeMail(root: string, to: string, taker: FileTaker, counts: TreeCounts): Promise<void> {
+  await mkdir(to, { recursive: true, mode: (await stat(root)).mode & 0o7777 });
+  for (const domain of await readdir(root, { withFileTypes: true })) {
+    const domainPath = join(root, domain.name);
+    if (!domain.isDirectory()) {
+      await takeEntry(domainPath, join(to, domain.name), taker, counts);
+      continue;
+    }
+    await mkdir(join(to, domain.name), { mode: (await stat(domainPath)).mode & 0o7777 });
+    for (const mailbox of await readdir(domainPath, { withFileTypes: true })) {
+      const target = join(to, domain.name, mailbox.name);
+      if (!mailbox.isDirectory()) await takeEntry(join(domainPath, mailbox.name), target, taker, counts);
+      else {
+        counts.mailboxes++;
+        await takeMaildir(join(domainPath, mailbox.name), target, taker, counts);
+      }
+    }
+  }
+}
+
+/** One Maildir: its messages (see takeMaildirMessages), never tmp/, and any other files and Maildir++ folders (".Sent" …) in it. */
+async function takeMaildir(from: string, to: string, taker: FileTaker, counts: TreeCounts): Promise<void> {
+  await mkdir(to, { mode: (await stat(from)).mode & 0o7777 });
+  await takeMaildirMessages(from, to, taker, counts);
+  for (const entry of await readdir(from, { withFileTypes: true })) {
+    if (entry.name === 'new' || entry.name === 'cur' || entry.name === 'tmp' || isTransient(entry.name)) continue;
+    const inner = join(from, entry.name);
+    const isFolder = entry.isDirectory() && entry.name.startsWith('.') && existsSync(join(inner, 'cur'));
+    if (isFolder) await takeMaildir(inner, join(to, entry.name), taker, counts);
+    else await takeEntry(inner, join(to, entry.name), taker, counts);
   }
 }
 
@@ -271,15 +298,16 @@ async function takeMaildirMessages(from: string, to: string, taker: FileTaker, c
   for (let pass = 0; pass < MAILDIR_PASSES; pass++) {
     let vanished = false;
     for (const sub of ['new', 'cur']) {
-      let names: string[];
+      let entries;
       try {
-        names = await readdir(join(from, sub));
+        entries = await readdir(join(from, sub), { withFileTypes: true });
       } catch {
         continue;
       }
-      for (const name of names) {
+      for (const entry of entries) {
+        const name = entry.name;
         const unique = name.split(':')[0];
-        if (name.startsWith('.') || taken.has(unique)) continue;
+        if (!entry.isFile() || name.startsWith('.') || taken.has(unique)) continue;
         const size = await taker.take(join(from, sub, name), join(to, sub, name));
         if (size === undefined) {
           vanished = true;
