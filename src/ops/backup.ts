@@ -146,7 +146,7 @@ export async function createBackup(config: Config, target: string): Promise<Back
     if (skipped.has(entry.name) || isTransient(entry.name) || entry.name.startsWith(ASIDE_PREFIX)) continue;
     const counts = { mailboxes: 0, messages: 0, bytes: 0, otherFiles: 0 };
     await takeEntry(join(dataDir, entry.name), join(data, entry.name), taker, counts);
-    manifest.otherFiles += counts.otherFiles + counts.messages;
+    manifest.otherFiles += counts.otherFiles;
   }
   // 5. The DKIM keys, when they live outside data_dir.
   if (!keysInData && existsSync(keysDir)) {
