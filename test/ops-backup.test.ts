@@ -19,6 +19,13 @@ import { sleep, waitFor } from './helpers/wire.ts';
 
 const USERS = ['alice@example.test', 'bob@example.test'];
 
+/** A tmpfs on Linux: a backup there cannot hard-link the files of data_dir. */
+const SHM = '/dev/shm';
+
+function otherFileSystem(path: string): boolean {
+  return existsSync(SHM) && statSync(SHM).dev !== statSync(path).dev;
+}
+
 /** A message body long enough to take several writes, ending in a line that names it. */
 function body(id: string): string {
   return `${Array.from({ length: 200 }, (_, i) => `line ${i} of message ${id}: the quick brown fox jumps over the lazy dog`).join('\r\n')}\r\nend of ${id}\r\n`;
@@ -43,6 +50,22 @@ function configFile(dir: string, dataDir: string, listeners: { pop3?: string; po
     ].join('\n'),
   );
   return path;
+}
+
+/**
+ * The message files of each mailbox under a data_dir's mail/<domain>/, keyed by
+ * "<local part>/<unique name>" (the part of a Maildir name before ":", which a move from new/
+ * to cur/ keeps).
+ */
+function maildirFiles(dataDir: string, domain: string): Map<string, Buffer> {
+  const files = new Map<string, Buffer>();
+  const root = join(dataDir, 'mail', domain);
+  for (const mailbox of readdirSync(root)) {
+    for (const sub of ['new', 'cur']) {
+      for (const name of readdirSync(join(root, mailbox, sub))) files.set(`${mailbox}/${name.split(':')[0]}`, readFileSync(join(root, mailbox, sub, name)));
+    }
+  }
+  return files;
 }
 
 /** Every message of a mailbox over POP3, without deleting any. */
@@ -147,6 +170,18 @@ describe('popgate backup while serving, and popgate restore', () => {
     assert.equal(restored.code, 0, restored.stderr);
     assert.match(restored.stdout, /^restored the backup of mail\.example\.test/m);
 
+    // Each restored message file is byte for byte the file the server holds (nothing was
+    // deleted since: the POP3 reader never deletes).
+    const served = maildirFiles(server.app.config.data_dir, 'example.test');
+    const restoredFiles = maildirFiles(restoredDir, 'example.test');
+    assert.ok(restoredFiles.size >= 40);
+    for (const [key, bytes] of restoredFiles) assert.ok(served.get(key)?.equals(bytes), `${key} is byte-identical to the served file`);
+
+    // Over POP3 too: what the restored server sends for a message is what the running one sends.
+    const original = new Map<string, string>();
+    for (const user of USERS) {
+      for (const text of await fetchAll(server.pop3Port, user)) original.set(/^Subject: backup (\S+)$/m.exec(text)![1], text);
+    }
     const revived = await startTestServer({ data_dir: restoredDir });
     try {
       const seen = new Map<string, number>();
@@ -156,6 +191,7 @@ describe('popgate backup while serving, and popgate restore', () => {
           assert.ok(id, `a restored message has its subject:\n${text.slice(0, 300)}`);
           assert.ok(text.endsWith(body(id)), `message ${id} is whole`);
           assert.ok(text.includes(`To: ${user}\r\n`), `message ${id} is in the mailbox it was sent to`);
+          assert.equal(text, original.get(id), `message ${id} is retrieved byte-identical`);
           seen.set(id, (seen.get(id) ?? 0) + 1);
         }
       }
@@ -174,6 +210,26 @@ describe('popgate backup while serving, and popgate restore', () => {
       assert.equal(readFileSync(join(restoredDir, 'tls', 'self-signed-cert.pem'), 'utf8'), certificatePem);
     } finally {
       await revived.close();
+    }
+  });
+
+  test('a backup on another file system is made of copies, and restores the same files', { skip: otherFileSystem(work) ? false : `${SHM} is not another file system here` }, async () => {
+    const target = mkdtempSync(join(SHM, 'popgate-backup-copies-'));
+    const restoredCopy = join(work, 'restored-from-copies');
+    try {
+      rmSync(target, { recursive: true }); // a folder of its own that does not exist yet
+      const result = await runPopgate(runningConfig, ['backup', target]);
+      assert.equal(result.code, 0, result.stderr);
+      assert.equal(JSON.parse(readFileSync(join(target, 'manifest.json'), 'utf8')).method, 'copies');
+      assert.doesNotMatch(result.stdout, /hard links/);
+      const restored = await runPopgate(configFile(work, restoredCopy), ['restore', target]);
+      assert.equal(restored.code, 0, restored.stderr);
+      const served = maildirFiles(server.app.config.data_dir, 'example.test');
+      const copied = maildirFiles(restoredCopy, 'example.test');
+      assert.deepEqual([...copied.keys()].sort(), [...served.keys()].sort(), 'every message, once (no mail arrives now)');
+      for (const [key, bytes] of copied) assert.ok(served.get(key)!.equals(bytes), `${key} is byte-identical`);
+    } finally {
+      rmSync(target, { recursive: true, force: true });
     }
   });
 
