@@ -217,6 +217,23 @@ describe('popgate doctor', () => {
     }
   });
 
+  test('an IPv6 address (AAAA) is checked like the IPv4 one: its reverse name under ip6.arpa', async () => {
+    const v6 = '2001:db8::25';
+    const v6Reverse = '5.2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa'; // written out: what resolvers ask for
+    const host = dns.zone[HOSTNAME];
+    try {
+      dns.zone[HOSTNAME] = { A: ['127.0.0.1'], AAAA: [v6] };
+      let findings = await runDoctor(config, { only: ['address', 'ptr'] });
+      assert.deepEqual(findings.map(formatFinding), [`ok    address ${HOSTNAME}: 127.0.0.1, ${v6}`, `ok    ptr 127.0.0.1: ${HOSTNAME}`, `FAIL  ptr ${v6}: no reverse DNS (PTR) record: many receivers refuse mail from such an address  (fix: have whoever runs ${v6} (your hosting or network provider) set its PTR record to ${HOSTNAME})`]);
+      dns.zone[v6Reverse] = { PTR: [HOSTNAME] };
+      findings = await runDoctor(config, { only: ['ptr'] });
+      assert.deepEqual(findings.map((f) => [f.subject, f.status]), [['127.0.0.1', 'ok'], [v6, 'ok']]);
+    } finally {
+      dns.zone[HOSTNAME] = host;
+      delete dns.zone[v6Reverse];
+    }
+  });
+
   test('a DNS server that fails makes a failed check, not a crash', async () => {
     dns.zone['good.test'].servfail = true;
     try {
