@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
+import { createServer as createHttpsServer } from 'node:https';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -231,6 +232,43 @@ describe('popgate doctor', () => {
     } finally {
       dns.zone[HOSTNAME] = host;
       delete dns.zone[v6Reverse];
+    }
+  });
+
+  // mailauth fetches the policy from port 443 of the name's address, with the system's CAs
+  // (plus NODE_EXTRA_CA_CERTS, read by Node at start: hence the command, not runDoctor).
+  test('MTA-STS served over HTTPS: a policy listing this server passes; an enforce policy without it fails', { skip: process.getuid?.() === 0 ? false : 'a policy server on port 443 needs root' }, async () => {
+    const policyAddress = '127.0.0.78';
+    const served = await certificate(['mta-sts.sts.test', 'mta-sts.stsbad.test'], 90, caCert);
+    const policies: Record<string, string> = {
+      'mta-sts.sts.test': `version: STSv1\r\nmode: enforce\r\nmx: ${HOSTNAME}\r\nmax_age: 86400\r\n`,
+      'mta-sts.stsbad.test': 'version: STSv1\r\nmode: enforce\r\nmx: mx.elsewhere.test\r\nmax_age: 86400\r\n',
+    };
+    const https = createHttpsServer({ key: served.private, cert: served.cert }, (request, response) => {
+      const policy = request.url === '/.well-known/mta-sts.txt' ? policies[String(request.headers.host)] : undefined;
+      response.writeHead(policy ? 200 : 404, { 'content-type': 'text/plain' }).end(policy ?? '');
+    });
+    await new Promise<void>((resolve, reject) => https.once('error', reject).listen(443, policyAddress, resolve));
+    const caFile = join(work, 'ca.pem');
+    writeFileSync(caFile, caCert.cert);
+    Object.assign(dns.zone, {
+      'sts.test': { MX: [[10, HOSTNAME]] },
+      '_mta-sts.sts.test': { TXT: ['v=STSv1; id=20260301'] },
+      'mta-sts.sts.test': { A: [policyAddress] },
+      'stsbad.test': { MX: [[10, HOSTNAME]] },
+      '_mta-sts.stsbad.test': { TXT: ['v=STSv1; id=20260301'] },
+      'mta-sts.stsbad.test': { A: [policyAddress] },
+    });
+    try {
+      const result = await runPopgate(configPath, ['doctor', '--domain', 'sts.test', '--domain', 'stsbad.test', '--only', 'mta-sts', '--json'], { NODE_EXTRA_CA_CERTS: caFile });
+      assert.equal(result.code, 2, result.stdout + result.stderr);
+      const findings: Finding[] = JSON.parse(result.stdout).findings;
+      assert.deepEqual(findings.map(formatFinding), [
+        `ok    mta-sts sts.test: id=20260301, mode enforce, mx ${HOSTNAME}, max_age 86400s`,
+        `FAIL  mta-sts stsbad.test: id=20260301, mode enforce, mx mx.elsewhere.test, max_age 86400s: ${HOSTNAME} is not listed, so senders that honour MTA-STS refuse to deliver here  (fix: add "mx: ${HOSTNAME}" to the policy at https://mta-sts.stsbad.test/.well-known/mta-sts.txt and change the id in _mta-sts.stsbad.test)`,
+      ]);
+    } finally {
+      await new Promise((resolve) => https.close(resolve));
     }
   });
 
