@@ -56,6 +56,8 @@ describe('fail2ban filters on real popgate logs', { skip: missingEngine('fail2ba
         '[submission]\nlisten = ["127.0.0.1:0"]',
         '[auth]\nfailure_delay = "10ms"\nlockout_threshold = 3\naccount_lockout_threshold = 7',
         '[outbound]\nenabled = false',
+        // Port 25 waits this long before its greeting: a client that talks first is refused.
+        '[filter]\npregreet_delay = "300ms"',
         '',
       ].join('\n'),
     );
@@ -130,6 +132,12 @@ describe('fail2ban filters on real popgate logs', { skip: missingEngine('fail2ba
     await http.reply();
     http.close();
     expected.abuse.push('127.0.0.8');
+    // A client that talks before the greeting (spam software that does not wait).
+    const bot = await SmtpClient.connect(node.ports.smtp, '127.0.0.21');
+    bot.write('EHLO bot.example\r\n');
+    assert.match(await bot.reply(), /^554 /);
+    bot.close();
+    expected.abuse.push('127.0.0.21');
     // Five connections in a moment where three a minute are allowed: two refused.
     for (let i = 0; i < 5; i++) {
       const client = await SmtpClient.connect(node.ports.smtp, '127.0.0.9');
@@ -179,14 +187,15 @@ describe('fail2ban filters on real popgate logs', { skip: missingEngine('fail2ba
     }
   });
 
-  test('the popgate-abuse filter matches relay refusals, too many errors, long lines, HTTP and connections over the rate, and nothing else', () => {
+  test('the popgate-abuse filter matches relay refusals, too many errors, long lines, HTTP, talking before the greeting and connections over the rate, and nothing else', () => {
     for (const log of [logFile, journalFile]) {
       const found = matched(log, join(FILTERS, 'popgate-abuse.conf'));
       assert.deepEqual(found.map((m) => m.ip).sort(), [...expected.abuse].sort(), `in ${log}`);
       const events = found.map(({ line }) => JSON.parse(line.slice(line.indexOf('{'))));
-      assert.deepEqual(events.map((e) => `${e.event} ${e.reason ?? ''}`.trim()).sort(), [
+      assert.deepEqual(events.map((e) => `${e.event} ${e.reason ?? e.check ?? ''}`.trim()).sort(), [
         'connection_refused connection rate',
         'connection_refused connection rate',
+        'filter pregreet',
         'http_on_smtp',
         'line_too_long',
         'rcpt_refused relay-denied',
@@ -196,8 +205,8 @@ describe('fail2ban filters on real popgate logs', { skip: missingEngine('fail2ba
   });
 
   test('every line the filters are about names the client in "ip"', () => {
-    const lines = node.log.filter((e) => ['login_failed', 'login_refused_locked', 'lockout', 'rcpt_refused', 'too_many_errors', 'line_too_long', 'http_on_smtp', 'connection_refused'].includes(String(e.event)));
-    assert.ok(lines.length >= 26);
+    const lines = node.log.filter((e) => ['login_failed', 'login_refused_locked', 'lockout', 'rcpt_refused', 'too_many_errors', 'line_too_long', 'http_on_smtp', 'connection_refused', 'filter'].includes(String(e.event)));
+    assert.ok(lines.length >= 27);
     for (const entry of lines) assert.match(String(entry.ip), /^(127\.0\.0\.\d+|::1)$/, JSON.stringify(entry));
     assert.ok(node.log.some((e) => e.event === 'lockout' && e.scope === 'address' && e.ip === '127.0.0.4'), 'the lockout itself is logged with the address');
     assert.ok(node.log.some((e) => e.event === 'login_refused_locked' && e.scope === 'account' && e.ip === '127.0.0.20'), 'the account lockout refused its owner (not matched above)');
