@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer as createHttpsServer } from 'node:https';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -492,6 +493,17 @@ describe('popgate doctor', () => {
         assert.equal(findings[0].status, 'fail');
         assert.match(findings[0].message, /^does not answer: /);
         assert.ok(Date.now() - started < 15_000, 'within seconds');
+
+        // PostgreSQL where nothing listens (a port just freed): a failure, and no local domains.
+        const closed = createNetServer();
+        await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+        const { port } = closed.address() as AddressInfo;
+        await new Promise((resolve) => closed.close(resolve));
+        const nowhere = new URL(schema.url);
+        nowhere.port = String(port);
+        findings = await runDoctor(doctorConfig({ database: { url: nowhere.toString() } }), { only: ['postgres', 'mx'], timeoutMs: 1000 });
+        assert.deepEqual(findings.map((f) => [f.check, f.status]), [['postgres', 'fail'], ['mx', 'fail']]);
+        assert.match(findings[0].message, /^does not answer: /);
       } finally {
         await redis.start();
         await schema.drop();
