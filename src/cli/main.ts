@@ -11,6 +11,8 @@ import { QueueError, registerQueueCommands } from './queue.ts';
 import { registerDkimCommands } from './dkim.ts';
 import { registerDbCommands } from './db.ts';
 import { registerImportCommands } from './import.ts';
+import { registerDoctorCommand } from './doctor.ts';
+import { registerBackupCommands } from './backup.ts';
 import { DkimKeyError } from '../dkim/keys.ts';
 import { openBackends, type Backends } from '../server/app.ts';
 import { silentLogger } from '../log/logger.ts';
@@ -261,6 +263,8 @@ registerQueueCommands(program, () => resolveConfig(configFlag(), true).config);
 registerDkimCommands(program, () => resolveConfig(configFlag(), true).config);
 registerDbCommands(program, () => resolveConfig(configFlag(), true).config);
 registerImportCommands(program, () => resolveConfig(configFlag(), true).config);
+registerDoctorCommand(program, () => resolveConfig(configFlag(), true).config);
+registerBackupCommands(program, () => resolveConfig(configFlag(), true).config);
 
 function formatLeft(ms: number): string {
   const seconds = Math.max(0, Math.round(ms / 1000));

@@ -11,6 +11,8 @@ export interface ZoneEntry {
   A?: string[];
   AAAA?: string[];
   TXT?: string[];
+  /** Names for a reverse zone entry such as "1.2.0.192.in-addr.arpa". */
+  PTR?: string[];
   /** Answer SERVFAIL for this name (a broken resolver or zone). */
   servfail?: boolean;
   /** The TTL of the records (seconds); 60 when not given. */
@@ -28,7 +30,7 @@ export interface TestDns {
   close(): Promise<void>;
 }
 
-const TYPE_NAMES: Record<number, string> = { [Packet.TYPE.A]: 'A', [Packet.TYPE.AAAA]: 'AAAA', [Packet.TYPE.MX]: 'MX', [Packet.TYPE.TXT]: 'TXT' };
+const TYPE_NAMES: Record<number, string> = { [Packet.TYPE.A]: 'A', [Packet.TYPE.AAAA]: 'AAAA', [Packet.TYPE.MX]: 'MX', [Packet.TYPE.TXT]: 'TXT', [Packet.TYPE.PTR]: 'PTR' };
 
 export async function startDns(zone: Record<string, ZoneEntry>): Promise<TestDns> {
   const queries: string[] = [];
@@ -54,6 +56,7 @@ export async function startDns(zone: Record<string, ZoneEntry>): Promise<TestDns
         if (type === 'A') for (const address of entry.A ?? []) answers.push({ ...base, type: Packet.TYPE.A, address });
         if (type === 'AAAA') for (const address of entry.AAAA ?? []) answers.push({ ...base, type: Packet.TYPE.AAAA, address });
         if (type === 'TXT') for (const data of entry.TXT ?? []) answers.push({ ...base, type: Packet.TYPE.TXT, data: chunk(data) });
+        if (type === 'PTR') for (const domain of entry.PTR ?? []) answers.push({ ...base, type: Packet.TYPE.PTR, domain });
       }
       if (!entry?.delayMs) return void send(response);
       const timer = setTimeout(() => {

@@ -8,11 +8,26 @@ import { join } from 'node:path';
 // loopback ports in temporary folders and stopped afterwards: Debian's redis-server and
 // PostgreSQL (initdb in a temporary folder, run as the postgres user when the tests run as
 // root), HAProxy, the rspamd popgate's inbound filter asks (see startRspamd), and Dovecot's POP3
-// server (an old server to migrate from, see startDovecot). `.ci/run` installs them. Without an
-// engine a test is skipped with the reason, except under CI (the CI environment variable set),
-// where a missing engine is a failure: a test that silently does not run proves nothing.
+// server (an old server to migrate from, see startDovecot); and the tools the operations tests
+// run on popgate's contrib/ files (systemd-analyze, fail2ban-regex). `.ci/run` installs them.
+// Without an engine a test is skipped with the reason, except under CI (the CI environment
+// variable set), where a missing engine is a failure: a test that silently does not run proves
+// nothing.
 
-export type EngineName = 'redis-server' | 'postgres' | 'haproxy' | 'rspamd' | 'dovecot' | 'nmap';
+export type EngineName = 'redis-server' | 'postgres' | 'haproxy' | 'rspamd' | 'dovecot' | 'nmap' | 'systemd-analyze' | 'fail2ban-regex';
+
+/** The Debian package of each engine, for the skip reason. */
+const PACKAGES: Record<EngineName, string> = {
+  'redis-server': 'redis-server',
+  postgres: 'postgresql',
+  haproxy: 'haproxy',
+  rspamd: 'rspamd',
+  dovecot: 'dovecot-pop3d',
+  nmap: 'nmap',
+  'systemd-analyze': 'systemd',
+  'fail2ban-regex': 'fail2ban',
+};
+
 
 /** Where an engine's binary is, or undefined. */
 export function findEngine(name: EngineName): string | undefined {
@@ -42,7 +57,7 @@ export function missingEngine(...names: EngineName[]): string | false {
     return 'the Dovecot tests need root (Dovecot switches to the mail user itself)';
   }
   if (missing.length === 0) return false;
-  const reason = `${missing.join(', ')} not installed (apt-get install ${missing.map((m) => (m === 'postgres' ? 'postgresql' : m === 'dovecot' ? 'dovecot-pop3d' : m)).join(' ')})`;
+  const reason = `${missing.join(', ')} not installed (apt-get install ${missing.map((m) => PACKAGES[m]).join(' ')})`;
   if (process.env.CI) throw new Error(`CI: ${reason}: the tests that need it cannot be skipped`);
   return reason;
 }

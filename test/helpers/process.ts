@@ -55,6 +55,8 @@ export interface NodeProcess {
   ports: Record<string, number>;
   /** Every JSON log line so far. */
   log: Record<string, unknown>[];
+  /** Every line of standard output so far, as written. */
+  lines: string[];
   /** Resolves with the first log line (already seen or still to come) that `matches`. */
   waitForLog(matches: (entry: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
   /** SIGTERM, then SIGKILL if it has not exited in time; resolves with the exit code. */
@@ -68,10 +70,12 @@ export interface NodeProcess {
 export async function spawnNode(configPath: string, options: { listeners: string[]; timeoutMs?: number; env?: NodeJS.ProcessEnv } = { listeners: ['pop3'] }): Promise<NodeProcess> {
   const child = spawn(NODE, [MAIN, 'serve', '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } });
   const log: Record<string, unknown>[] = [];
+  const lines: string[] = [];
   const stderr: string[] = [];
   const waiters: { matches: (entry: Record<string, unknown>) => boolean; resolve: (entry: Record<string, unknown>) => void }[] = [];
   child.stderr!.on('data', (chunk) => stderr.push(String(chunk)));
   createInterface({ input: child.stdout! }).on('line', (line) => {
+    lines.push(line);
     let entry: Record<string, unknown>;
     try {
       entry = JSON.parse(line);
@@ -109,6 +113,7 @@ export async function spawnNode(configPath: string, options: { listeners: string
     child,
     ports,
     log,
+    lines,
     waitForLog,
     async stop(timeoutMs = 15_000) {
       if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
