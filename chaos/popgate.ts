@@ -127,7 +127,11 @@ ${extraToml}
 
   started = false;
 
+  // Set by kill9() and stop(), so their exits are not counted as crashes.
+  #exitAsked = false;
+
   async #start(): Promise<void> {
+    this.#exitAsked = false;
     const child = spawn(process.execPath, ['--max-semi-space-size=1', MAIN, 'serve', '--config', this.config], { stdio: ['ignore', 'ignore', 'pipe'] });
     this.child = child;
     const stderr: string[] = [];
@@ -135,7 +139,7 @@ ${extraToml}
     let exited: string | undefined;
     child.once('exit', (code, signal) => {
       exited = `popgate exited (${code ?? signal}): ${stderr.join('').slice(0, 300)}`;
-      if (this.child === child && this.started && signal !== 'SIGKILL' && signal !== 'SIGTERM') this.unexpectedExits++;
+      if (this.child === child && this.started && !this.#exitAsked) this.unexpectedExits++;
     });
     const deadline = Date.now() + 60_000;
     for (const port of Object.values(this.ports)) {
@@ -164,6 +168,7 @@ ${extraToml}
     const child = this.child;
     if (!child || !this.alive) return;
     const gone = new Promise((resolve) => child.once('exit', resolve));
+    this.#exitAsked = true;
     child.kill('SIGKILL');
     await gone;
   }
@@ -172,6 +177,7 @@ ${extraToml}
     const child = this.child;
     if (!child || !this.alive) return;
     const gone = new Promise((resolve) => child.once('exit', resolve));
+    this.#exitAsked = true;
     child.kill('SIGTERM');
     const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
     await gone;
