@@ -161,7 +161,8 @@ async function killUnderLoad(relay: boolean): Promise<void> {
     const ledger = newLedger();
     let stop = false;
     const running = load(instance, ledger, { recipient: relay ? 'someone@remote.example' : `alice@${DOMAIN}`, relay, clients: 8, prefix: `r${round}`, until: () => stop || !instance.alive });
-    await sleep(1500 + Math.floor(Math.random() * 2500));
+    // Relayed mail starts slower (a login per session): the kill comes 3-8 s in.
+    await sleep(3000 + Math.floor(Math.random() * 5000));
     await instance.kill9();
     stop = true;
     await running;

@@ -103,11 +103,15 @@ export class Wire {
   waitClosed(timeoutMs: number): Promise<boolean> {
     if (this.closed) return Promise.resolve(true);
     return new Promise((resolve) => {
-      const timer = setTimeout(() => resolve(false), timeoutMs);
-      this.socket.once('close', () => {
+      const onClose = () => {
         clearTimeout(timer);
         resolve(true);
-      });
+      };
+      const timer = setTimeout(() => {
+        this.socket.off('close', onClose);
+        resolve(false);
+      }, timeoutMs);
+      this.socket.once('close', onClose);
     });
   }
 
