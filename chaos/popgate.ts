@@ -48,6 +48,8 @@ export class Popgate {
   child: ChildProcess | undefined;
   /** Exits nobody asked for (a crash), over the life of this instance. */
   unexpectedExits = 0;
+  /** Set once the first start succeeded: from then on the ports stay as they are. */
+  started = false;
 
   private constructor(dir: string, dataDir: string, ports: Ports, extraToml: string) {
     this.dir = dir;
@@ -124,8 +126,6 @@ ${extraToml}
       }
     }
   }
-
-  started = false;
 
   // Set by kill9() and stop(), so their exits are not counted as crashes.
   #exitAsked = false;

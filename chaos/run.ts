@@ -268,7 +268,6 @@ async function diskFull(kind: 'tmpfs' | 'ext4'): Promise<void> {
     const ledger = newLedger();
     // Local and relayed mail of 256 KiB until the disk refuses for a while.
     let refusedInARow = 0;
-    const fullAt = { local: '', relay: '' };
     let stop = false;
     const until = () => stop || !instance.alive;
     const watcher = (async () => {
@@ -286,7 +285,7 @@ async function diskFull(kind: 'tmpfs' | 'ext4'): Promise<void> {
       load(instance, ledger, { recipient: 'someone@remote.example', relay: true, clients: 2, prefix: 'relay', size: 256 * 1024, until }),
     ]);
     await watcher;
-    fullAt.local = [...ledger.replies.entries()].filter(([reply]) => !reply.startsWith('250')).map(([reply, n]) => `${reply.trim()} ×${n}`).join(', ');
+    const refusals = [...ledger.replies.entries()].filter(([reply]) => !reply.startsWith('250')).map(([reply, n]) => `${reply.trim()} ×${n}`).join(', ');
     // A customer can log in and delete mail to free space.
     const pop = await Wire.connect(instance.ports.pop3);
     await pop.line();
@@ -312,7 +311,7 @@ async function diskFull(kind: 'tmpfs' | 'ext4'): Promise<void> {
       scenario: name,
       volume: `${ledger.acknowledged.size} acknowledged, ${ledger.refused.size} refused`,
       result:
-        `refusals: ${fullAt.local || 'none'}; POP3 login on the full disk: ${loggedIn.startsWith('+OK') ? `ok, ${deletedTokens} deleted (${deleted.slice(0, 30)})` : loggedIn}; ` +
+        `refusals: ${refusals || 'none'}; POP3 login on the full disk: ${loggedIn.startsWith('+OK') ? `ok, ${deletedTokens} deleted (${deleted.slice(0, 30)})` : loggedIn}; ` +
         `${lostBeyondDeleted} acknowledged lost, ${result.duplicated} duplicated, ${result.refusedButKept} refused but kept`,
       ok: loggedIn.startsWith('+OK') && deleted.startsWith('+OK') && lostBeyondDeleted === 0 && result.duplicated === 0 && result.refusedButKept === 0 && instance.unexpectedExits === 0,
     });
