@@ -9,8 +9,9 @@ import { Pop3Client } from './helpers/pop3-client.ts';
 import { PASSWORD, startTestServer, type TestServer } from './helpers/server.ts';
 import { SmtpClient } from './helpers/smtp-client.ts';
 
-// Failed logins are counted per address and per account, together across POP3 and SMTP AUTH:
-// guessing from one address is stopped, and so is guessing at one account from many.
+// Failed logins are counted per address, per account and per address at an account, together
+// across POP3 and SMTP AUTH: guessing from one address is stopped, guessing at one account from
+// many is slowed to one guess per address, and nobody can lock a customer out of their mail.
 
 const run = promisify(execFile);
 const plain = (user: string, password: string) => `AUTH PLAIN ${Buffer.from(`\0${user}\0${password}`).toString('base64')}`;
@@ -51,7 +52,7 @@ describe('shared brute-force limits', () => {
     p.socket.destroy();
   });
 
-  test('guesses at one account spread over many addresses lock the account, on every protocol; other accounts still log in', async () => {
+  test('guesses at one account spread over many addresses never lock the customer out; each guessing address then gets one guess', async () => {
     for (let i = 0; i < 5; i++) {
       const address = `127.0.0.${40 + i}`;
       if (i % 2 === 0) {
@@ -64,25 +65,38 @@ describe('shared brute-force limits', () => {
         s.socket.destroy();
       }
     }
+    // The account is under attack now: the customer from an address that has not failed logs
+    // in on every protocol ...
     const fresh = await pop3('127.0.0.50');
-    assert.match(await fresh.login('alice@example.test', PASSWORD), /^-ERR \[AUTH\] Too many failed logins for this account: try again in 1 minute/);
-    const s = await smtp('127.0.0.51');
-    assert.match(await s.command(plain('alice@example.test', PASSWORD)), /^454 4\.7\.0 Too many failed logins for this account/);
-    assert.match(await fresh.login('bob@example.test', PASSWORD), /^\+OK Logged in/);
-    s.socket.destroy();
+    assert.match(await fresh.login('alice@example.test', PASSWORD), /^\+OK Logged in/);
     fresh.socket.destroy();
+    const s = await smtp('127.0.0.51');
+    assert.match(await s.command(plain('alice@example.test', PASSWORD)), /^235 /);
+    s.socket.destroy();
+    // ... while a guessing address gets one more guess at it, then is locked out of that
+    // account only (its other logins go on), on every protocol.
+    const guesser = await pop3('127.0.0.40');
+    assert.match(await guesser.login('alice@example.test', 'guess 5'), /^-ERR \[AUTH\] Login failed/);
+    assert.match(await guesser.login('alice@example.test', PASSWORD), /^-ERR \[AUTH\] Too many failed logins for this account: try again in 1 minute/);
+    const guesserSmtp = await smtp('127.0.0.40');
+    assert.match(await guesserSmtp.command(plain('alice@example.test', PASSWORD)), /^454 4\.7\.0 Too many failed logins for this account/);
+    guesserSmtp.socket.destroy();
+    assert.match(await guesser.login('bob@example.test', PASSWORD), /^\+OK Logged in/);
+    guesser.socket.destroy();
   });
 
   test('popgate limits show names the locked account and address; limits reset lets them in again', async () => {
     const config = join(server.dir, 'popgate.toml');
     writeFileSync(config, `data_dir = "${server.dir}"\n[auth]\nlockout_threshold = 3\naccount_lockout_threshold = 5\nlockout_window = "1m"\nlockout_duration = "1m"\n`);
     const shown = await run(NODE, [MAIN, '--config', config, 'limits', 'show']);
-    assert.match(shown.stdout, /account alice@example\.test\t\d+ failed login\(s\)\tLOCKED for /);
+    assert.match(shown.stdout, /account alice@example\.test\t\d+ failed login\(s\)\tnot locked/);
+    assert.match(shown.stdout, /address 127\.0\.0\.40 user alice@example\.test\t2 failed login\(s\)\tLOCKED for /);
+    assert.match((await run(NODE, [MAIN, '--config', config, 'limits', 'show', 'alice@example.test'])).stdout, /address 127\.0\.0\.40 user alice@example\.test\t2 failed/);
     assert.match(shown.stdout, /address 127\.0\.0\.31\t3 failed login\(s\)\tLOCKED for /);
     const one = await run(NODE, [MAIN, '--config', config, 'limits', 'show', '127.0.0.31']);
     assert.doesNotMatch(one.stdout, /alice/);
     await run(NODE, [MAIN, '--config', config, 'limits', 'reset', 'alice@example.test']);
-    const p = await pop3('127.0.0.52');
+    const p = await pop3('127.0.0.40');
     assert.match(await p.login('alice@example.test', PASSWORD), /^\+OK Logged in/);
     p.socket.destroy();
   });
@@ -92,5 +106,30 @@ describe('shared brute-force limits', () => {
     for (let i = 0; i < 6; i++) assert.match(await p.login('carol@example.test', `typo ${i}`), /^-ERR \[AUTH\] Login failed/);
     assert.match(await p.login('carol@example.test', PASSWORD), /^\+OK Logged in/);
     p.socket.destroy();
+  });
+});
+
+describe('the campaign: 24 wrong guesses from three addresses (default thresholds)', () => {
+  test('the right password from a clean address still logs in over POP3 and SMTP AUTH', async () => {
+    const server = await startTestServer({ submission: { listen: ['127.0.0.1:0'] }, auth: { failure_delay: '1ms' } });
+    try {
+      await server.addUser('victim@example.test');
+      for (const address of ['127.0.1.1', '127.0.1.2', '127.0.1.3']) {
+        const guesser = await Pop3Client.connect(server.pop3Port, { localAddress: address });
+        await guesser.line();
+        for (let i = 0; i < 8; i++) assert.match(await guesser.login('victim@example.test', `guess ${i}`), /^-ERR \[AUTH\] /);
+        guesser.socket.destroy();
+      }
+      const customer = await Pop3Client.connect(server.pop3Port, { localAddress: '127.0.1.9' });
+      await customer.line();
+      assert.match(await customer.login('victim@example.test', PASSWORD), /^\+OK Logged in/);
+      customer.socket.destroy();
+      const smtp = await SmtpClient.connect(Number(server.app.addresses.submission[0].split(':').pop()), '127.0.1.10');
+      await smtp.hello();
+      assert.match(await smtp.command(plain('victim@example.test', PASSWORD)), /^235 /);
+      smtp.socket.destroy();
+    } finally {
+      await server.close();
+    }
   });
 });

@@ -237,9 +237,11 @@ limits
         console.log(`${r.user}\t${r.messagesLastHour} this hour\t${r.messagesLastDay} today\t${r.recipientsLastDay} recipients today${over ? '\tLIMITED' : ''}`);
       }
       const a = config.auth;
-      console.log(`login limits: ${a.lockout_threshold} failures per address or ${a.account_lockout_threshold} per account within ${formatDuration(a.lockout_window)} lock out for ${formatDuration(a.lockout_duration)}`);
+      console.log(`login limits: ${a.lockout_threshold} failures per address (or per address at one account) within ${formatDuration(a.lockout_window)} lock out for ${formatDuration(a.lockout_duration)}; from ${a.account_lockout_threshold} per account, one per address`);
       const wanted = subject === undefined ? undefined : new Set([`ip ${subject}`, `user ${subject.toLowerCase()}`]);
-      const lockouts = (await guard.list(now)).filter((row) => !wanted || wanted.has(row.key));
+      // "ip <address> user <account>" rows count one account's failures from one address.
+      const concerns = (key: string) => wanted!.has(key) || key.startsWith(`ip ${subject} user `) || key.endsWith(` user ${subject!.toLowerCase()}`);
+      const lockouts = (await guard.list(now)).filter((row) => !wanted || concerns(row.key));
       if (lockouts.length === 0) console.log('  no recent failed logins');
       for (const row of lockouts) {
         const [kind, name] = [row.key.slice(0, row.key.indexOf(' ')), row.key.slice(row.key.indexOf(' ') + 1)];

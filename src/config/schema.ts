@@ -5,6 +5,7 @@ import { parseDuration } from './duration.ts';
 import { parseListenAddress } from '../net/listen.ts';
 import { validateNetwork } from '../net/ip.ts';
 import { parseNextHop } from '../net/next-hop.ts';
+import { CLIENT_WORKAROUNDS } from '../pop3/workarounds.ts';
 
 // Every key and default here is documented in docs/configuration.md; keep the two in step.
 
@@ -62,6 +63,8 @@ const pop3Schema = z.strictObject({
   max_line_length: z.number().int().min(64).max(65536).default(1024),
   apop: z.boolean().default(false),
   implementation: z.string().default('popgate'),
+  // Dovecot's names (pop3_client_workarounds); see src/pop3/workarounds.ts.
+  client_workarounds: z.array(z.enum(CLIENT_WORKAROUNDS)).default([...CLIENT_WORKAROUNDS]),
   proxy_protocol_from: proxyProtocolFrom,
 });
 

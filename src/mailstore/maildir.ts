@@ -27,6 +27,8 @@ export class MaildirStore implements Mailstore {
   #cachedEntries = 0;
   #counter = 0;
   #lastTime = 0;
+  // When each mailbox's tmp/ was last cleaned of leftovers by this process.
+  readonly #tmpCleaned = new Map<string, number>();
 
   /** Other machines use these folders too (a cluster on shared storage). */
   readonly #shared: boolean;
@@ -148,8 +150,11 @@ export class MaildirStore implements Mailstore {
   async list(address: string): Promise<StoredMessage[]> {
     const path = await this.ensure(address);
     const cur = join(path, 'cur');
-    await this.#claimNew(join(path, 'new'), cur);
-    const entries = await this.#listFolder(cur);
+    const newDir = join(path, 'new');
+    await this.#removeTmpLeftovers(path);
+    const unclaimed = await this.#claimNew(newDir, cur);
+    let entries = await this.#listFolder(cur);
+    if (unclaimed.length > 0) entries = [...entries, ...unclaimed.map((name) => parseName(name, newDir))].sort(byDeliveryOrder);
     let missing = 0;
     for (const entry of entries) {
       if (entry.size >= 0) continue;
@@ -163,19 +168,54 @@ export class MaildirStore implements Mailstore {
   /**
    * new/ to cur/ without fsyncs: a crash that loses a rename leaves the message in new/, where
    * the next listing finds it again under the same UIDL; either folder is a durable home.
+   * Resolves to the names left in new/: a rename can fail for want of space (cur/ growing by a
+   * block on a full ext4 disk: ENOSPC, or EDQUOT), and a customer must still be able to log in
+   * and delete mail to free some, so the rest is served from new/ and claimed at a later login.
    */
-  async #claimNew(newDir: string, cur: string): Promise<void> {
+  async #claimNew(newDir: string, cur: string): Promise<string[]> {
+    const unclaimed: string[] = [];
     for (const name of await readdir(newDir)) {
       if (name.charCodeAt(0) === DOT) continue;
+      if (unclaimed.length > 0) {
+        unclaimed.push(name); // the first failure stands for the rest: no rename per message on a full disk
+        continue;
+      }
       try {
         const claimed = join(cur, name.includes(':') ? name : `${name}:2,`);
         if (this.#shared) await rename(join(newDir, name), claimed);
         else renameSync(join(newDir, name), claimed);
       } catch (error) {
-        // Another reader of this Maildir claimed it first: it is in cur/ now.
-        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+        // ENOENT: another reader of this Maildir claimed it first, it is in cur/ now.
+        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') unclaimed.push(name);
       }
     }
+    return unclaimed;
+  }
+
+  /**
+   * The Maildir spec (cr.yp.to/proto/maildir.html): a file in tmp/ untouched for 36 hours is
+   * left over from a delivery that died (a kill -9, a power cut) and may go. Looked at when
+   * a mailbox is listed, at most once an hour per mailbox, staging subfolders included (see
+   * StagingFolders): usually one readdir of an empty folder. A failure here never fails the
+   * listing: it only delays the cleanup.
+   */
+  async #removeTmpLeftovers(path: string): Promise<void> {
+    const now = Date.now();
+    const last = this.#tmpCleaned.get(path);
+    if (last !== undefined && now - last < TMP_CLEANUP_INTERVAL_MS) return;
+    if (this.#tmpCleaned.size >= TMP_CLEANED_LIMIT) this.#tmpCleaned.clear();
+    this.#tmpCleaned.set(path, now);
+    const removeOld = async (dir: string, depth: number): Promise<void> => {
+      for (const entry of await readdir(dir, { withFileTypes: true })) {
+        const file = join(dir, entry.name);
+        if (entry.isDirectory()) {
+          if (depth === 0) await removeOld(file, 1);
+        } else if ((await stat(file)).mtimeMs < now - TMP_LEFTOVER_MS) {
+          await unlink(file);
+        }
+      }
+    };
+    await removeOld(join(path, 'tmp'), 0).catch(() => {});
   }
 
   async #listFolder(dir: string): Promise<ListedMessage[]> {
@@ -194,7 +234,7 @@ export class MaildirStore implements Mailstore {
     for (const name of await readdir(dir)) {
       if (name.charCodeAt(0) !== DOT) entries.push(parseName(name, dir));
     }
-    entries.sort((a, b) => a.order - b.order || (a.ref < b.ref ? -1 : a.ref > b.ref ? 1 : 0));
+    entries.sort(byDeliveryOrder);
     this.#remember(dir, {
       modified,
       // File times come from a coarse clock (and from another machine's clock on shared
@@ -311,6 +351,18 @@ function terminatorSize(lastByte: number): number {
 const DOT = 0x2e;
 const COMMA = 0x2c;
 const COLON = 0x3a;
+
+/** Maildir spec: a file in tmp/ untouched this long is a leftover of a delivery that died. */
+const TMP_LEFTOVER_MS = 36 * 60 * 60_000;
+/** A mailbox's tmp/ is looked at no more often than this by one process ... */
+const TMP_CLEANUP_INTERVAL_MS = 60 * 60_000;
+/** ... which remembers this many mailboxes at most (then forgets them all and starts over). */
+const TMP_CLEANED_LIMIT = 100_000;
+
+/** Oldest delivery first; names that tell no time after, in name order. */
+function byDeliveryOrder(a: ListedMessage, b: ListedMessage): number {
+  return a.order - b.order || (a.ref < b.ref ? -1 : a.ref > b.ref ? 1 : 0);
+}
 
 /** A listing is trusted only if its folder had not changed for this long before it was read. */
 const RACY_MS = 2000;

@@ -4,16 +4,25 @@ import { isLoopback, NetworkList } from '../net/ip.ts';
 // Slows and then stops password guessing. One guard is shared by every protocol that checks
 // passwords (POP3 and SMTP AUTH), so failures count together whichever port they hit. The
 // rules live here; the counts live in a LoginFailureStore (SQLite now, Redis for a cluster).
-
+//
+// Three counts, each within the window:
+// - per address: `threshold` failures lock the address out (every account, every protocol);
+// - per address and account: `threshold` failures lock that account for that address only,
+//   and once the account is under attack (below) a single failure does;
+// - per account, from any addresses: never a lockout, since anyone who knows a customer's
+//   login name could then lock the customer out of their own mail (which is what a lockout
+//   per account did). From `accountThreshold` failures the account is under attack: each
+//   guessing address gets one guess per lockout, and every failed login at it waits the
+//   longest delay. The right password from an address that has not failed is let in at once.
 export interface LoginGuardSettings {
   /** Delay before answering a failed login; grows with each failure, up to 5x. */
   failureDelayMs: number;
   /** Failures within the window that lock the address out. */
   threshold: number;
   /**
-   * Failures against one account, from any addresses, that lock the account out: a guessing
-   * attack spread over many addresses (a botnet) is stopped too. Higher than the per-address
-   * threshold, so one customer's broken mail program does not lock their account first.
+   * Failures against one account, from any addresses, from which the account counts as under
+   * attack: a guessing attack spread over many addresses (a botnet) is slowed to one guess per
+   * address and lockout, while the customer's own logins still succeed.
    */
   accountThreshold: number;
   windowMs: number;
@@ -22,7 +31,13 @@ export interface LoginGuardSettings {
   trustedNetworks: readonly string[];
 }
 
+/** `address`: the client's address is locked out; `account`: this account, for this address. */
 export type GuardVerdict = { locked: false } | { locked: true; retryAfterMs: number; scope: 'address' | 'account' };
+
+/** The longest delay after a failed login, in failure delays (`failureDelayMs`) ... */
+const MAX_DELAY_FACTOR = 5;
+/** ... and after a failed login at an account under attack: 30 s with the default 2 s. */
+const UNDER_ATTACK_DELAY_FACTOR = 15;
 
 /** A key's recent failures and live lockout, as `popgate limits show` prints them. */
 export interface LockoutRow {
@@ -69,14 +84,14 @@ export class LoginGuard {
   async check(ip: string, user?: string): Promise<GuardVerdict> {
     if (this.#trusted.has(ip)) return { locked: false };
     const now = Date.now();
-    for (const [key, scope] of keysOf(ip, user)) {
+    for (const [key, scope] of lockoutKeysOf(ip, user)) {
       const until = await this.#store.lockoutEnd(key);
       if (until === undefined) continue;
       if (until > now) return { locked: true, retryAfterMs: until - now, scope };
       // A lockout that has run out takes the failures that caused it along: the next lockout
       // needs `threshold` new ones, not a single guess.
       await this.#store.reset([key]);
-      this.#log.info({ event: 'lockout_released', [scope === 'address' ? 'ip' : 'user']: key.slice(key.indexOf(' ') + 1) }, 'login lockout released');
+      this.#log.info({ event: 'lockout_released', scope, ip, user: scope === 'account' ? user : undefined }, 'login lockout released');
     }
     return { locked: false };
   }
@@ -85,18 +100,30 @@ export class LoginGuard {
   async failure(ip: string, user: string | undefined): Promise<{ delayMs: number; locked: boolean }> {
     if (this.#trusted.has(ip)) return { delayMs: 0, locked: false };
     const now = Date.now();
-    let highest = 0;
-    let locked = false;
-    for (const [key, scope] of keysOf(ip, user)) {
-      const count = await this.#store.addFailure(key, now, this.#settings.windowMs);
-      highest = Math.max(highest, count);
-      const threshold = scope === 'address' ? this.#settings.threshold : this.#settings.accountThreshold;
-      if (count >= threshold && (await this.#store.lockOut(key, now + this.#settings.lockoutMs, now))) {
-        locked = true;
-        this.#log.warn({ event: 'lockout', scope, ip, user, failures: count, lockoutMs: this.#settings.lockoutMs }, `${scope} locked out after failed logins`);
+    const { threshold, accountThreshold, windowMs, lockoutMs, failureDelayMs } = this.#settings;
+    const addressFailures = await this.#store.addFailure(addressKey(ip), now, windowMs);
+    let locked = await this.#lockOut(addressKey(ip), addressFailures >= threshold, now, { scope: 'address', ip, failures: addressFailures });
+    let factor = Math.min(addressFailures, MAX_DELAY_FACTOR);
+    if (user) {
+      const account = user.toLowerCase();
+      const accountFailures = await this.#store.addFailure(accountKey(account), now, windowMs);
+      const pairFailures = await this.#store.addFailure(pairKey(ip, account), now, windowMs);
+      const underAttack = accountFailures >= accountThreshold;
+      if (accountFailures === accountThreshold) {
+        this.#log.warn({ event: 'account_under_attack', user: account, failures: accountFailures }, 'failed logins at one account from many addresses: each address now gets one guess');
       }
+      const pairLocked = await this.#lockOut(pairKey(ip, account), underAttack || pairFailures >= threshold, now, { scope: 'account', ip, user: account, failures: pairFailures });
+      locked ||= pairLocked;
+      factor = underAttack ? UNDER_ATTACK_DELAY_FACTOR : Math.max(factor, Math.min(accountFailures, MAX_DELAY_FACTOR));
     }
-    return { delayMs: this.#settings.failureDelayMs * Math.min(highest, 5), locked };
+    return { delayMs: failureDelayMs * factor, locked };
+  }
+
+  async #lockOut(key: string, due: boolean, now: number, details: { scope: 'address' | 'account'; ip: string; user?: string; failures: number }): Promise<boolean> {
+    if (!due || !(await this.#store.lockOut(key, now + this.#settings.lockoutMs, now))) return false;
+    const what = details.scope === 'address' ? 'address locked out' : 'account locked out for one address';
+    this.#log.warn({ event: 'lockout', ...details, lockoutMs: this.#settings.lockoutMs }, `${what} after failed logins`);
+    return true;
   }
 
   // Failures are not forgiven by a success: otherwise whoever holds one valid account could
@@ -109,11 +136,14 @@ export class LoginGuard {
     return this.#store.list(now, this.#settings.windowMs);
   }
 
-  /** Forgets the failures and lockout of an address or account (all when undefined). */
-  async reset(subject?: string): Promise<number> {
+  /** Forgets the failures and lockouts of an address or account (all when undefined). */
+  async reset(subject?: string, now = Date.now()): Promise<number> {
     // Without a subject, `popgate limits reset` has always counted the lockouts it lifted.
     if (subject === undefined) return (await this.#store.reset()).lockouts;
-    const { failures, lockouts } = await this.#store.reset([`ip ${subject}`, `user ${subject.toLowerCase()}`]);
+    const name = subject.toLowerCase();
+    // The address-and-account keys of the subject are found by listing: for the CLI, not a hot path.
+    const pairs = (await this.list(now)).map((row) => row.key).filter((key) => key.startsWith(`ip ${subject} user `) || (key.startsWith('ip ') && key.endsWith(` user ${name}`)));
+    const { failures, lockouts } = await this.#store.reset([addressKey(subject), accountKey(name), ...pairs]);
     return failures + lockouts;
   }
 
@@ -126,9 +156,16 @@ export class LoginGuard {
   }
 }
 
-function keysOf(ip: string, user: string | undefined): [string, 'address' | 'account'][] {
-  const keys: [string, 'address' | 'account'][] = [[`ip ${ip}`, 'address']];
-  if (user) keys.push([`user ${user.toLowerCase()}`, 'account']);
+// Keys as the store and `popgate limits show` see them: "ip <address>", "user <account>", and
+// "ip <address> user <account>" for the failures of one account from one address.
+const addressKey = (ip: string) => `ip ${ip}`;
+const accountKey = (account: string) => `user ${account}`;
+const pairKey = (ip: string, account: string) => `ip ${ip} user ${account}`;
+
+/** The lockouts that refuse a login, widest first. */
+function lockoutKeysOf(ip: string, user: string | undefined): [string, 'address' | 'account'][] {
+  const keys: [string, 'address' | 'account'][] = [[addressKey(ip), 'address']];
+  if (user) keys.push([pairKey(ip, user.toLowerCase()), 'account']);
   return keys;
 }
 

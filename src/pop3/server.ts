@@ -4,12 +4,15 @@ import type { ListenAddress } from '../net/listen.ts';
 import { ServiceListeners, type ServiceDependencies, type ServiceOptions, type ServiceTexts } from '../net/service.ts';
 import { Replies } from './replies.ts';
 import { Pop3Session, type Pop3Context } from './session.ts';
+import { EndOfHeadersCheck, type ClientWorkaround } from './workarounds.ts';
 
 /** The [pop3] settings: the service's limits (RFC 1939 §3: autologout after 10 minutes or more) and its own. */
 export interface Pop3Options extends ServiceOptions {
   hostname: string;
   apop: boolean;
   implementation: string;
+  /** pop3.client_workarounds (src/pop3/workarounds.ts); none when left out. */
+  clientWorkarounds?: readonly ClientWorkaround[];
 }
 
 export interface Pop3Dependencies extends ServiceDependencies {
@@ -34,7 +37,14 @@ export class Pop3Server {
 
   constructor(options: Pop3Options, deps: Pop3Dependencies) {
     this.#deps = deps;
-    const context: Pop3Context = { ...options, login: deps.login, mailstore: deps.mailstore, locks: deps.locks };
+    const context: Pop3Context = {
+      ...options,
+      login: deps.login,
+      mailstore: deps.mailstore,
+      locks: deps.locks,
+      workarounds: new Set(options.clientWorkarounds ?? []),
+      endOfHeaders: new EndOfHeadersCheck(deps.mailstore),
+    };
     this.#listeners = new ServiceListeners('pop3', options, TEXTS, deps, (connection, implicitTls) => ({
       session: new Pop3Session(connection, context),
       implicitTls,

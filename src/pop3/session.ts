@@ -5,6 +5,7 @@ import type { MaildropLocks, Mailstore, StoredMessage } from '../mailstore/store
 import type { LineConnection, LineSession } from '../net/line-connection.ts';
 import { Replies } from './replies.ts';
 import { MultilineEncoder } from './transfer.ts';
+import { END_OF_HEADERS_OCTETS, replaceNuls, type ClientWorkaround, type EndOfHeadersCheck } from './workarounds.ts';
 
 // One POP3 session (RFC 1939), read top to bottom: greeting, AUTHORIZATION (USER/PASS, APOP,
 // AUTH per RFC 5034, STLS per RFC 2595), TRANSACTION, and UPDATE after QUIT. The connection
@@ -26,12 +27,18 @@ export interface Pop3Context {
   login: LoginService;
   mailstore: Mailstore;
   locks: MaildropLocks;
+  /** The client workarounds on (src/pop3/workarounds.ts). */
+  workarounds: ReadonlySet<ClientWorkaround>;
+  /** Finds the messages without an end-of-headers line (for "oe-ns-eoh"). */
+  endOfHeaders: EndOfHeadersCheck;
 }
 
 /** What a login admits: the maildrop lock and the listing taken under it. */
 interface Maildrop {
   release: () => Promise<void>;
   messages: readonly StoredMessage[];
+  /** 1 for each message that gets an end-of-headers line added ("oe-ns-eoh"); else none. */
+  addEndOfHeaders: Uint8Array | undefined;
 }
 
 const LF = 0x0a;
@@ -65,6 +72,11 @@ const DOT = 0x2e;
  * begins a line doubled (RFC 1939 §3), and returns where it ends. `from - to` must be at least
  * the number of lines that begin with ".": then writing never overtakes the text still to read.
  */
+/** A message's size as sent: as listed, plus an end-of-headers line where one is added. */
+function sizeOf(message: StoredMessage, addEndOfHeaders: Uint8Array | undefined, index: number): number {
+  return addEndOfHeaders?.[index] === 1 ? message.size + END_OF_HEADERS_OCTETS : message.size;
+}
+
 function stuffDown(buffer: Buffer, to: number, message: Buffer, from: number): number {
   let out = to;
   let start = 0;
@@ -94,6 +106,7 @@ export class Pop3Session implements LineSession {
   // changed here), and this session's deletion marks beside it.
   #messages: readonly StoredMessage[] = [];
   #deleted = new Uint8Array(0);
+  #addEndOfHeaders: Uint8Array | undefined;
   // A reply of this session still points into a pooled buffer: the next RETR or TOP waits
   // for it, so a client pipelining thousands of them holds one buffer, not one per command.
   #bufferInUse = false;
@@ -237,16 +250,19 @@ export class Pop3Session implements LineSession {
       return { ok: false as const, refusal: Replies.inUse };
     }
     let messages: readonly StoredMessage[];
+    let addEndOfHeaders: Uint8Array | undefined;
     try {
       messages = await this.#context.mailstore.list(user);
+      // Sizes are announced from the login on, so they must already count what is sent.
+      if (this.#context.workarounds.has('oe-ns-eoh')) addEndOfHeaders = await this.#context.endOfHeaders.missing(messages);
     } catch (error) {
       await release();
       this.#conn.log.error({ err: error, user }, 'cannot open maildrop');
       return { ok: false as const, refusal: Replies.mailboxUnavailable };
     }
-    const admitted: Maildrop = { release, messages };
+    const admitted: Maildrop = { release, messages, addEndOfHeaders };
     let octets = 0;
-    for (const message of messages) octets += message.size;
+    for (let i = 0; i < messages.length; i++) octets += sizeOf(messages[i], addEndOfHeaders, i);
     return { ok: true as const, admitted, undo: release, details: { messages: messages.length, octets } };
   }
 
@@ -261,6 +277,7 @@ export class Pop3Session implements LineSession {
       this.#conn.log = this.#conn.log.child({ user: outcome.user });
       this.#releaseLock = outcome.admitted.release;
       this.#messages = outcome.admitted.messages;
+      this.#addEndOfHeaders = outcome.admitted.addEndOfHeaders;
       this.#deleted = new Uint8Array(outcome.admitted.messages.length);
       this.#state = 'TRANSACTION';
       const { count, size } = this.#maildrop();
@@ -307,7 +324,7 @@ export class Pop3Session implements LineSession {
     for (let i = 0; i < this.#messages.length; i++) {
       if (!this.#deleted[i]) {
         count++;
-        size += this.#messages[i].size;
+        size += this.#sizeOf(i);
       }
     }
     return { count, size };
@@ -318,24 +335,29 @@ export class Pop3Session implements LineSession {
     this.#conn.reply(Replies.stat(count, size));
   }
 
+  /** A message's size as sent: what the store lists, and what a workaround adds. */
+  #sizeOf(index: number): number {
+    return sizeOf(this.#messages[index], this.#addEndOfHeaders, index);
+  }
+
   #list(args: string[]): void | Promise<void> {
-    return this.#scanListing(args, (m) => String(m.size));
+    return this.#scanListing(args, (_, i) => String(this.#sizeOf(i)));
   }
 
   #uidl(args: string[]): void | Promise<void> {
     return this.#scanListing(args, (m) => m.uidl);
   }
 
-  async #scanListing(args: string[], value: (m: StoredMessage) => string): Promise<void> {
+  async #scanListing(args: string[], value: (m: StoredMessage, index: number) => string): Promise<void> {
     if (args.length > 0) {
       const found = this.#message(args[0]);
       if ('refusal' in found) return this.#conn.error(found.refusal);
-      return this.#conn.reply(Replies.scanLine(args[0].replace(/^0+(?=\d)/, ''), value(this.#messages[found.index])));
+      return this.#conn.reply(Replies.scanLine(args[0].replace(/^0+(?=\d)/, ''), value(this.#messages[found.index], found.index)));
     }
     let out = `${Replies.scanListing}\r\n`;
     for (let i = 0; i < this.#messages.length; i++) {
       if (this.#deleted[i]) continue;
-      out += `${i + 1} ${value(this.#messages[i])}\r\n`;
+      out += `${i + 1} ${value(this.#messages[i], i)}\r\n`;
       if (out.length > 64 * 1024) {
         this.#conn.stream.write(out);
         out = '';
@@ -348,15 +370,14 @@ export class Pop3Session implements LineSession {
   #retr(args: string[]): void | Promise<void> {
     const found = this.#message(args[0]);
     if ('refusal' in found) return this.#conn.error(found.refusal);
-    const message = this.#messages[found.index];
-    return this.#send(message, `${Replies.retrieving(message.size)}\r\n`, Infinity);
+    return this.#send(found.index, `${Replies.retrieving(this.#sizeOf(found.index))}\r\n`, Infinity);
   }
 
   #top(args: string[]): void | Promise<void> {
     if (args.length !== 2 || !/^\d{1,9}$/.test(args[1])) return this.#conn.error(Replies.topUsage);
     const found = this.#message(args[0]);
     if ('refusal' in found) return this.#conn.error(found.refusal);
-    return this.#send(this.#messages[found.index], `${Replies.top}\r\n`, Number(args[1]));
+    return this.#send(found.index, `${Replies.top}\r\n`, Number(args[1]));
   }
 
   /**
@@ -365,13 +386,18 @@ export class Pop3Session implements LineSession {
    * stuffing and terminator there, leaving in one write: a syscall and usually one TCP segment
    * per message. The rest is encoded from that buffer, or streamed if large.
    */
-  #send(message: StoredMessage, status: string, bodyLines: number): void | Promise<void> {
+  #send(index: number, status: string, bodyLines: number): void | Promise<void> {
+    const message = this.#messages[index];
     const store = this.#context.mailstore;
-    if (message.size > WHOLE_LIMIT || !store.readInto) return this.#sendStreamed(message, status, bodyLines);
+    const fixes = {
+      replaceNuls: this.#context.workarounds.has('outlook-no-nuls'),
+      addEndOfHeaders: this.#addEndOfHeaders?.[index] === 1,
+    };
+    if (message.size > WHOLE_LIMIT || !store.readInto) return this.#sendStreamed(message, status, bodyLines, fixes);
     if (this.#bufferInUse) {
       // The previous reply may be held back with a pipelined group: let it go, then wait for it.
       this.#conn.flush();
-      return new Promise<void>((resolve) => (this.#onBufferFree = resolve)).then(() => this.#send(message, status, bodyLines));
+      return new Promise<void>((resolve) => (this.#onBufferFree = resolve)).then(() => this.#send(index, status, bodyLines));
     }
     this.#bufferInUse = true;
     const scratch = scratchPool.pop() ?? Buffer.allocUnsafeSlow(SCRATCH_SIZE);
@@ -394,15 +420,17 @@ export class Pop3Session implements LineSession {
     }
     if (whole === undefined || whole.byteOffset !== scratch.byteOffset + MESSAGE_AT) {
       release(); // longer than listed: a file changed by another program, sent as it is now
-      return this.#sendStreamed(message, status, bodyLines);
+      return this.#sendStreamed(message, status, bodyLines, fixes);
     }
+    // A copy in our buffer, never the stored file: the same length, so no offset moves.
+    if (fixes.replaceNuls) replaceNuls(whole);
     const stream = this.#conn.stream;
     // A file exactly as long as its size on the wire, ending in CRLF, has CRLF line ends only
     // (a bare LF would make it longer, an unterminated last line too), so only stuffing is
     // left to do. The end is checked all the same: a file rewritten by another program at the
     // same length must not swallow the terminator.
     const length = whole.length;
-    if (bodyLines === Infinity && length === message.size && (length === 0 || (whole[length - 2] === CR && whole[length - 1] === LF))) {
+    if (bodyLines === Infinity && !fixes.addEndOfHeaders && length === message.size && (length === 0 || (whole[length - 2] === CR && whole[length - 1] === LF))) {
       let start = MESSAGE_AT;
       let end = MESSAGE_AT + whole.length;
       if (whole[0] === DOT || whole.indexOf(CRLF_DOT) !== -1) {
@@ -414,8 +442,9 @@ export class Pop3Session implements LineSession {
       stream.write(scratch.subarray(start, end + TERMINATOR.length), release);
       return;
     }
-    // Corked from the status line to the terminator: one writev for all the pieces.
-    const encoder = new MultilineEncoder(bodyLines);
+    // Corked from the status line to the terminator: one writev for all the pieces. NULs are
+    // replaced already.
+    const encoder = new MultilineEncoder(bodyLines, { addEndOfHeaders: fixes.addEndOfHeaders });
     stream.cork();
     stream.write(status);
     for (const piece of encoder.push(whole)) stream.write(piece);
@@ -425,8 +454,8 @@ export class Pop3Session implements LineSession {
   }
 
   /** A message too large for a pooled buffer, read and encoded piece by piece with backpressure. */
-  async #sendStreamed(message: StoredMessage, status: string, bodyLines: number): Promise<void> {
-    const encoder = new MultilineEncoder(bodyLines);
+  async #sendStreamed(message: StoredMessage, status: string, bodyLines: number, fixes: { replaceNuls: boolean; addEndOfHeaders: boolean }): Promise<void> {
+    const encoder = new MultilineEncoder(bodyLines, fixes);
     const stream = this.#conn.stream;
     let started = false;
     stream.cork();

@@ -1,8 +1,12 @@
+import { replaceNuls } from './workarounds.ts';
+
 // Encodes a stored message for a POP3 multi-line response (RFC 1939 §3): every line ends in
 // CRLF whatever the file uses, a line beginning with "." gets a second ".", and the caller
 // appends the ".\r\n" terminator. For TOP (RFC 1939 §7) it stops after the header, the blank
 // line and the first `bodyLines` lines of the body. Runs of ordinary bytes are passed on as
-// views of the input chunk, never copied.
+// views of the input chunk, never copied. The client workarounds (src/pop3/workarounds.ts)
+// are applied on the way: NULs replaced in the chunk itself (a copy read for sending), an
+// end-of-headers line added after a message that is all header.
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -18,9 +22,13 @@ export class MultilineEncoder {
   #inHeader = true;
   #bodyLinesLeft: number;
   #done = false;
+  readonly #replaceNuls: boolean;
+  readonly #addEndOfHeaders: boolean;
 
-  constructor(bodyLines = Infinity) {
+  constructor(bodyLines = Infinity, fixes: { replaceNuls?: boolean; addEndOfHeaders?: boolean } = {}) {
     this.#bodyLinesLeft = bodyLines;
+    this.#replaceNuls = fixes.replaceNuls ?? false;
+    this.#addEndOfHeaders = fixes.addEndOfHeaders ?? false;
   }
 
   /** True once TOP's line limit is reached: the rest of the file need not be read. */
@@ -31,6 +39,7 @@ export class MultilineEncoder {
   push(chunk: Buffer): Buffer[] {
     const out: Buffer[] = [];
     if (this.#done) return out;
+    if (this.#replaceNuls) replaceNuls(chunk);
     const length = chunk.length;
     let start = 0;
     let i = 0;
@@ -80,9 +89,14 @@ export class MultilineEncoder {
     return out;
   }
 
-  /** What must follow the last chunk so the response ends on a line boundary. */
+  /**
+   * What must follow the last chunk so the response ends on a line boundary, and, with
+   * `addEndOfHeaders`, the empty line a message that never left its header lacks.
+   */
   end(): Buffer[] {
-    if (this.#done || this.#atLineStart) return [];
-    return [this.#lastWasCR ? LF_ONLY : CRLF];
+    if (this.#done) return [];
+    const out = this.#atLineStart ? [] : [this.#lastWasCR ? LF_ONLY : CRLF];
+    if (this.#addEndOfHeaders && this.#inHeader) out.push(CRLF);
+    return out;
   }
 }

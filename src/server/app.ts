@@ -136,6 +136,7 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
       maxLineLength: config.pop3.max_line_length,
       apop: config.pop3.apop,
       implementation: config.pop3.implementation,
+      clientWorkarounds: config.pop3.client_workarounds,
     },
     { login, mailstore, locks, log, tls: () => secureContext, reusePort: worker !== undefined, connections },
   );
