@@ -127,13 +127,17 @@ export class WebService {
       if (reply.statusCode >= 500) log.warn({ event: 'web_request', method: request.method, url: request.url, status: reply.statusCode, ip: request.ip }, 'web request failed');
       done();
     });
+    // Only the bodies the site reads: forms, and XML for autodiscover (src/web/site.ts); any
+    // other type is a 415.
+    app.removeContentTypeParser(['application/json', 'text/plain']);
     this.#healthRoutes(app);
     if (kind === 'metrics') {
       this.#metricsRoute(app, undefined);
     } else {
       if (config.metrics.token !== '') this.#metricsRoute(app, config.metrics.token);
-      const httpsPort = config.https.listen.map((entry) => parseListenAddress(entry)).find((parsed) => parsed.ok)?.value.port;
-      if (kind === 'http' && httpsPort !== undefined) {
+      if (kind === 'http' && this.addresses.https.length > 0) {
+        // The bound port (the HTTPS listeners start first), so port 0 in tests works too.
+        const httpsPort = Number(this.addresses.https[0].split(':').pop());
         app.addHook('onRequest', async (request, reply) => {
           const path = request.url.split('?')[0].toLowerCase();
           if (PLAIN_HTTP_PATHS.has(path)) return;
