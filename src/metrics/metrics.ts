@@ -88,20 +88,19 @@ export class PrometheusMetrics implements MailMetrics {
     if (!stores) return;
     // prom-client collects the gauges of one scrape concurrently: they share one reading of
     // the stores. A store that is away leaves its gauges out (no stale number), and says so.
-    let reading: { at: number; values: Promise<StoreReading | undefined> } | undefined;
-    const read = () => {
-      if (!reading || performance.now() - reading.at > 1000) {
-        const values = Promise.all([stores.liveGrants(), stores.queue()]).then(
+    // The first collect of a scrape starts the reading; the others, called in the same tick,
+    // share it while it is pending; the next scrape reads afresh.
+    let pending: Promise<StoreReading | undefined> | undefined;
+    const read = () =>
+      (pending ??= Promise.all([stores.liveGrants(), stores.queue()])
+        .then(
           ([grants, queue]) => ({ grants, queue }),
           (error: unknown) => {
             onStoreError?.(error);
             return undefined;
           },
-        );
-        reading = { at: performance.now(), values };
-      }
-      return reading.values;
-    };
+        )
+        .finally(() => (pending = undefined)));
     const storeGauge = (name: string, help: string, value: (reading: StoreReading) => number) =>
       new Gauge({
         name,

@@ -223,7 +223,7 @@ export class WebService {
         resolve({ host: bound.address, port: bound.port });
       });
     });
-    this.#deps.log.info({ event: 'listening', listener: label, address: formatListenAddress(address) }, `${label} listening`);
+    this.#deps.log.info({ event: 'listening', listener: label, address }, `${label} listening`);
     return formatListenAddress(address);
   }
 
