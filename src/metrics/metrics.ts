@@ -87,9 +87,10 @@ export class PrometheusMetrics implements MailMetrics {
     this.#deliverySeconds = new Histogram({ name: 'popgate_delivery_duration_seconds', help: 'Time from a message being claimed to a recipient\'s answer', labelNames: ['outcome'], buckets: LONG_BUCKETS, registers });
     if (!stores) return;
     // prom-client collects the gauges of one scrape concurrently: they share one reading of
-    // the stores. A store that is away leaves its gauges out (no stale number), and says so.
+    // the stores.
     // The first collect of a scrape starts the reading; the others, called in the same tick,
-    // share it while it is pending; the next scrape reads afresh.
+    // share it while it is pending; the next scrape reads afresh. While the store is away its
+    // gauges are NaN ("unknown" to Prometheus) rather than a stale or made-up number.
     let pending: Promise<StoreReading | undefined> | undefined;
     const read = () =>
       (pending ??= Promise.all([stores.liveGrants(), stores.queue()])
@@ -107,9 +108,8 @@ export class PrometheusMetrics implements MailMetrics {
         help,
         registers,
         async collect() {
-          this.reset();
           const values = await read();
-          if (values) this.set(value(values));
+          this.set(values ? value(values) : NaN);
         },
       });
     new Gauge({
