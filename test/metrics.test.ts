@@ -96,6 +96,7 @@ describe('metrics of one process', () => {
       popgate_queue_messages: 'gauge',
       popgate_queue_oldest_age_seconds: 'gauge',
       popgate_store_up: 'gauge',
+      popgate_filter_verdicts_total: 'counter',
     };
     for (const [name, type] of Object.entries(expected)) assert.equal(families.get(name)?.type.toLowerCase(), type, name);
     assert.equal(value(families, 'popgate_store_up'), 1);
@@ -132,6 +133,9 @@ describe('metrics of one process', () => {
     assert.match(await stranger.command('RCPT TO:<y@elsewhere.example>'), /^554 5\.7\.1 Relay access denied/);
     stranger.close();
     const families = await scrape(metricsUrl);
+    // The message from remote.example to alice went through the inbound filter.
+    const verdicts = families.get('popgate_filter_verdicts_total')!.metrics;
+    assert.ok(verdicts.some((sample) => sample.labels?.check === 'message' && Number(sample.value) >= 1), JSON.stringify(verdicts));
     assert.equal(value(families, 'popgate_relay_decisions_total', { result: 'allowed' }), 1);
     assert.equal(value(families, 'popgate_relay_decisions_total', { result: 'denied' }), 1);
     assert.equal(value(families, 'popgate_messages_accepted_total', { outcome: 'accepted' }), 2);

@@ -127,6 +127,23 @@ export class PrometheusMetrics implements MailMetrics {
     );
   }
 
+  /**
+   * The inbound filter's verdicts (src/filter/filter.ts counts them itself), exported as
+   * popgate_filter_verdicts_total{check, result} at each scrape.
+   */
+  exportFilterVerdicts(counts: () => { check: string; result: string; count: number }[]): void {
+    new Counter({
+      name: 'popgate_filter_verdicts_total',
+      help: 'Inbound filter verdicts by check (spf, dkim, dmarc, arc, dnsbl, greylist, pregreet, rspamd, message) and result',
+      labelNames: ['check', 'result'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const { check, result, count } of counts()) if (count > 0) this.inc({ check, result }, count);
+      },
+    });
+  }
+
   connectionOpened(listener: string): void {
     this.#connections.inc({ listener });
     this.#open.inc({ listener });

@@ -172,6 +172,7 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
   }
   const inbound = config.filter.enabled ? createInboundFilter(config, backends, log) : undefined;
   const filter = inbound?.filter;
+  if (filter) metrics.exportFilterVerdicts(() => filter.counts.entries());
   const limitSweeper = setInterval(() => {
     void sendLimits.sweep().catch((error) => log.error({ err: error }, 'send-limit sweep failed'));
     void guard.sweep().catch((error) => log.error({ err: error }, 'login-limit sweep failed'));
