@@ -3,9 +3,7 @@ import type { Config } from '../config/schema.ts';
 import { createLogger, type Logger } from '../log/logger.ts';
 import { prepareData, releaseWorkerLocks, startApp, type App } from '../server/app.ts';
 import cluster from 'node:cluster';
-import { prometheusContentType } from 'prom-client';
-import { WebService } from '../web/service.ts';
-import { collectFromWorkers } from '../metrics/workers.ts';
+import type { WebService } from '../web/service.ts';
 import { superviseWorkers, tellPrimary, workerAssignment, type WorkerAssignment } from '../server/workers.ts';
 
 export async function serve(config: Config, options: { dev: boolean; source: string }): Promise<void> {
@@ -14,7 +12,7 @@ export async function serve(config: Config, options: { dev: boolean; source: str
   const log = createLogger(config.log.level);
   log.info({ event: 'start', config: options.source, data_dir: config.data_dir, pid: process.pid, workers: config.server.workers }, 'popgate starting');
   if (config.server.workers > 1) {
-    const metrics = await serveWorkersMetrics(config, log);
+    const metrics = config.metrics.listen.length > 0 ? await serveWorkersMetrics(config, log) : undefined;
     try {
       return await superviseWorkers({
         config,
@@ -24,7 +22,7 @@ export async function serve(config: Config, options: { dev: boolean; source: str
         workerGone: (resolved, pid) => releaseWorkerLocks(resolved, log, pid),
       });
     } finally {
-      await metrics.close();
+      await metrics?.close();
     }
   }
   // The handlers come first: a listener accepts connections before startApp() has returned,
@@ -156,7 +154,8 @@ function welcomeMessage(hostname: string, address: string): Buffer {
  * [metrics] listen of several workers, served by their primary: every worker's values merged
  * (src/metrics/workers.ts). Ready while at least one worker is connected.
  */
-function serveWorkersMetrics(config: Config, log: Logger): Promise<WebService> {
+async function serveWorkersMetrics(config: Config, log: Logger): Promise<WebService> {
+  const [{ WebService }, { collectFromWorkers }, { prometheusContentType }] = await Promise.all([import('../web/service.ts'), import('../metrics/workers.ts'), import('prom-client')]);
   return WebService.start({
     config: { ...config, http: { listen: [] }, https: { listen: [] } },
     log,

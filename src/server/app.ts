@@ -67,7 +67,7 @@ import { loadSecureContext, resolveTlsFiles, tlsFilesStamp } from '../tls/contex
 import { PrometheusMetrics, type MailMetrics } from '../metrics/metrics.ts';
 import { countAcceptedMessages, countRelayDecisions } from '../metrics/instrument.ts';
 import { answerMetricsRequests } from '../metrics/workers.ts';
-import { WebService } from '../web/service.ts';
+import type { WebService } from '../web/service.ts';
 
 /** A running popgate: every service of one config, wired to the backends it names. */
 export interface App {
@@ -87,8 +87,8 @@ export interface App {
   filter?: InboundFilter;
   /** Hooks run before "+OK" to every successful POP3 login. */
   onLogin: LoginHook[];
-  /** The help pages, automatic setup, health checks and metrics (src/web). */
-  web: WebService;
+  /** The help pages, automatic setup, health checks and metrics (src/web), when a web listener is configured. */
+  web: WebService | undefined;
   /** This process's counters (src/metrics). */
   metrics: PrometheusMetrics;
   /** Re-reads the certificate files (SIGHUP), so a renewed certificate needs no restart. */
@@ -249,7 +249,7 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
     addresses,
     onLogin: login.hooks,
     get web() {
-      return web!;
+      return web;
     },
     metrics,
     reloadTls() {
@@ -283,18 +283,23 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
     for (const role of ['submission', 'submissions'] as const) {
       for (const entry of config[role].listen) addresses[role].push(formatListenAddress(await smtp.listen(listenAddress(entry, config[role].proxy_protocol_from), role)));
     }
-    web = await WebService.start({
-      // The primary of several workers serves [metrics] listen itself, for all of them.
-      config: worker ? { ...config, metrics: { ...config.metrics, listen: [] } } : config,
-      log,
-      stores: { isLocalDomain: (domain) => accounts.isLocalDomain(domain), listDomains: () => accounts.listDomains(), popBeforeSmtp },
-      addresses: () => addresses,
-      tlsFiles,
-      metrics: { contentType: metrics.registry.contentType, text: () => metrics.registry.metrics() },
-      ready: () => readiness(backends),
-      reusePort: worker !== undefined,
-    });
-    for (const kind of ['http', 'https', 'metrics'] as const) addresses[kind].push(...web.addresses[kind]);
+    // The primary of several workers serves [metrics] listen itself, for all of them.
+    const webConfig = worker ? { ...config, metrics: { ...config.metrics, listen: [] } } : config;
+    // Loaded only when used: the web framework costs start-up time a mail-only node need not pay.
+    if (webConfig.http.listen.length + webConfig.https.listen.length + webConfig.metrics.listen.length > 0) {
+      const { WebService } = await import('../web/service.ts');
+      web = await WebService.start({
+        config: webConfig,
+        log,
+        stores: { isLocalDomain: (domain) => accounts.isLocalDomain(domain), listDomains: () => accounts.listDomains(), popBeforeSmtp },
+        addresses: () => addresses,
+        tlsFiles,
+        metrics: { contentType: metrics.registry.contentType, text: () => metrics.registry.metrics() },
+        ready: () => readiness(backends),
+        reusePort: worker !== undefined,
+      });
+      for (const kind of ['http', 'https', 'metrics'] as const) addresses[kind].push(...web.addresses[kind]);
+    }
   } catch (error) {
     await app.close();
     throw error;
