@@ -4,6 +4,7 @@ import type { AccountStore } from '../accounts/store.ts';
 import type { Logger } from '../log/logger.ts';
 import { plaintextLoginAllowed, type LoginGuard } from '../policy/login-guard.ts';
 import type { SaslCredentials } from './sasl.ts';
+import type { MailMetrics } from '../metrics/metrics.ts';
 
 // The one login path of every protocol: POP3 USER/PASS, POP3 AUTH, APOP and SMTP AUTH all
 // come here. In order: the plaintext-without-TLS rule, the login guard (a locked-out address
@@ -77,10 +78,13 @@ export class LoginService {
   /** Awaited in order before a POP3 "+OK"; a throwing hook fails the login. */
   readonly hooks: LoginHook[] = [];
 
-  constructor(accounts: AccountStore, guard: LoginGuard, settings: LoginSettings) {
+  readonly #metrics: Pick<MailMetrics, 'login' | 'lockout'> | undefined;
+
+  constructor(accounts: AccountStore, guard: LoginGuard, settings: LoginSettings, metrics?: Pick<MailMetrics, 'login' | 'lockout'>) {
     this.#accounts = accounts;
     this.#guard = guard;
     this.#settings = settings;
+    this.#metrics = metrics;
   }
 
   /** RFC 2595 §2, RFC 8314: passwords in the clear only over TLS, unless the config allows it. */
@@ -90,6 +94,10 @@ export class LoginService {
 
   /** USER/PASS, or the password of AUTH LOGIN. */
   password<A>(attempt: LoginAttempt<A>, name: string, password: string): Promise<LoginOutcome<A>> {
+    return this.#counted(attempt, this.#password(attempt, name, password));
+  }
+
+  #password<A>(attempt: LoginAttempt<A>, name: string, password: string): Promise<LoginOutcome<A>> {
     if (!this.plaintextAllowed(attempt.connection)) return Promise.resolve({ ok: false, reason: 'plaintext' });
     return this.#login(attempt, name, async (address) => (password === '' ? undefined : (await this.#accounts.authenticate(address, password))?.address));
   }
@@ -100,10 +108,10 @@ export class LoginService {
    * as a failure, so it cannot be used to probe passwords for free).
    */
   sasl<A>(attempt: LoginAttempt<A>, credentials: SaslCredentials): Promise<LoginOutcome<A>> {
-    if (!this.plaintextAllowed(attempt.connection)) return Promise.resolve({ ok: false, reason: 'plaintext' });
+    if (!this.plaintextAllowed(attempt.connection)) return this.#counted(attempt, Promise.resolve({ ok: false, reason: 'plaintext' }));
     const { username, password, authzid } = credentials;
     if (authzid !== undefined && this.#address(authzid).toLowerCase() !== this.#address(username).toLowerCase()) {
-      return this.#login(attempt, username, () => Promise.resolve(undefined));
+      return this.#counted(attempt, this.#login(attempt, username, () => Promise.resolve(undefined)));
     }
     return this.password(attempt, username, password);
   }
@@ -113,12 +121,20 @@ export class LoginService {
    * kept apart from the login password. Not a plaintext password, so allowed without TLS.
    */
   apop<A>(attempt: LoginAttempt<A>, name: string, banner: string, digestHex: string): Promise<LoginOutcome<A>> {
-    return this.#login(attempt, name, async (address) => {
+    return this.#counted(attempt, this.#login(attempt, name, async (address) => {
       const secret = await this.#accounts.getApopSecret(address);
       if (secret === undefined) return undefined;
       const expected = createHash('md5').update(banner + secret).digest();
       return timingSafeEqual(expected, Buffer.from(digestHex, 'hex')) ? parseAddress(address)?.address : undefined;
-    });
+    }));
+  }
+
+  /** Every outcome of every mechanism is counted here, once, with the time it took to answer. */
+  async #counted<A>(attempt: LoginAttempt<A>, outcome: Promise<LoginOutcome<A>>): Promise<LoginOutcome<A>> {
+    const start = performance.now();
+    const result = await outcome;
+    this.#metrics?.login(attempt.protocol, result.ok ? 'success' : result.reason, (performance.now() - start) / 1000);
+    return result;
   }
 
   #address(name: string): string {
@@ -152,6 +168,7 @@ export class LoginService {
     const user = address === '' ? undefined : await verify(address);
     if (user === undefined) {
       const { delayMs, locked } = await this.#guard.failure(connection.ip, address || undefined);
+      if (locked) this.#metrics?.lockout();
       log.info({ event: 'login_failed', protocol, mechanism, user: address, locked }, `${protocol} login failed`);
       // RFC 1939 §13, RFC 4954 §4: a pause after a failed login slows password guessing.
       if (delayMs > 0) await connection.sleep(delayMs);

@@ -28,4 +28,6 @@ export const DEV_DEFAULTS = {
   submission: { listen: ['127.0.0.1:2587'] },
   submissions: { listen: ['127.0.0.1:2465'] },
   tls: { self_signed: true },
+  http: { listen: ['127.0.0.1:2080'] },
+  metrics: { listen: ['127.0.0.1:2090'] },
 };

@@ -13,6 +13,7 @@ import { registerDbCommands } from './db.ts';
 import { registerImportCommands } from './import.ts';
 import { registerDoctorCommand } from './doctor.ts';
 import { registerBackupCommands } from './backup.ts';
+import { registerDnsCommands } from './dns.ts';
 import { DkimKeyError } from '../dkim/keys.ts';
 import { openBackends, type Backends } from '../server/app.ts';
 import { silentLogger } from '../log/logger.ts';
@@ -267,6 +268,7 @@ registerDbCommands(program, () => resolveConfig(configFlag(), true).config);
 registerImportCommands(program, () => resolveConfig(configFlag(), true).config);
 registerDoctorCommand(program, () => resolveConfig(configFlag(), true).config);
 registerBackupCommands(program, () => resolveConfig(configFlag(), true).config);
+registerDnsCommands(program, () => resolveConfig(configFlag(), true).config, () => withBackends(({ accounts }) => accounts.listDomains()));
 
 function formatLeft(ms: number): string {
   const seconds = Math.max(0, Math.round(ms / 1000));

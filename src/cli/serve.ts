@@ -2,6 +2,8 @@ import { randomBytes } from 'node:crypto';
 import type { Config } from '../config/schema.ts';
 import { createLogger, type Logger } from '../log/logger.ts';
 import { prepareData, releaseWorkerLocks, startApp, type App } from '../server/app.ts';
+import cluster from 'node:cluster';
+import type { WebService } from '../web/service.ts';
 import { superviseWorkers, tellPrimary, workerAssignment, type WorkerAssignment } from '../server/workers.ts';
 
 export async function serve(config: Config, options: { dev: boolean; source: string }): Promise<void> {
@@ -10,13 +12,18 @@ export async function serve(config: Config, options: { dev: boolean; source: str
   const log = createLogger(config.log.level);
   log.info({ event: 'start', config: options.source, data_dir: config.data_dir, pid: process.pid, workers: config.server.workers }, 'popgate starting');
   if (config.server.workers > 1) {
-    return superviseWorkers({
-      config,
-      source: options.source,
-      log,
-      prepare: (resolved) => prepareData(resolved, log),
-      workerGone: (resolved, pid) => releaseWorkerLocks(resolved, log, pid),
-    });
+    const metrics = config.metrics.listen.length > 0 ? await serveWorkersMetrics(config, log) : undefined;
+    try {
+      return await superviseWorkers({
+        config,
+        source: options.source,
+        log,
+        prepare: (resolved) => prepareData(resolved, log),
+        workerGone: (resolved, pid) => releaseWorkerLocks(resolved, log, pid),
+      });
+    } finally {
+      await metrics?.close();
+    }
   }
   // The handlers come first: a listener accepts connections before startApp() has returned,
   // and a SIGTERM in that moment must still shut down gracefully, not kill the process.
@@ -115,6 +122,7 @@ async function bootstrapDemo(app: App): Promise<void> {
   }
   lines.push('', `  POP3 ${app.addresses.pop3.join(' ') || '-'}   POP3S ${app.addresses.pop3s.join(' ') || '-'}   SMTP ${app.addresses.smtp.join(' ') || '-'}`,
     `  Submission (SMTP AUTH) ${app.addresses.submission.join(' ') || '-'} STARTTLS   ${app.addresses.submissions.join(' ') || '-'} TLS`,
+    `  Help pages ${app.addresses.http.map((address) => `http://${address}/`).join(' ') || '-'}   Metrics ${app.addresses.metrics.map((address) => `http://${address}/metrics`).join(' ') || '-'}`,
     '  Stop with Ctrl-C.',
     '');
   process.stdout.write(lines.filter((line) => typeof line === 'string').join('\n') + '\n');
@@ -140,4 +148,24 @@ function welcomeMessage(hostname: string, address: string): Buffer {
       '',
     ].join('\r\n'),
   );
+}
+
+/**
+ * [metrics] listen of several workers, served by their primary: every worker's values merged
+ * (src/metrics/workers.ts). Ready while at least one worker is connected.
+ */
+async function serveWorkersMetrics(config: Config, log: Logger): Promise<WebService> {
+  const [{ WebService }, { collectFromWorkers }, { prometheusContentType }] = await Promise.all([import('../web/service.ts'), import('../metrics/workers.ts'), import('prom-client')]);
+  return WebService.start({
+    config: { ...config, http: { listen: [] }, https: { listen: [] } },
+    log,
+    stores: undefined,
+    addresses: () => ({}),
+    tlsFiles: undefined,
+    metrics: { contentType: prometheusContentType, text: collectFromWorkers },
+    ready: async () => {
+      if (!Object.values(cluster.workers ?? {}).some((worker) => worker?.isConnected())) throw new Error('no worker is running');
+    },
+    reusePort: false,
+  });
 }

@@ -258,6 +258,25 @@ export const configSchema = z.strictObject({
         .prefault({}),
     })
     .prefault({}),
+  // The web side (src/web, docs/web.md): help pages, automatic client setup, health checks.
+  http: z.strictObject({ listen: listenList.default([]) }).prefault({}),
+  https: z.strictObject({ listen: listenList.default([]) }).prefault({}),
+  web: z
+    .strictObject({
+      provider_name: z.string().max(100).default(''),
+      provider_contact: z.string().max(300).default(''),
+      // Balancers or reverse proxies whose X-Forwarded-For names the real client (the
+      // "Can I send now?" page answers for that address).
+      trusted_proxies: z.array(network).default([]),
+    })
+    .prefault({}),
+  // Prometheus metrics: on their own listeners, and on the web listeners with this bearer token.
+  metrics: z
+    .strictObject({
+      listen: listenList.default([]),
+      token: z.union([z.literal(''), z.string().min(16, 'must be at least 16 characters (or "" for none)')]).default(''),
+    })
+    .prefault({}),
   shutdown_grace: duration.prefault('5s'),
 });
 

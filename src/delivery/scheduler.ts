@@ -1,5 +1,6 @@
 import type { MessageAcceptance } from '../acceptance/acceptance.ts';
 import { headerFromDomain, type DkimSigner } from '../dkim/sign.ts';
+import type { MailMetrics } from '../metrics/metrics.ts';
 import type { Logger } from '../log/logger.ts';
 import type { MailPolicy } from '../policy/mail-policy.ts';
 import type { OutboundQueue } from '../queue/queue.ts';
@@ -48,6 +49,8 @@ export interface DeliveryDeps {
   /** Where mail the scheduler makes or delivers itself is taken in: local copies, forwards, bounces. */
   acceptance: MessageAcceptance;
   log: Logger;
+  /** Where each recipient's outcome is counted (src/metrics). */
+  metrics?: Pick<MailMetrics, 'delivery'>;
 }
 
 type Outcome = 'delivered' | 'deferred' | 'bounced';
@@ -77,6 +80,8 @@ interface Destination {
 export class DeliveryScheduler {
   readonly #settings: DeliverySettings;
   readonly #deps: DeliveryDeps;
+  /** When each message in flight was claimed (performance.now()), for the delivery-time histogram. */
+  readonly #claimedAt = new Map<string, number>();
   readonly #log: Logger;
   readonly #inFlight = new Set<string>();
   readonly #running = new Set<Promise<void>>();
@@ -174,10 +179,12 @@ export class DeliveryScheduler {
 
   #track(message: QueuedMessage): void {
     this.#inFlight.add(message.id);
+    this.#claimedAt.set(message.id, performance.now());
     const run = this.#process(message)
       .catch((error) => this.#log.error({ event: 'queue_error', queueId: message.id, err: error }, 'delivery run failed; the message stays queued'))
       .finally(() => {
         this.#inFlight.delete(message.id);
+        this.#claimedAt.delete(message.id);
         this.#running.delete(run);
         this.wake();
       });
@@ -399,6 +406,7 @@ export class DeliveryScheduler {
     const session = via instanceof ClientSession ? via : undefined;
     const target = session?.target ?? (via as Target | undefined);
     const outcome: Outcome = update.state === 'delivered' ? 'delivered' : update.state === 'failed' ? 'bounced' : 'deferred';
+    this.#deps.metrics?.delivery(outcome, (performance.now() - (this.#claimedAt.get(message.id) ?? performance.now())) / 1000);
     this.#log[outcome === 'delivered' ? 'info' : 'warn'](
       {
         event: 'delivery',

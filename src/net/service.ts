@@ -6,6 +6,7 @@ import { formatListenAddress, type ListenAddress } from './listen.ts';
 import type { SecureContext } from 'node:tls';
 import { LocalConnectionRegistry, type ConnectionRegistry } from './connection-registry.ts';
 import { LineConnection, type ConnectionTexts, type LineConnectionSettings, type LineSession } from './line-connection.ts';
+import type { MailMetrics } from '../metrics/metrics.ts';
 import { PROXY_HEADER_TIMEOUT_MS, readProxyHeader } from './proxy-protocol.ts';
 import { DEFAULT_SINGLE_PEER_WARNING, SinglePeerWatch, type SinglePeerWarningSettings } from './single-peer-watch.ts';
 
@@ -65,6 +66,8 @@ export interface ServiceDependencies {
    * on the same port must fail (EADDRINUSE), not share it silently.
    */
   reusePort?: boolean;
+  /** Where admitted connections and their durations are counted (src/metrics). */
+  metrics?: Pick<MailMetrics, 'connectionOpened' | 'connectionClosed'>;
 }
 
 /** What a listener's context makes of a new connection: the session, and whether TLS comes first. */
@@ -87,6 +90,7 @@ export class ServiceListeners<Context> {
   readonly #connection: LineConnectionSettings;
   readonly #reusePort: boolean;
   readonly #log: Logger;
+  readonly #metrics: ServiceDependencies['metrics'];
   readonly #open: SessionOpener<Context>;
   readonly #servers: Server[] = [];
   readonly #sessions = new Set<LineConnection>();
@@ -118,6 +122,7 @@ export class ServiceListeners<Context> {
       tls: deps.tls,
     };
     this.#log = deps.log;
+    this.#metrics = deps.metrics;
     this.#open = open;
     this.#registry = deps.connections?.registry ?? new LocalConnectionRegistry();
     this.#reusePort = deps.reusePort ?? false;
@@ -188,8 +193,11 @@ export class ServiceListeners<Context> {
     const log = ip === peer ? this.#log : this.#log.child({ via: peer });
     const connection = new LineConnection(socket, ip, id, this.#connection, this.#texts, log);
     this.#sessions.add(connection);
+    const opened = performance.now();
+    this.#metrics?.connectionOpened(listener.label);
     connection.onClosed = () => {
       this.#sessions.delete(connection);
+      this.#metrics?.connectionClosed(listener.label, (performance.now() - opened) / 1000);
       release();
     };
     const { session, implicitTls } = this.#open(connection, listener.context);

@@ -64,6 +64,10 @@ import { tellPrimary, type WorkerMessage } from './workers.ts';
 import { hostname, networkInterfaces } from 'node:os';
 import { SmtpServer } from '../smtp/server.ts';
 import { loadSecureContext, resolveTlsFiles, tlsFilesStamp } from '../tls/context.ts';
+import { PrometheusMetrics, type MailMetrics } from '../metrics/metrics.ts';
+import { countAcceptedMessages, countRelayDecisions } from '../metrics/instrument.ts';
+import { answerMetricsRequests } from '../metrics/workers.ts';
+import type { WebService } from '../web/service.ts';
 
 /** A running popgate: every service of one config, wired to the backends it names. */
 export interface App {
@@ -83,6 +87,10 @@ export interface App {
   filter?: InboundFilter;
   /** Hooks run before "+OK" to every successful POP3 login. */
   onLogin: LoginHook[];
+  /** The help pages, automatic setup, health checks and metrics (src/web), when a web listener is configured. */
+  web: WebService | undefined;
+  /** This process's counters (src/metrics). */
+  metrics: PrometheusMetrics;
   /** Re-reads the certificate files (SIGHUP), so a renewed certificate needs no restart. */
   reloadTls(): void;
   close(): Promise<void>;
@@ -118,7 +126,13 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
     );
   }
 
-  const login = new LoginService(accounts, guard, { plaintextWithoutTls: config.auth.plaintext_without_tls, defaultDomain: config.auth.default_domain });
+  // Store-wide gauges (grants, queue) are read by one process only: alone, or worker 1.
+  const metrics = new PrometheusMetrics(
+    !worker || worker.slot === 1 ? { liveGrants: async () => (await popBeforeSmtp.list()).length, queue: async () => queueGauges(await queue.list()) } : undefined,
+    (error) => log.error({ event: 'metrics_store_failed', err: error }, 'cannot read a store for the metrics'),
+  );
+  const stopAnsweringMetrics = worker ? answerMetricsRequests(metrics) : () => {};
+  const login = new LoginService(accounts, guard, { plaintextWithoutTls: config.auth.plaintext_without_tls, defaultDomain: config.auth.default_domain }, metrics);
   // The grant is recorded before POP3 answers "+OK", so SMTP sees it with zero lag.
   login.hooks.push(async (event) => void (await popBeforeSmtp.onLogin(event)));
   // Expired grants are already ignored at lookup; this only keeps the table small.
@@ -138,24 +152,28 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
       implementation: config.pop3.implementation,
       clientWorkarounds: config.pop3.client_workarounds,
     },
-    { login, mailstore, locks, log, tls: () => secureContext, reusePort: worker !== undefined, connections },
+    { login, mailstore, locks, log, tls: () => secureContext, reusePort: worker !== undefined, connections, metrics },
   );
 
   // Workers start on data their primary already brought in line (prepareData).
   if (!worker) await queue.recover();
-  const acceptance = new MessageAcceptance(config.hostname, mailstore, queue, log);
-  const policy = new MailPolicy(accounts, popBeforeSmtp, {
-    enforceSender: config.pop_before_smtp.enforce_sender,
-    windowMs: config.pop_before_smtp.window,
-    postmaster: config.smtp.postmaster,
-    fromCheckEnforced: async (domain) => (await backends.domainSettings.get(domain)).from_check !== 'off',
-    relayNetworks: config.smtp.relay_networks,
-  });
+  const acceptance = countAcceptedMessages(new MessageAcceptance(config.hostname, mailstore, queue, log), metrics);
+  const policy = countRelayDecisions(
+    new MailPolicy(accounts, popBeforeSmtp, {
+      enforceSender: config.pop_before_smtp.enforce_sender,
+      windowMs: config.pop_before_smtp.window,
+      postmaster: config.smtp.postmaster,
+      fromCheckEnforced: async (domain) => (await backends.domainSettings.get(domain)).from_check !== 'off',
+      relayNetworks: config.smtp.relay_networks,
+    }),
+    metrics,
+  );
   for (const network of wideRelayNetworks(config.smtp.relay_networks)) {
     log.warn({ event: 'relay_network_wide', network }, `smtp.relay_networks: ${network} is wider than a /16 (IPv4) or /48 (IPv6): every client in it may relay`);
   }
   const inbound = config.filter.enabled ? createInboundFilter(config, backends, log) : undefined;
   const filter = inbound?.filter;
+  if (filter) metrics.exportFilterVerdicts(() => filter.counts.entries());
   const limitSweeper = setInterval(() => {
     void sendLimits.sweep().catch((error) => log.error({ err: error }, 'send-limit sweep failed'));
     void guard.sweep().catch((error) => log.error({ err: error }, 'login-limit sweep failed'));
@@ -192,6 +210,7 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
       filter,
       bodies: new IncomingBodies(queue.spool.incomingDir, { memoryPerMessage: 256 * 1024, memoryTotal: config.smtp.max_data_memory }),
       freeSpace: new FreeSpace(config.data_dir, config.smtp.min_free_space, log),
+      metrics,
     },
   );
 
@@ -201,12 +220,12 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
     if (tlsFiles && tlsFilesStamp(tlsFiles) !== tlsStamp) app.reloadTls();
   }, config.tls.reload_check);
   tlsWatcher.unref();
-  const addresses: Record<string, string[]> = { pop3: [], pop3s: [], smtp: [], submission: [], submissions: [] };
+  const addresses: Record<string, string[]> = { pop3: [], pop3s: [], smtp: [], submission: [], submissions: [], http: [], https: [], metrics: [] };
   // Queue leases are taken under a name that outlives this process: the node and the worker
   // slot. A restarted process (after kill -9, a crash) releases its predecessor's leases at
   // once; another node's live leases carry another name and are left alone.
   const leaseOwner = `${config.cluster.node || hostname()}/${worker?.slot ?? 1}`;
-  const delivery = createDeliveryScheduler(config, { queue, policy, acceptance, log }, () => addresses.smtp, leaseOwner);
+  const delivery = createDeliveryScheduler(config, { queue, policy, acceptance, log, metrics }, () => addresses.smtp, leaseOwner);
   // One worker of a machine delivers the queue (slot 1); the others tell it, through their
   // primary, when they have queued mail, so relayed mail leaves at once whoever accepted it.
   const delivers = !worker || worker.slot === 1;
@@ -216,6 +235,7 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
     if (message.type === 'wake_delivery') delivery.wake();
   };
   if (worker && delivers) process.on('message', onWake);
+  let web: WebService | undefined;
   const app: App = {
     config,
     accounts,
@@ -229,12 +249,17 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
     filter,
     addresses,
     onLogin: login.hooks,
+    get web() {
+      return web;
+    },
+    metrics,
     reloadTls() {
       if (!tlsFiles) return;
       // A half-written or mismatched pair keeps the certificate in use (and says so).
       tlsStamp = tlsFilesStamp(tlsFiles); // one attempt (and one log line) per change
       try {
         secureContext = loadSecureContext(tlsFiles);
+        web?.reloadTls();
         log.info({ event: 'tls_reloaded', cert: tlsFiles.cert }, 'TLS certificate reloaded');
       } catch (error) {
         log.error({ event: 'tls_reload_failed', cert: tlsFiles.cert, err: error }, 'cannot load the new TLS certificate: still serving the previous one');
@@ -246,7 +271,8 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
       clearInterval(sweeper);
       clearInterval(tlsWatcher);
       clearInterval(limitSweeper);
-      await Promise.all([pop3.close(config.shutdown_grace), smtp.close(config.shutdown_grace), delivery.stop(config.shutdown_grace)]);
+      stopAnsweringMetrics();
+      await Promise.all([pop3.close(config.shutdown_grace), smtp.close(config.shutdown_grace), delivery.stop(config.shutdown_grace), web?.close()]);
       inbound?.close();
       await backends.close();
     },
@@ -258,6 +284,23 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
     for (const role of ['submission', 'submissions'] as const) {
       for (const entry of config[role].listen) addresses[role].push(formatListenAddress(await smtp.listen(listenAddress(entry, config[role].proxy_protocol_from), role)));
     }
+    // The primary of several workers serves [metrics] listen itself, for all of them.
+    const webConfig = worker ? { ...config, metrics: { ...config.metrics, listen: [] } } : config;
+    // Loaded only when used: the web framework costs start-up time a mail-only node need not pay.
+    if (webConfig.http.listen.length + webConfig.https.listen.length + webConfig.metrics.listen.length > 0) {
+      const { WebService } = await import('../web/service.ts');
+      web = await WebService.start({
+        config: webConfig,
+        log,
+        stores: { isLocalDomain: (domain) => accounts.isLocalDomain(domain), listDomains: () => accounts.listDomains(), popBeforeSmtp },
+        addresses: () => addresses,
+        tlsFiles,
+        metrics: { contentType: metrics.registry.contentType, text: () => metrics.registry.metrics() },
+        ready: () => readiness(backends),
+        reusePort: worker !== undefined,
+      });
+      for (const kind of ['http', 'https', 'metrics'] as const) addresses[kind].push(...web.addresses[kind]);
+    }
   } catch (error) {
     await app.close();
     throw error;
@@ -266,6 +309,21 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
   else if (config.outbound.enabled) await delivery.start();
   else log.warn({ event: 'outbound_disabled' }, 'outbound.enabled = false: relayed mail is queued but not delivered');
   return app;
+}
+
+/** The outbound queue as the metrics show it. */
+function queueGauges(messages: { receivedAt: number }[]): { size: number; oldestReceivedAt: number | undefined } {
+  let oldest: number | undefined;
+  for (const message of messages) if (oldest === undefined || message.receivedAt < oldest) oldest = message.receivedAt;
+  return { size: messages.length, oldestReceivedAt: oldest };
+}
+
+/** Whether this process can serve mail: the stores a login and a relay need answer (/healthz/ready). */
+async function readiness(backends: Backends): Promise<void> {
+  await backends.accounts.isLocalDomain('healthz.invalid');
+  // RFC 5737 documentation address: a lookup nobody holds a grant for.
+  await backends.popBeforeSmtp.authorization('192.0.2.1');
+  await backends.queue.nextDueAt();
 }
 
 /** The storage behind one config, seen through its interfaces. */
@@ -463,7 +521,7 @@ export function createPopBeforeSmtp(config: Config, store: RelayAuthStore, log: 
 
 export function createDeliveryScheduler(
   config: Config,
-  deps: { queue: OutboundQueue; policy: MailPolicy; acceptance: MessageAcceptance; log: Logger },
+  deps: { queue: OutboundQueue; policy: MailPolicy; acceptance: MessageAcceptance; log: Logger; metrics?: MailMetrics },
   smtpAddresses: () => string[],
   leaseOwner: string,
 ): DeliveryScheduler {

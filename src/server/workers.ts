@@ -51,7 +51,7 @@ export function tellPrimary(message: WorkerMessage): void {
 }
 
 /** Every listen list of the config. */
-const LISTENERS = ['pop3', 'pop3s', 'smtp', 'submission', 'submissions'] as const;
+const LISTENERS = ['pop3', 'pop3s', 'smtp', 'submission', 'submissions', 'http', 'https'] as const;
 
 /**
  * Port 0 (tests) would give each worker a port of its own: the primary picks one free port per

@@ -1,0 +1,237 @@
+import { join } from 'node:path';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { normalizeDomain, parseAddress } from '../accounts/address.ts';
+import type { Config } from '../config/schema.ts';
+import type { Logger } from '../log/logger.ts';
+import { NetworkList } from '../net/ip.ts';
+import type { PopBeforeSmtp } from '../relay-auth/pop-before-smtp.ts';
+import { appleMailProfile, MOBILECONFIG_TYPE, profileFileName } from './apple-profile.ts';
+import { AUTODISCOVER_MAX_BYTES, AutodiscoverRequestError, autodiscoverError, autodiscoverResponse, parseAutodiscoverRequest, thunderbirdAutoconfig } from './autoconfig.ts';
+import { CLIENTS, findClient, securityName, setupSteps } from './clients.ts';
+import { LANGS, troubles, UI, type Lang } from './i18n.ts';
+import { mailSettings, preferredIncoming, preferredOutgoing, type MailSettings } from './mail-settings.ts';
+import { CsrfError, CSRF_FIELD, type BrowserSessions } from './security.ts';
+
+// The customer site: help pages per local domain, "Can I send now?", and the automatic setup
+// documents. Public, read-only apart from the language choice. Which domain a page is about
+// comes from ?domain=, from an address asked about, or from the host name the visitor used
+// (autoconfig.example.com, mail.example.com, example.com …); a domain that is not local is a
+// 404 that names only the domain asked about.
+
+export const VIEWS_DIR = join(import.meta.dirname, 'views');
+export const STATIC_DIR = join(import.meta.dirname, 'static');
+export const LANG_COOKIE = 'popgate_lang';
+
+/** What the site reads: account domains, and the grants (never who holds them). */
+export interface SiteStores {
+  isLocalDomain(domain: string): Promise<boolean>;
+  listDomains(): Promise<string[]>;
+  popBeforeSmtp: Pick<PopBeforeSmtp, 'authorization'>;
+}
+
+export interface SiteOptions {
+  config: Config;
+  /** The bound addresses of the mail listeners (ports as really served). */
+  addresses: () => Record<string, string[]>;
+  stores: SiteStores;
+  sessions: BrowserSessions;
+  log: Logger;
+}
+
+/** Thrown for a client error the site words itself (status and a short sentence). */
+export class PageError extends Error {
+  readonly statusCode: number;
+  constructor(statusCode: number, message: string) {
+    super(message);
+    this.statusCode = statusCode;
+  }
+}
+
+const CLIENT_ID = /^[a-z0-9-]{1,40}$/;
+
+export function registerSite(app: FastifyInstance, options: SiteOptions): void {
+  const { config, stores, sessions } = options;
+  const neverGrant = new NetworkList(config.pop_before_smtp.never_grant);
+  const settings = (): MailSettings => mailSettings(config, options.addresses());
+  // With one local domain (most small providers) every page is about it; cached briefly so
+  // help pages do not list the domains on every request.
+  let onlyDomain: { value: string | undefined; until: number } = { value: undefined, until: 0 };
+
+  const languageOf = (request: FastifyRequest): Lang => {
+    const chosen = request.cookies[LANG_COOKIE];
+    if (chosen === 'en' || chosen === 'ja') return chosen;
+    const negotiated = request.languages([...LANGS]);
+    return negotiated === 'ja' ? 'ja' : 'en';
+  };
+
+  /** The local domain a request is about; PageError 404 for a domain that is not local. */
+  const domainOf = async (request: FastifyRequest, asked?: string): Promise<string | undefined> => {
+    const query = request.query as Record<string, unknown>;
+    const explicit = asked ?? (typeof query.domain === 'string' ? query.domain : undefined);
+    if (explicit !== undefined) {
+      const domain = normalizeDomain(explicit);
+      if (!domain || !(await stores.isLocalDomain(domain))) throw new PageError(404, UI[languageOf(request)].domainUnknown(domain ?? 'This'));
+      return domain;
+    }
+    const host = normalizeDomain(request.hostname.replace(/:\d+$/, '').replace(/^\[.*\]$/, ''));
+    if (host) {
+      const labels = host.split('.');
+      for (let i = 0; i < labels.length - 1 && i < 4; i++) {
+        const candidate = labels.slice(i).join('.');
+        if (await stores.isLocalDomain(candidate)) return candidate;
+      }
+    }
+    if (Date.now() > onlyDomain.until) {
+      const domains = await stores.listDomains();
+      onlyDomain = { value: domains.length === 1 ? domains[0] : undefined, until: Date.now() + 10_000 };
+    }
+    return onlyDomain.value;
+  };
+
+  const render = async (request: FastifyRequest, reply: FastifyReply, page: string, data: Record<string, unknown>) => {
+    const lang = languageOf(request);
+    const domain = (data.domain as string | undefined) ?? (await domainOf(request));
+    const mail = settings();
+    const common = {
+      lang,
+      t: UI[lang],
+      langs: LANGS.map((code) => ({ code, name: UI[code].langName })),
+      path: request.url.split('?')[0],
+      csrf: sessions.csrfToken(request, reply),
+      csrfField: CSRF_FIELD,
+      domain,
+      domainQuery: domain && request.query && typeof (request.query as Record<string, unknown>).domain === 'string' ? `?domain=${encodeURIComponent(domain)}` : '',
+      example: `you@${domain ?? 'example.com'}`,
+      mail,
+      incoming: preferredIncoming(mail),
+      outgoing: preferredOutgoing(mail),
+      securityName: (security: Parameters<typeof securityName>[0]) => securityName(security, lang),
+      provider: mail.provider,
+    };
+    reply.header('Content-Language', lang).header('Vary', 'Accept-Language, Cookie');
+    return reply.view(page, { ...common, ...data });
+  };
+
+  app.get('/', (request, reply) => render(request, reply, 'index', { title: UI[languageOf(request)].help, clients: CLIENTS }));
+
+  app.get('/setup/:client', async (request, reply) => {
+    const { client: id } = request.params as { client: string };
+    const client = CLIENT_ID.test(id) ? findClient(id) : undefined;
+    if (!client) throw new PageError(404, UI[languageOf(request)].notFound);
+    const domain = await domainOf(request);
+    const lang = languageOf(request);
+    const steps = setupSteps(client, settings(), lang, `you@${domain ?? 'example.com'}`);
+    return render(request, reply, 'setup', { title: client.name, client, steps, domain, apple: client.id.startsWith('apple-') });
+  });
+
+  app.get('/pop-before-smtp', (request, reply) => render(request, reply, 'pop-before-smtp', { title: UI[languageOf(request)].aboutPbs }));
+  app.get('/port-25', (request, reply) => render(request, reply, 'port-25', { title: UI[languageOf(request)].port25 }));
+  app.get('/troubleshooting', async (request, reply) => {
+    const domain = await domainOf(request);
+    const lang = languageOf(request);
+    return render(request, reply, 'troubleshooting', { title: UI[lang].troubleshooting, domain, troubles: troubles(config, lang, `you@${domain ?? 'example.com'}`) });
+  });
+
+  // The visitor's own address only, and whether it holds a grant: never who holds it.
+  app.get('/can-i-send', async (request, reply) => {
+    const lang = languageOf(request);
+    const ip = request.ip;
+    let answer: 'yes' | 'no' | 'never' | 'unknown';
+    let minutesLeft = 0;
+    if (neverGrant.has(ip)) {
+      answer = 'never';
+    } else {
+      try {
+        const authorization = await stores.popBeforeSmtp.authorization(ip);
+        answer = authorization ? 'yes' : 'no';
+        if (authorization) minutesLeft = Math.max(1, Math.ceil((authorization.expiresAt - Date.now()) / 60_000));
+      } catch (error) {
+        options.log.error({ event: 'web_grant_check_failed', err: error }, 'cannot check POP-before-SMTP grants for the help page');
+        answer = 'unknown';
+        reply.code(503);
+      }
+    }
+    reply.header('Cache-Control', 'no-store');
+    return render(request, reply, 'can-i-send', { title: UI[lang].canISend, ip, answer, minutesLeft });
+  });
+
+  // The language switch: a form (with its CSRF token) that sets a cookie, then back to the page.
+  app.post('/language', async (request, reply) => {
+    sessions.verifyCsrf(request);
+    const body = request.body as Record<string, unknown>;
+    const lang = body.lang;
+    if (lang !== 'en' && lang !== 'ja') throw new PageError(400, 'lang must be "en" or "ja"');
+    const back = typeof body.back === 'string' && /^\/(?!\/)[A-Za-z0-9\-._~/?=&%]{0,200}$/.test(body.back) && !body.back.includes('\\') ? body.back : '/';
+    reply.setCookie(LANG_COOKIE, lang, { path: '/', httpOnly: true, sameSite: 'lax', secure: request.protocol === 'https', maxAge: 365 * 24 * 3600 });
+    return reply.redirect(back, 303);
+  });
+
+  // Thunderbird autoconfig (both places Thunderbird looks: autoconfig.<domain>/mail/… and
+  // <domain>/.well-known/autoconfig/mail/…); ?emailaddress= names the domain when given.
+  const autoconfig = async (request: FastifyRequest, reply: FastifyReply) => {
+    const query = request.query as Record<string, unknown>;
+    let asked: string | undefined;
+    if (typeof query.emailaddress === 'string') {
+      const address = parseAddress(query.emailaddress);
+      if (!address) throw new PageError(400, 'emailaddress is not an e-mail address');
+      asked = address.domain;
+    }
+    const domain = await domainOf(request, asked);
+    if (!domain) throw new PageError(404, 'no local mail domain matches this host name: add ?emailaddress=');
+    return reply.type('application/xml; charset=utf-8').header('Cache-Control', 'max-age=3600').send(thunderbirdAutoconfig(settings(), domain));
+  };
+  app.get('/mail/config-v1.1.xml', autoconfig);
+  app.get('/.well-known/autoconfig/mail/config-v1.1.xml', autoconfig);
+
+  // Outlook autodiscover (POX). The body is read as text up to a small limit, then parsed
+  // without a DTD (see parseAutodiscoverRequest).
+  app.addContentTypeParser(['text/xml', 'application/xml'], { parseAs: 'string', bodyLimit: AUTODISCOVER_MAX_BYTES }, (_request, body, done) => done(null, body));
+  app.post('/autodiscover/autodiscover.xml', { bodyLimit: AUTODISCOVER_MAX_BYTES }, async (request, reply) => {
+    if (typeof request.body !== 'string') throw new PageError(415, 'send the autodiscover request as text/xml');
+    let address: string;
+    try {
+      address = parseAutodiscoverRequest(request.body);
+    } catch (error) {
+      if (error instanceof AutodiscoverRequestError) throw new PageError(400, `invalid autodiscover request: ${error.message}`);
+      throw error;
+    }
+    const parsed = parseAddress(address);
+    reply.type('application/xml; charset=utf-8');
+    if (!parsed || !(await stores.isLocalDomain(parsed.domain))) {
+      // [MS-OXDSCLI]: error 600 "Invalid Request" for an address this server does not serve.
+      return reply.code(404).send(autodiscoverError(600, 'Invalid Request: not a mail domain served here'));
+    }
+    return reply.send(autodiscoverResponse(settings(), parsed.address));
+  });
+
+  // An Apple configuration profile for one address (the address only decides the domain and
+  // the account's user name: nothing about the account is looked up or revealed).
+  app.get('/setup/apple.mobileconfig', async (request, reply) => {
+    const query = request.query as Record<string, unknown>;
+    const address = typeof query.address === 'string' ? parseAddress(query.address) : undefined;
+    if (!address) throw new PageError(400, 'address is not an e-mail address');
+    await domainOf(request, address.domain);
+    return reply
+      .type(MOBILECONFIG_TYPE)
+      .header('Content-Disposition', `attachment; filename="${profileFileName(address.address)}"`)
+      .header('Cache-Control', 'no-store')
+      .send(appleMailProfile(settings(), address.address));
+  });
+
+  app.setNotFoundHandler((request, reply) => {
+    const lang = languageOf(request);
+    reply.code(404);
+    return reply.view('error', { lang, t: UI[lang], title: UI[lang].notFound, message: UI[lang].notFound, langs: [], path: '/' });
+  });
+
+  app.setErrorHandler((error: Error & { statusCode?: number; code?: string }, request, reply) => {
+    const lang = languageOf(request);
+    const status = error instanceof CsrfError ? 403 : error.statusCode && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 503;
+    // Client errors say what was wrong; anything else is logged here and stays here.
+    const message = error instanceof CsrfError ? `Refused: ${error.message}` : status < 500 ? error.message : 'This page cannot be shown right now; please try again in a few minutes.';
+    if (status >= 500) options.log.error({ event: 'web_error', url: request.url, err: error }, 'web request failed');
+    reply.code(status);
+    if (request.url.toLowerCase().startsWith('/autodiscover/')) return reply.type('application/xml; charset=utf-8').send(autodiscoverError(600, message));
+    return reply.view('error', { lang, t: UI[lang], title: String(status), message, langs: [], path: '/' });
+  });
+}
