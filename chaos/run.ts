@@ -77,10 +77,17 @@ const newLedger = (): Ledger => ({ acknowledged: new Set(), inDoubt: new Set(), 
 
 /** One message over an open SMTP session; records what the server answered. */
 async function sendOne(wire: Wire, ledger: Ledger, token: string, recipient: string, size = 2000): Promise<void> {
+  const note = (reply: string) => ledger.replies.set(reply.slice(0, 9), (ledger.replies.get(reply.slice(0, 9)) ?? 0) + 1);
   const start = await wire.smtp('MAIL FROM:<alice@chaos.test>');
+  // A full disk is refused at MAIL (452 4.3.1) before any body is sent.
+  if (start.startsWith('452')) {
+    note(start);
+    ledger.refused.add(token);
+    await wire.smtp('RSET');
+    return;
+  }
   if (!start.startsWith('250')) throw new Error(`MAIL: ${start}`);
   const rcpt = await wire.smtp(`RCPT TO:<${recipient}>`);
-  const note = (reply: string) => ledger.replies.set(reply.slice(0, 9), (ledger.replies.get(reply.slice(0, 9)) ?? 0) + 1);
   if (!rcpt.startsWith('250')) {
     note(rcpt);
     ledger.refused.add(token);
@@ -264,6 +271,9 @@ async function diskFull(kind: 'tmpfs' | 'ext4'): Promise<void> {
   }
   try {
     const instance = await Popgate.create(dir, { dataDir: mountPoint });
+    // The default reserve (100 MiB) is larger than this disk: keep 4 MB, so mail is accepted
+    // until the disk is nearly full and then refused before its body.
+    writeExtra(instance, 'smtp', ['min_free_space = 4194304']);
     await instance.start();
     const ledger = newLedger();
     // Local and relayed mail of 256 KiB until the disk refuses for a while.
