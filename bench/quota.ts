@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'smol-toml';
@@ -22,6 +22,25 @@ export interface QuotaRows {
   /** msg/s per run, without and with quotas. */
   off: number[];
   on: number[];
+  /**
+   * The server's CPU time per accepted message (µs) per run: on a shared, noisy machine far
+   * steadier than the rate, and what quota accounting adds is CPU work.
+   */
+  cpuOff: number[];
+  cpuOn: number[];
+}
+
+const CLOCK_TICKS_PER_SECOND = 100;
+
+/** User + system CPU seconds of a process so far (Linux /proc; undefined elsewhere). */
+function cpuSeconds(pid: number): number | undefined {
+  try {
+    // Fields after the command name (which may contain spaces, so split after its ")").
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
+  } catch {
+    return undefined;
+  }
 }
 
 async function startPopgate(quotas: boolean): Promise<{ server: PopgateChild; port: number; dataDir: string }> {
@@ -66,14 +85,21 @@ export async function runQuotaRows(options: { runs: number; messages: number; pr
     // Warm-up, not measured: the JIT, the page cache, SQLite's statements.
     await accept(off.port, Math.min(200, options.messages));
     await accept(on.port, Math.min(200, options.messages));
-    const rows: QuotaRows = { off: [], on: [] };
+    const rows: QuotaRows = { off: [], on: [], cpuOff: [], cpuOn: [] };
     for (let run = 0; run < options.runs; run++) {
       // Alternating which goes first, so neither always runs on a machine warmed by the other.
       const order = run % 2 === 0 ? (['off', 'on'] as const) : (['on', 'off'] as const);
       for (const which of order) {
-        const result = await accept((which === 'off' ? off : on).port, options.messages);
+        const child = which === 'off' ? off : on;
+        const cpuBefore = cpuSeconds(child.server.pid);
+        const result = await accept(child.port, options.messages);
+        const cpuAfter = cpuSeconds(child.server.pid);
         rows[which].push(result.messagesPerSecond);
-        options.progress(`  SMTP accept 1 KB, quotas ${which}, run ${run + 1}/${options.runs}: ${result.messagesPerSecond.toFixed(0)} msg/s`);
+        const cpu = cpuBefore !== undefined && cpuAfter !== undefined ? ((cpuAfter - cpuBefore) * 1e6) / result.accepted : undefined;
+        if (cpu !== undefined) rows[which === 'off' ? 'cpuOff' : 'cpuOn'].push(cpu);
+        options.progress(
+          `  SMTP accept 1 KB, quotas ${which}, run ${run + 1}/${options.runs}: ${result.messagesPerSecond.toFixed(0)} msg/s${cpu !== undefined ? `, ${cpu.toFixed(0)} µs CPU/msg` : ''}`,
+        );
       }
     }
     return rows;

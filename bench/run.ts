@@ -846,8 +846,8 @@ async function main(): Promise<void> {
     if (selected('quota')) {
       progress('quota accounting (two fresh popgate children):');
       const quota = await runQuotaRows({ runs: settings.runs, messages: smtpSettings.smallMessages, progress });
-      addRow('SMTP accept 1 KB, 10 clients, quotas off', 'msg/s', quota.off);
-      addRow('SMTP accept 1 KB, 10 clients, quotas on (1 GB)', 'msg/s', quota.on);
+      addRow('SMTP accept 1 KB, 10 clients, quotas off', 'msg/s', quota.off, undefined, { serverCpuUsPerMessage: quota.cpuOff });
+      addRow('SMTP accept 1 KB, 10 clients, quotas on (1 GB)', 'msg/s', quota.on, undefined, { serverCpuUsPerMessage: quota.cpuOn });
     }
     if (server.child.exitCode !== 0) throw new Error(`popgate exited with ${server.child.exitCode ?? server.child.signalCode} on SIGTERM:\n${server.output}`);
     if (server.output.trim() !== '') progress(`server output (warnings and errors):\n${server.output.trim()}`);

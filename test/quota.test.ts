@@ -97,6 +97,25 @@ describe('quotas over SMTP and POP3', () => {
     assert.match(report, /Final-Recipient: rfc822; full@example\.test\r\nAction: failed\r\nStatus: 5\.2\.2/);
   });
 
+  test('an alias reaching a full and a roomy mailbox takes the message; only the full one is left out', async () => {
+    await reset(FULL, 1000);
+    await reset(ROOMY, undefined);
+    await server.app.accounts.addAlias('team@example.test', [FULL, ROOMY]);
+    const client = await smtp(server);
+    try {
+      assert.match(await client.command(`MAIL FROM:<${SENDER}> SIZE=3000`), /^250/);
+      assert.match(await client.command('RCPT TO:<team@example.test>'), /^250/);
+      assert.match(await client.command('DATA'), /^354/);
+      client.write(`${messageOf(3000, 'for the team')}.\r\n`);
+      assert.match(await client.reply(), /^250/);
+    } finally {
+      client.close();
+      await server.app.accounts.removeAlias('team@example.test');
+    }
+    assert.deepEqual(await subjects(ROOMY), ['for the team']);
+    assert.deepEqual(await subjects(FULL), []);
+  });
+
   test('when every recipient is full the message is refused after DATA with 552 5.2.2 and nothing is stored', async () => {
     await reset(FULL, 3000);
     const client = await smtp(server);

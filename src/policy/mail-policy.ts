@@ -223,7 +223,7 @@ export class MailPolicy {
     if (domain === '' || (await this.#accounts.isLocalDomain(domain))) {
       const local = await this.#expand(address, domain || 'postmaster', 0);
       if (local && local.mailboxes.length + local.remote.length > 0) {
-        const full = await this.#full(local.mailboxes, size ?? 0);
+        const full = local.remote.length === 0 ? await this.#full(local.mailboxes, size ?? 0) : undefined;
         return full ? { ok: false, refusal: full } : { ok: true, kind: 'local', address, ...local };
       }
       if (parsed.local === 'postmaster') {
@@ -242,19 +242,24 @@ export class MailPolicy {
     return { ok: false, refusal: relayRefusal ?? { reason: 'relay-denied', windowMs: this.#settings.windowMs } };
   }
 
-  /** The first of `mailboxes` without room for `size` more octets, as a refusal. */
+  /**
+   * A refusal when none of `mailboxes` has room for `size` more octets. An alias some of whose
+   * mailboxes are full is taken: the full ones are left out after DATA (and reported).
+   */
   async #full(mailboxes: readonly string[], size: number): Promise<Refusal | undefined> {
     const quotas = this.#services.quotas;
-    if (!quotas) return undefined;
+    if (!quotas || mailboxes.length === 0) return undefined;
+    let first: Refusal | undefined;
     for (const mailbox of mailboxes) {
       try {
         const decision = await quotas.check(mailbox, size);
-        if (!decision.ok) return { reason: 'mailbox-full', address: mailbox, permanent: decision.permanent };
+        if (decision.ok) return undefined;
+        first ??= { reason: 'mailbox-full', address: mailbox, permanent: decision.permanent };
       } catch {
         return { reason: 'mailbox-unavailable', address: mailbox };
       }
     }
-    return undefined;
+    return first;
   }
 
   /**
