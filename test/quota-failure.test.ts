@@ -54,7 +54,8 @@ describe('mailbox-service stores while PostgreSQL is away', { skip: missingEngin
       const before = await quotas.used('a@example.test');
 
       await engine.stop();
-      await rejectsPromptly('quota check', () => quotas.check('a@example.test', 10));
+      // A mailbox read in the last second is answered from memory; one not read since is asked.
+      await rejectsPromptly('quota check', () => quotas.check('b@example.test', 10));
       await rejectsPromptly('limit', () => quotaStore.setLimit('a@example.test', 5));
       await rejectsPromptly('forwarding rule', () => forwarding.get('a@example.test'));
       await rejectsPromptly('vacation claim', () => vacations.claimReply('a@example.test', 'x@remote.test', Date.now(), 1000));

@@ -39,7 +39,7 @@ describe('quotas over SMTP and POP3', () => {
   async function reset(address: string, limit: number | null | undefined): Promise<void> {
     const { mailstore, backends } = server.app;
     await mailstore.remove(address, await mailstore.list(address));
-    await backends.quotaStore.setLimit(address, limit);
+    await backends.quotas!.setLimit(address, limit);
   }
 
   async function used(address: string): Promise<number> {
@@ -140,8 +140,8 @@ describe('quotas over SMTP and POP3', () => {
       assert.equal(afterPass.length, 3);
       assert.match(afterPass.find((s) => s.startsWith('Your mailbox'))!, /^Your mailbox is 9\d% full$/);
       // Still over the mark: no second warning.
-      await server.app.backends.quotaStore.setLimit(FULL, 20_000);
-      await server.app.backends.quotaStore.setLimit(FULL, 10_000);
+      await server.app.backends.quotas!.setLimit(FULL, 20_000);
+      await server.app.backends.quotas!.setLimit(FULL, 10_000);
       assert.match(await client.send(SENDER, [FULL], messageOf(100, 'more')), /^250|^552/);
       assert.equal((await subjects(FULL)).filter((s) => s.startsWith('Your mailbox')).length, 1, 'one warning only');
     } finally {
@@ -177,7 +177,7 @@ describe('quotas over SMTP and POP3', () => {
     let folder = 0;
     for (const stored of await server.app.mailstore.list(ROOMY)) folder += stored.size;
     assert.equal(counted, folder, 'LF-only mail is counted at its POP3 (CRLF) size');
-    await server.app.backends.quotaStore.forget(ROOMY);
+    await server.app.backends.quotas!.forget(ROOMY);
     assert.equal(await server.app.backends.quotaStore.usage(ROOMY), undefined);
     assert.equal(await used(ROOMY), folder, 'recounted from the folder');
   });
@@ -185,7 +185,7 @@ describe('quotas over SMTP and POP3', () => {
   test('a quota set below the current usage refuses new mail until the mailbox is emptied', async () => {
     await reset(FULL, null);
     await server.deliver(FULL, messageOf(3000));
-    await server.app.backends.quotaStore.setLimit(FULL, 1000);
+    await server.app.backends.quotas!.setLimit(FULL, 1000);
     const client = await smtp(server);
     try {
       assert.match(await client.command(`MAIL FROM:<${SENDER}>`), /^250/);
@@ -202,7 +202,7 @@ describe('soft quotas', () => {
   before(async () => {
     server = await startTestServer({ smtp: { listen: ['127.0.0.1:0'] }, filter: { enabled: false }, quota: { default: '2KB', soft: true } });
     for (const user of [FULL, ROOMY, SENDER]) await server.addUser(user);
-    await server.app.backends.quotaStore.setLimit(ROOMY, null);
+    await server.app.backends.quotas!.setLimit(ROOMY, null);
   });
   after(() => server.close());
 

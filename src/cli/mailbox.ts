@@ -25,8 +25,7 @@ export function registerMailboxCommands(user: Command, domain: Command, withBack
         const quotas = requireQuotas(backends);
         if (options.recount) await quotas.recount(address);
         if (size !== undefined) {
-          if (size.trim().toLowerCase() === 'default') await backends.quotaStore.setLimit(address, undefined);
-          else await backends.quotaStore.setLimit(address, requireQuota(size));
+          await quotas.setLimit(address, size.trim().toLowerCase() === 'default' ? undefined : requireQuota(size));
         }
         const { used, limit } = await quotas.status(address);
         const set = await backends.quotaStore.limits(address, address.slice(address.lastIndexOf('@') + 1));

@@ -31,6 +31,37 @@ export interface QuotaStatus {
   limit: QuotaLimit;
 }
 
+/**
+ * How long a mailbox's limit and usage, once read or moved here, answer checks without asking
+ * the store. A message is checked at RCPT and again after DATA, and a busy mailbox takes several
+ * a second: measured, the store's reads were most of what quotas added per message. Another
+ * process's change (a limit set with the CLI, a delivery by another worker or node) is seen
+ * within this time; the counters themselves are always moved in the store.
+ */
+const RECENT_MS = 1000;
+/** Mailboxes remembered at most (then all are forgotten at once: a cache, not a copy). */
+const RECENT_MAX = 10_000;
+
+/** Values read a moment ago, per mailbox. */
+class Recent<Value> {
+  readonly #entries = new Map<string, { value: Value; at: number }>();
+
+  get(key: string, now: number): Value | undefined {
+    const entry = this.#entries.get(key);
+    return entry && now - entry.at < RECENT_MS ? entry.value : undefined;
+  }
+
+  set(key: string, value: Value, now: number): void {
+    if (this.#entries.size >= RECENT_MAX) this.#entries.clear();
+    this.#entries.set(key, { value, at: now });
+  }
+
+  forget(key?: string): void {
+    if (key === undefined) this.#entries.clear();
+    else this.#entries.delete(key);
+  }
+}
+
 export class MailboxQuotas {
   readonly #store: QuotaStore;
   /** The mailstore underneath the tracking one: counting a folder, delivering the warning. */
@@ -39,6 +70,8 @@ export class MailboxQuotas {
   readonly #log: Logger;
   /** Mailboxes whose counter missed a move (the store was away): counted again before use. */
   readonly #stale = new Set<string>();
+  readonly #limits = new Recent<QuotaLimit>();
+  readonly #usage = new Recent<number>();
 
   constructor(store: QuotaStore, mailstore: Mailstore, settings: QuotaSettings, log: Logger) {
     this.#store = store;
@@ -49,17 +82,38 @@ export class MailboxQuotas {
 
   /** The limit that applies to a mailbox: its own, its domain's, or the server's; null: none. */
   async limit(address: string): Promise<QuotaLimit> {
+    const now = Date.now();
+    const recent = this.#limits.get(address, now);
+    if (recent !== undefined) return recent;
     const set = await this.#store.limits(address, address.slice(address.lastIndexOf('@') + 1));
-    if (set.user !== undefined) return set.user;
-    if (set.domain !== undefined) return set.domain;
-    return this.#settings.defaultLimit;
+    const limit = set.user !== undefined ? set.user : set.domain !== undefined ? set.domain : this.#settings.defaultLimit;
+    this.#limits.set(address, limit, now);
+    return limit;
+  }
+
+  /** Sets (or with undefined removes) the limit of an address or a domain; this process sees it at once. */
+  async setLimit(subject: string, limit: QuotaLimit | undefined): Promise<void> {
+    await this.#store.setLimit(subject, limit);
+    this.#limits.forget();
+  }
+
+  /** Forgets a mailbox's counter and own limit (its account was removed). */
+  async forget(address: string): Promise<void> {
+    await this.#store.forget(address);
+    this.#usage.forget(address);
+    this.#limits.forget(address);
   }
 
   /** Octets in the mailbox, from its counter (counted from the folder when it has none). */
   async used(address: string): Promise<number> {
     if (this.#stale.has(address)) return this.recount(address);
+    const now = Date.now();
+    const recent = this.#usage.get(address, now);
+    if (recent !== undefined) return recent;
     const usage = await this.#store.usage(address);
-    return usage ? usage.used : this.#count(address, true);
+    if (!usage) return this.#count(address, true);
+    this.#usage.set(address, usage.used, now);
+    return usage.used;
   }
 
   async status(address: string): Promise<QuotaStatus> {
@@ -87,13 +141,19 @@ export class MailboxQuotas {
   async #count(address: string, onlyIfMissing: boolean): Promise<number> {
     let used = 0;
     for (const message of await this.#mailstore.list(address)) used += message.size;
-    return this.#store.setUsage(address, used, onlyIfMissing);
+    return this.#remember(address, await this.#store.setUsage(address, used, onlyIfMissing));
+  }
+
+  #remember(address: string, used: number): number {
+    this.#usage.set(address, used, Date.now());
+    return used;
   }
 
   /** A message of `size` octets is in the mailbox: count it, and warn when it passed the mark. */
   async added(address: string, size: number): Promise<void> {
     try {
-      const used = this.#stale.has(address) ? await this.recount(address) : ((await this.#store.add(address, size)) ?? (await this.#count(address, true)));
+      const moved = this.#stale.has(address) ? undefined : await this.#store.add(address, size);
+      const used = moved === undefined ? await this.recount(address) : this.#remember(address, moved);
       const limit = this.#settings.warningPercent > 0 ? await this.limit(address) : null;
       if (limit !== null && used * 100 >= limit * this.#settings.warningPercent && (await this.#store.claimWarning(address))) {
         await this.#warn(address, used, limit);
@@ -106,7 +166,8 @@ export class MailboxQuotas {
   /** Octets left the mailbox (POP3 deletions): count them, and allow a new warning below the mark. */
   async removed(address: string, size: number): Promise<void> {
     try {
-      const used = this.#stale.has(address) ? await this.recount(address) : ((await this.#store.add(address, -size)) ?? (await this.#count(address, true)));
+      const moved = this.#stale.has(address) ? undefined : await this.#store.add(address, -size);
+      const used = moved === undefined ? await this.recount(address) : this.#remember(address, moved);
       const limit = this.#settings.warningPercent > 0 ? await this.limit(address) : null;
       if (limit === null || used * 100 < limit * this.#settings.warningPercent) await this.#store.clearWarning(address);
     } catch (error) {
@@ -117,6 +178,7 @@ export class MailboxQuotas {
   /** The message is stored whatever the counter says; the counter is redone once the store answers. */
   #missed(address: string, error: unknown): void {
     this.#stale.add(address);
+    this.#usage.forget(address);
     this.#log.warn({ event: 'quota_count_failed', address, err: error }, 'mailbox usage not counted: it is counted again from the folder at its next use');
   }
 
@@ -144,7 +206,8 @@ export class MailboxQuotas {
     ].join('\r\n');
     const message = Buffer.from(text);
     await this.#mailstore.deliver(address, message);
-    await this.#store.add(address, message.length);
+    const withWarning = await this.#store.add(address, message.length);
+    if (withWarning !== undefined) this.#remember(address, withWarning);
     this.#log.info({ event: 'quota_warning', address, used, limit }, 'mailbox passed the warning mark: its owner was told');
   }
 }
