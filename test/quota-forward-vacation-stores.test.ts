@@ -21,19 +21,20 @@ import { vacationStoreContract } from './contracts/vacation-store.ts';
 import { missingEngine, startPostgres, type RunningEngine } from './helpers/engines.ts';
 import { freshSchema } from './helpers/postgres.ts';
 
-// The mailbox-service stores' contracts on SQLite (the file as openBackends opens it: settings
-// on the synced connection, counters on the other) and on a real PostgreSQL (a fresh schema
+// The mailbox-service stores' contracts on SQLite (the files as openBackends opens them:
+// settings on the synced connection, counters on the other or in usage.sqlite) and on a real PostgreSQL (a fresh schema
 // per test; reopen() is another node on a second pool).
 
-function onSqlite<Store>(make: (db: DatabaseSync, counters: DatabaseSync) => Store): () => Promise<OpenedStore<Store>> {
+function onSqlite<Store>(make: (db: DatabaseSync, counters: DatabaseSync, usage: DatabaseSync) => Store): () => Promise<OpenedStore<Store>> {
   return async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'popgate-contract-'));
     const open: DatabaseSync[] = [];
     const instance = () => {
       const db = openDatabase(dataDir);
       const counters = openCountersDatabase(dataDir);
-      open.push(db, counters);
-      return make(db, counters);
+      const usage = SqliteQuotaStore.openUsageDatabase(dataDir);
+      open.push(db, counters, usage);
+      return make(db, counters, usage);
     };
     return {
       store: instance(),
@@ -46,7 +47,7 @@ function onSqlite<Store>(make: (db: DatabaseSync, counters: DatabaseSync) => Sto
   };
 }
 
-quotaStoreContract('SQLite', onSqlite((db, counters) => new SqliteQuotaStore(db, counters)));
+quotaStoreContract('SQLite', onSqlite((db, _counters, usage) => new SqliteQuotaStore(db, usage)));
 forwardingStoreContract('SQLite', onSqlite((db) => new SqliteForwardingStore(db)));
 vacationStoreContract('SQLite', onSqlite((db, counters) => new SqliteVacationStore(db, counters)));
 

@@ -481,7 +481,9 @@ export async function openBackends(config: Config, log: Logger): Promise<Backend
       accounts = new SqliteAccountStore(db, false, config.auth.verified_login_cache);
       index = SqliteQueueStore.open(config.data_dir);
       domainSettings = new SqliteDomainSettingsStore(db);
-      quotaStore = new SqliteQuotaStore(db, counters);
+      const usage = SqliteQuotaStore.openUsageDatabase(config.data_dir);
+      closing.push(() => usage.close());
+      quotaStore = new SqliteQuotaStore(db, usage);
       forwarding = new SqliteForwardingStore(db);
       vacations = new SqliteVacationStore(db, counters);
     }

@@ -1,17 +1,24 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import type { MailboxUsage, QuotaLimit, QuotaStore } from '../quota/store.ts';
-import { statementCache } from './open.ts';
+import { openSqlite, statementCache } from './open.ts';
 
-// Quotas in the embedded database. Limits are settings and go through the fully synced
-// connection; the usage counters move with every delivery and deletion and go through the
-// counters connection (no fsync per commit, src/sqlite/open.ts): a power cut can lose the last
-// moves, which a recount (`popgate user quota USER --recount`) corrects.
+// Quotas in the embedded database. Limits are settings and live in popgate.sqlite beside the
+// accounts. The usage counters move with every delivery and deletion and live in a file of
+// their own, data_dir/usage.sqlite, without fsync per commit: a commit to a SQLite file makes
+// every other connection to it drop its page cache, so counters in popgate.sqlite made each
+// delivery's account lookups read their pages again (measured: most of what quotas cost per
+// message). A power cut can lose the last moves, which a recount
+// (`popgate user quota USER --recount`) corrects.
 
-const SCHEMA = `
+const LIMITS = `
 CREATE TABLE IF NOT EXISTS quota_limits (
   subject TEXT PRIMARY KEY,
   limit_bytes INTEGER
 ) STRICT;
+`;
+const USAGE = `
 CREATE TABLE IF NOT EXISTS mailbox_usage (
   address TEXT PRIMARY KEY,
   used INTEGER NOT NULL,
@@ -23,11 +30,18 @@ export class SqliteQuotaStore implements QuotaStore {
   readonly #settings: (sql: string) => StatementSync;
   readonly #counters: (sql: string) => StatementSync;
 
-  /** `db`: the fully synced connection; `counters`: one to the same file without fsync per commit. */
-  constructor(db: DatabaseSync, counters: DatabaseSync = db) {
-    db.exec(SCHEMA);
+  /** `db`: popgate.sqlite (fully synced); `usage`: the counters' own file (openUsageDatabase). */
+  constructor(db: DatabaseSync, usage: DatabaseSync) {
+    db.exec(LIMITS);
+    usage.exec(USAGE);
     this.#settings = statementCache(db);
-    this.#counters = statementCache(counters);
+    this.#counters = statementCache(usage);
+  }
+
+  /** data_dir/usage.sqlite: WAL, no fsync per commit (see above). */
+  static openUsageDatabase(dataDir: string): DatabaseSync {
+    mkdirSync(dataDir, { recursive: true });
+    return openSqlite(join(dataDir, 'usage.sqlite'), 'NORMAL');
   }
 
   async setLimit(subject: string, limit: QuotaLimit | undefined): Promise<void> {
