@@ -7,10 +7,9 @@ import { openSqlite, statementCache } from './open.ts';
 // Quotas in the embedded database. Limits are settings and live in popgate.sqlite beside the
 // accounts. The usage counters move with every delivery and deletion and live in a file of
 // their own, data_dir/usage.sqlite, without fsync per commit: a commit to a SQLite file makes
-// every other connection to it drop its page cache, so counters in popgate.sqlite made each
-// delivery's account lookups read their pages again (measured: most of what quotas cost per
-// message). A power cut can lose the last moves, which a recount
-// (`popgate user quota USER --recount`) corrects.
+// every other connection to it drop its page cache, and counters in popgate.sqlite would do
+// that to the account lookups at every delivery. A power cut can lose the last moves, which a
+// recount (`popgate user quota USER --recount`) corrects.
 
 const LIMITS = `
 CREATE TABLE IF NOT EXISTS quota_limits (
