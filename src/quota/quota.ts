@@ -140,7 +140,8 @@ export class MailboxQuotas {
 
   async #count(address: string, onlyIfMissing: boolean): Promise<number> {
     let used = 0;
-    for (const message of await this.#mailstore.list(address)) used += message.size;
+    if (this.#mailstore.usage) used = await this.#mailstore.usage(address);
+    else for (const message of await this.#mailstore.list(address)) used += message.size;
     return this.#remember(address, await this.#store.setUsage(address, used, onlyIfMissing));
   }
 
