@@ -69,7 +69,16 @@ export class DeliveryServices implements MailboxServices {
       try {
         const answer = await vacation.reply(user, () => this.#parts.accounts.sendableAddresses(user), message);
         if (answer.decision !== 'reply') continue;
-        const id = await acceptance.accept({ sender: '', mailboxes: [], remote: [message.sender], content: [answer.reply], clientIp: '127.0.0.1', authorizedUser: user });
+        // Signed for the user's own domain: the reply's From: is the user.
+        const id = await acceptance.accept({
+          sender: '',
+          mailboxes: [],
+          remote: [message.sender],
+          content: [answer.reply],
+          clientIp: '127.0.0.1',
+          authorizedUser: user,
+          signingDomain: user.slice(user.lastIndexOf('@') + 1),
+        });
         this.#parts.log.info({ event: 'vacation_reply', user, to: message.sender, queueId: id }, 'vacation reply queued');
       } catch (error) {
         // The message is delivered; a reply that cannot be made is only logged.
