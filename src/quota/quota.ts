@@ -229,6 +229,11 @@ export class QuotaTrackingMailstore implements Mailstore {
     this.readInto = inner.readInto?.bind(inner);
   }
 
+  /** The store beneath, for what writes mail files itself (popgate import), which then recounts. */
+  get inner(): Mailstore {
+    return this.#inner;
+  }
+
   async deliver(address: string, message: Buffer | Buffer[]): Promise<string> {
     const id = await this.#inner.deliver(address, message);
     await this.#quotas.added(address, crlfSize(Array.isArray(message) ? message : [message]));
