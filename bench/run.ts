@@ -19,6 +19,7 @@ import { runFiltering } from './filter.ts';
 import { runImport } from './import-load.ts';
 import { runScaleOut, type ScaleOptions } from './scale.ts';
 import { runSubmission } from './submission-load.ts';
+import { runQuotaRows } from './quota.ts';
 
 // `npm run bench`: popgate's POP3 and SMTP performance on this machine. Starts popgate as a
 // child process (so the load generator does not share its event loop) on a temporary data dir
@@ -842,6 +843,12 @@ async function main(): Promise<void> {
     await runQueueWorkloads();
     progress('moving in:');
     await runImportWorkloads();
+    if (selected('quota')) {
+      progress('quota accounting (two fresh popgate children):');
+      const quota = await runQuotaRows({ runs: settings.runs, messages: smtpSettings.smallMessages, progress });
+      addRow('SMTP accept 1 KB, 10 clients, quotas off', 'msg/s', quota.off, undefined, { serverCpuUsPerMessage: quota.cpuOff });
+      addRow('SMTP accept 1 KB, 10 clients, quotas on (1 GB)', 'msg/s', quota.on, undefined, { serverCpuUsPerMessage: quota.cpuOn });
+    }
     if (server.child.exitCode !== 0) throw new Error(`popgate exited with ${server.child.exitCode ?? server.child.signalCode} on SIGTERM:\n${server.output}`);
     if (server.output.trim() !== '') progress(`server output (warnings and errors):\n${server.output.trim()}`);
     progress('large mailbox and idle connections (a fresh popgate child):');

@@ -98,14 +98,18 @@ describe('fail2ban filters on real popgate logs', { skip: missingEngine('fail2ba
     const locked = await pop3('127.0.0.4', ['USER alice@example.test', 'PASS a', 'USER alice@example.test', 'PASS b', 'USER alice@example.test', 'PASS c', 'USER alice@example.test', `PASS ${PASSWORD}`]);
     assert.match(locked[7], /^-ERR \[AUTH\] Too many failed logins from your address/);
     expected.logins.push('127.0.0.4', '127.0.0.4', '127.0.0.4', '127.0.0.4');
-    // Guesses at one account from seven addresses lock the account: its owner, logging in
-    // from an eighth, is refused too, and must not be banned for it.
+    // Guesses at one account from seven addresses put it under attack: its owner, logging in
+    // from an eighth, still gets in and must not be banned; a guesser trying again is locked
+    // out of that account, and that try is banned too.
     for (let i = 13; i < 20; i++) {
       await pop3(`127.0.0.${i}`, ['USER carol@example.test', `PASS guess ${i}`]);
       expected.logins.push(`127.0.0.${i}`);
     }
     const owner = await pop3('127.0.0.20', ['USER carol@example.test', `PASS ${PASSWORD}`]);
-    assert.match(owner[1], /^-ERR \[AUTH\] Too many failed logins for this account/);
+    assert.match(owner[1], /^\+OK Logged in/);
+    const guesser = await pop3('127.0.0.13', ['USER carol@example.test', 'PASS guess again', 'USER carol@example.test', `PASS ${PASSWORD}`]);
+    assert.match(guesser[3], /^-ERR \[AUTH\] Too many failed logins for this account/);
+    expected.logins.push('127.0.0.13', '127.0.0.13');
 
     // Relay without a grant.
     const relay = await smtp('127.0.0.5');
@@ -181,7 +185,7 @@ describe('fail2ban filters on real popgate logs', { skip: missingEngine('fail2ba
       assert.deepEqual(found.map((m) => m.ip).sort(), [...expected.logins].sort(), `in ${log}`);
       for (const { ip, line } of found) {
         const entry = JSON.parse(line.slice(line.indexOf('{')));
-        assert.ok(entry.event === 'login_failed' || (entry.event === 'login_refused_locked' && entry.scope === 'address'), line);
+        assert.ok(entry.event === 'login_failed' || (entry.event === 'login_refused_locked' && ['address', 'account'].includes(entry.scope)), line);
         assert.equal(entry.ip, ip, 'the address fail2ban bans is the one popgate logged');
       }
     }
@@ -209,7 +213,8 @@ describe('fail2ban filters on real popgate logs', { skip: missingEngine('fail2ba
     assert.ok(lines.length >= 27);
     for (const entry of lines) assert.match(String(entry.ip), /^(127\.0\.0\.\d+|::1)$/, JSON.stringify(entry));
     assert.ok(node.log.some((e) => e.event === 'lockout' && e.scope === 'address' && e.ip === '127.0.0.4'), 'the lockout itself is logged with the address');
-    assert.ok(node.log.some((e) => e.event === 'login_refused_locked' && e.scope === 'account' && e.ip === '127.0.0.20'), 'the account lockout refused its owner (not matched above)');
+    assert.ok(node.log.some((e) => e.event === 'login_refused_locked' && e.scope === 'account' && e.ip === '127.0.0.13'), "the guesser is refused that account's logins, and named");
+    assert.ok(!node.log.some((e) => String(e.event).startsWith('login_refused') && e.ip === '127.0.0.20'), 'the owner is never refused');
   });
 
   test('fail2ban accepts the jails with both filters', () => {

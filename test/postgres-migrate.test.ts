@@ -63,10 +63,15 @@ describe('PostgreSQL schema migrations', { skip: missingEngine('postgres') }, ()
         'popgate_aliases',
         'popgate_domain_settings',
         'popgate_domains',
+        'popgate_forwarding',
+        'popgate_mailbox_usage',
         'popgate_queue_messages',
         'popgate_queue_recipients',
+        'popgate_quota_limits',
         'popgate_schema_migrations',
         'popgate_users',
+        'popgate_vacation_replies',
+        'popgate_vacations',
       ]);
     } finally {
       await schema.drop();

@@ -56,6 +56,8 @@ describe('message bodies in flight', () => {
       assert.equal(incomingFiles(server).count, 8);
       assert.ok(incoming.memoryInUse <= 1024 * 1024, `${incoming.memoryInUse} octets held in memory`);
       // Generous: the 24 MiB sent are not in memory (socket buffers may be).
+      // A moment for the last writes' buffers (file and socket) to be let go of once done.
+      await new Promise((resolve) => setTimeout(resolve, 1000));
       collectGarbage();
       const grown = process.memoryUsage().arrayBuffers - before;
       assert.ok(grown < 8 * 1024 * 1024, `array buffers grew by ${grown} octets`);

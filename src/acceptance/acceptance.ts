@@ -1,6 +1,7 @@
 import { rfc5322Date } from '../mail/date.ts';
 import type { Mailstore } from '../mailstore/store.ts';
 import type { Logger } from '../log/logger.ts';
+import type { Refusal } from '../policy/mail-policy.ts';
 import { Spool, type Envelope } from '../queue/spool.ts';
 import type { MessageQueue } from '../queue/store.ts';
 
@@ -30,6 +31,8 @@ export interface IncomingMessage {
   sender: string;
   mailboxes: Iterable<string>;
   remote: Iterable<string>;
+  /** Remote copies one of our addresses forwards (an alias, a forwarding rule): `by` is that address. */
+  forwarded?: readonly { by: string; to: readonly string[] }[];
   /** The message as received (CRLF lines, unstuffed), in pieces. */
   content: readonly Buffer[];
   /** A Received: header is prepended when given. */
@@ -46,17 +49,48 @@ export interface IncomingMessage {
   signingDomain?: string;
 }
 
+/**
+ * Mailbox services (src/mailbox-services/): asked per local mailbox and per forwarding address
+ * before anything is written, and told once every copy is durable.
+ */
+export interface MailboxServices {
+  /** A refusal for this mailbox (over its quota), or undefined to deliver. */
+  mailbox(mailbox: string, size: number): Promise<Refusal | undefined>;
+  /** How a copy that `by` forwards leaves (SRS sender, Delivered-To:), or its refusal (a loop). */
+  forward(sender: string, by: string, content: readonly Buffer[]): Promise<{ ok: true; sender: string; header: Buffer } | { ok: false; refusal: Refusal }>;
+  /** After the copies are durable: reports of refused recipients to the sender, automatic replies. Never throws. */
+  delivered(message: IncomingMessage, outcome: { id: string; mailboxes: readonly string[]; refused: readonly RefusedRecipient[] }, acceptance: MessageAcceptance): Promise<void>;
+}
+
+export interface RefusedRecipient {
+  address: string;
+  refusal: Refusal;
+}
+
+/** Every local destination of a message refused it (each full, say): nothing was written. */
+export class RecipientsRefused extends Error {
+  readonly refusal: Refusal;
+
+  constructor(refused: readonly RefusedRecipient[]) {
+    super(`refused: ${refused.map((r) => `${r.address} (${r.refusal.reason})`).join(', ')}`);
+    // A temporary refusal among them is the answer: the client retries, and nothing was stored.
+    this.refusal = (refused.find((r) => r.refusal.reason === 'mailbox-full' && !r.refusal.permanent) ?? refused[0]).refusal;
+  }
+}
+
 export class MessageAcceptance {
   readonly #hostname: string;
   readonly #mailstore: Mailstore;
   readonly #queue: MessageQueue;
   readonly #log: Logger;
+  readonly #services: MailboxServices | undefined;
 
-  constructor(hostname: string, mailstore: Mailstore, queue: MessageQueue, log: Logger) {
+  constructor(hostname: string, mailstore: Mailstore, queue: MessageQueue, log: Logger, services?: MailboxServices) {
     this.#hostname = hostname;
     this.#mailstore = mailstore;
     this.#queue = queue;
     this.#log = log;
+    this.#services = services;
   }
 
   /**
@@ -69,6 +103,12 @@ export class MessageAcceptance {
    * retries, and bounces in the end like any other delivery) and the message is accepted; only
    * if that cannot be queued either, or the remote copy could not be queued, is every copy
    * taken back and the error passed on (the client gets 451).
+   *
+   * A destination the mailbox services refuse (a full mailbox, a forwarding loop) gets no copy:
+   * when every destination refuses, nothing is written and RecipientsRefused is thrown (the
+   * client is told); otherwise the others get the message and the sender is told afterwards
+   * which recipients did not (a temporary refusal among accepted ones is delivered anyway, so
+   * a retry never duplicates the message for the others).
    */
   async accept(message: IncomingMessage): Promise<string> {
     const id = Spool.newId();
@@ -77,7 +117,8 @@ export class MessageAcceptance {
     // Each mailbox's copy is Return-Path (RFC 5321 §4.4) plus this; a copy queued for later gets it then.
     const localContent = message.local ? [message.local.headers, ...received, ...message.local.content] : traced;
     const localCopy = [Buffer.from(`Return-Path: <${message.sender}>\r\n`), ...localContent];
-    const mailboxes = [...new Set(message.mailboxes)];
+    const plan = await this.#plan(message, traced);
+    const mailboxes = [...new Set(plan.mailboxes)];
     const remote = [...message.remote];
     const envelope = (queueId: string, to: string[]): Envelope => ({
       id: queueId,
@@ -88,11 +129,21 @@ export class MessageAcceptance {
       authorizedUser: message.authorizedUser,
       signingDomain: message.signingDomain,
     });
-    const [stored, remoteFailure] = await Promise.all([
+    // Remote copies: the relayed recipients under the message's id, and each forwarding
+    // address's copy as an entry of its own (its sender and header differ).
+    const outbound: { id: string; envelope: Envelope; content: Buffer[] }[] = [];
+    if (remote.length > 0) outbound.push({ id, envelope: envelope(id, remote), content: traced });
+    for (const forward of plan.forwards) {
+      const forwardId = outbound.length === 0 ? id : Spool.newId();
+      outbound.push({ id: forwardId, envelope: { ...envelope(forwardId, [...forward.to]), from: forward.sender }, content: [forward.header, ...traced] });
+    }
+    const [stored, queuing] = await Promise.all([
       Promise.allSettled(mailboxes.map((mailbox) => this.#mailstore.deliver(mailbox, localCopy))),
-      remote.length > 0 ? this.#queue.enqueue(envelope(id, remote), traced).then(() => undefined, (error: unknown) => ({ error })) : undefined,
+      Promise.allSettled(outbound.map((entry) => this.#queue.enqueue(entry.envelope, entry.content))),
     ]);
-    const queued = remote.length > 0 && remoteFailure === undefined;
+    const queued = outbound.filter((_, i) => queuing[i].status === 'fulfilled').map((entry) => entry.id);
+    const queueFailure = queuing.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+    const remoteFailure = queueFailure && { error: queueFailure.reason as unknown };
     const delivered = new Map<string, string>();
     const failed: string[] = [];
     let firstError: unknown = remoteFailure?.error;
@@ -103,7 +154,11 @@ export class MessageAcceptance {
         firstError ??= result.reason;
       }
     });
-    if (remoteFailure === undefined && failed.length === 0) return id;
+    const done = async () => {
+      await this.#services?.delivered({ ...message, content: traced }, { id, mailboxes: [...delivered.keys()], refused: plan.refused }, this);
+      return id;
+    };
+    if (remoteFailure === undefined && failed.length === 0) return done();
     if (remoteFailure === undefined && failed.length > 0) {
       const retryId = Spool.newId();
       try {
@@ -112,7 +167,7 @@ export class MessageAcceptance {
           { event: 'local_delivery_queued', queueId: id, retryId, mailboxes: failed, err: firstError },
           'a mailbox could not take its copy now: queued for a later local delivery',
         );
-        return id;
+        return done();
       } catch (error) {
         this.#log.error({ event: 'local_delivery_unqueued', queueId: id, mailboxes: failed, err: error }, 'cannot queue the copy a mailbox refused');
       }
@@ -122,7 +177,7 @@ export class MessageAcceptance {
   }
 
   /** Removes the copies of a message that is being refused after all (best effort, logged). */
-  async #takeBack(id: string, delivered: Map<string, string>, queued: boolean): Promise<void> {
+  async #takeBack(id: string, delivered: Map<string, string>, queued: readonly string[]): Promise<void> {
     const work: Promise<unknown>[] = [];
     for (const [mailbox, name] of delivered) {
       work.push(
@@ -136,7 +191,7 @@ export class MessageAcceptance {
         })(),
       );
     }
-    if (queued) work.push(this.#queue.discard(id));
+    for (const queuedId of queued) work.push(this.#queue.discard(queuedId));
     const results = await Promise.allSettled(work);
     const errors = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => String(r.reason));
     if (errors.length > 0) {
@@ -145,6 +200,40 @@ export class MessageAcceptance {
     } else {
       this.#log.warn({ event: 'taken_back', queueId: id, mailboxes: [...delivered.keys()], queued }, 'copies of a refused message taken back');
     }
+  }
+
+  /** What the mailbox services allow: the mailboxes and forwards to write, and who refused. */
+  async #plan(message: IncomingMessage, content: readonly Buffer[]) {
+    const mailboxes = [...message.mailboxes];
+    const forwards: { sender: string; header: Buffer; to: readonly string[] }[] = [];
+    const services = this.#services;
+    if (!services) {
+      for (const forward of message.forwarded ?? []) forwards.push({ sender: message.sender, header: Buffer.alloc(0), to: forward.to });
+      return { mailboxes, forwards, refused: [] as RefusedRecipient[] };
+    }
+    let size = 0;
+    for (const piece of content) size += piece.length;
+    const refused: RefusedRecipient[] = [];
+    const allowed: string[] = [];
+    const temporarilyRefused: string[] = [];
+    for (const mailbox of mailboxes) {
+      const refusal = await services.mailbox(mailbox, size);
+      if (!refusal) allowed.push(mailbox);
+      else {
+        refused.push({ address: mailbox, refusal });
+        if (refusal.reason === 'mailbox-full' && !refusal.permanent) temporarilyRefused.push(mailbox);
+      }
+    }
+    for (const forward of message.forwarded ?? []) {
+      const decision = await services.forward(message.sender, forward.by, content);
+      if (decision.ok) forwards.push({ sender: decision.sender, header: decision.header, to: forward.to });
+      else refused.push({ address: forward.by, refusal: decision.refusal });
+    }
+    const accepted = allowed.length + forwards.length + [...message.remote].length;
+    if (refused.length > 0 && accepted === 0) throw new RecipientsRefused(refused);
+    // Others took it: a retry would duplicate it for them, so a soft quota lets it in.
+    const stillRefused = refused.filter((r) => !temporarilyRefused.includes(r.address));
+    return { mailboxes: [...allowed, ...temporarilyRefused], forwards, refused: stillRefused };
   }
 
   /** RFC 5321 §4.4 trace, naming the relaying user so abuse reports reach an account. */

@@ -9,10 +9,11 @@ import { parseServer, Pop3ClientError, type Pop3ClientOptions } from '../import/
 import { importPop3, parsePasswordsFile, PasswordsFileError, verifyPop3 } from '../import/pop3.ts';
 import { importPostfixMaps, parsePostfixMap, PostfixMapError, type PostfixEntry } from '../import/postfix.ts';
 import { ImportReport, ProgressBar } from '../import/report.ts';
-import { ImportTarget, MailboxImportError } from '../import/target.ts';
+import { ImportTarget, MailboxImportError, type MailboxOutcome } from '../import/target.ts';
 import { UidlFormatError } from '../import/uidl-format.ts';
 import { silentLogger } from '../log/logger.ts';
 import { MaildirStore } from '../mailstore/maildir.ts';
+import { MailboxQuotas, QuotaTrackingMailstore } from '../quota/quota.ts';
 import { openBackends, type Backends } from '../server/app.ts';
 import { UsageError } from './password.ts';
 
@@ -37,8 +38,33 @@ async function withImport(loadConfig: () => Config, run: (backends: Backends, co
 }
 
 function targetOf(backends: Backends, config: Config, options: { copy?: boolean; dryRun?: boolean }): ImportTarget {
-  if (!(backends.mailstore instanceof MaildirStore)) throw new UsageError('importing needs the Maildir mail store');
-  return new ImportTarget(backends.mailstore, { copy: options.copy, dryRun: options.dryRun, owner: mailOwner(config) });
+  return new RecountingTarget(maildirOf(backends, 'importing'), backends.quotas, { copy: options.copy, dryRun: options.dryRun, owner: mailOwner(config) });
+}
+
+/** The Maildir store, beneath the quota counting that wraps it when quotas are on. */
+function maildirOf(backends: Backends, what: string): MaildirStore {
+  const store = backends.mailstore instanceof QuotaTrackingMailstore ? backends.mailstore.inner : backends.mailstore;
+  if (!(store instanceof MaildirStore)) throw new UsageError(`${what} needs the Maildir mail store`);
+  return store;
+}
+
+/**
+ * Imported files go into the Maildir directly (hard links), not through deliveries, so a
+ * mailbox's usage counter is counted again from its folder once its mail is in.
+ */
+class RecountingTarget extends ImportTarget {
+  readonly #quotas: MailboxQuotas | undefined;
+
+  constructor(store: MaildirStore, quotas: MailboxQuotas | undefined, options: ConstructorParameters<typeof ImportTarget>[1]) {
+    super(store, options);
+    this.#quotas = quotas;
+  }
+
+  override async importMailbox(...args: Parameters<ImportTarget['importMailbox']>): Promise<MailboxOutcome> {
+    const outcome = await super.importMailbox(...args);
+    await this.#quotas?.recount(args[0]);
+    return outcome;
+  }
 }
 
 /**
@@ -148,9 +174,9 @@ export function registerImportCommands(program: Command, loadConfig: () => Confi
     .option('--insecure', "accept the server's certificate without checking it")
     .action((options: { pop3: string; passwords: string; tls?: boolean; starttls?: boolean; insecure?: boolean }) =>
       withImport(loadConfig, async (backends) => {
-        if (!(backends.mailstore instanceof MaildirStore)) throw new UsageError('verifying needs the Maildir mail store');
+        const store = maildirOf(backends, 'verifying');
         const credentials = parsePasswordsFile(readFileSync(options.passwords, 'utf8'), options.passwords);
-        const outcomes = await verifyPop3(serverOptions(options.pop3, options), credentials, backends.accounts, backends.mailstore);
+        const outcomes = await verifyPop3(serverOptions(options.pop3, options), credentials, backends.accounts, store);
         let differing = 0;
         for (const outcome of outcomes) {
           if (outcome.differences.length === 0) console.log(`${outcome.address}: equal`);

@@ -14,6 +14,7 @@ import { registerImportCommands } from './import.ts';
 import { registerDoctorCommand } from './doctor.ts';
 import { registerBackupCommands } from './backup.ts';
 import { registerDnsCommands } from './dns.ts';
+import { describeUsage, registerMailboxCommands } from './mailbox.ts';
 import { DkimKeyError } from '../dkim/keys.ts';
 import { openBackends, type Backends } from '../server/app.ts';
 import { silentLogger } from '../log/logger.ts';
@@ -141,9 +142,13 @@ passwordOptions(user.command('add <address>').description('add a mail account'))
       console.log(`added ${added.address} (mailbox ${mailbox})`);
     }),
 );
-user.command('list [domain]').description('list mail accounts').action((name?: string) =>
-  withBackends(async ({ accounts }) => {
-    for (const u of await accounts.listUsers(name)) console.log(`${u.address}\tcreated ${new Date(u.createdAt).toISOString()}`);
+user.command('list [domain]').description('list mail accounts with their mailbox usage and quota').action((name?: string) =>
+  withBackends(async ({ accounts, quotas }) => {
+    for (const u of await accounts.listUsers(name)) {
+      const status = quotas && (await quotas.status(u.address));
+      const usage = status ? `\t${describeUsage(status.used, status.limit)}` : '';
+      console.log(`${u.address}\tcreated ${new Date(u.createdAt).toISOString()}${usage}`);
+    }
   }),
 );
 passwordOptions(user.command('passwd <address>').description('set a new password')).action(
@@ -155,8 +160,10 @@ passwordOptions(user.command('passwd <address>').description('set a new password
     }),
 );
 user.command('remove <address>').description('remove a mail account (its Maildir is kept on disk)').action((address: string) =>
-  withBackends(async ({ accounts, mailstore }) => {
+  withBackends(async ({ accounts, mailstore, quotaStore, forwarding, vacations }) => {
     await accounts.removeUser(address);
+    const removed = address.toLowerCase();
+    await Promise.all([quotaStore.forget(removed), forwarding.remove(removed), vacations.remove(removed)]);
     const mailbox = mailstore.location(address.toLowerCase());
     console.log(`removed ${address}; its mail is still in ${mailbox} (delete that folder to erase it)`);
   }),
@@ -262,6 +269,7 @@ limits
     }),
   );
 
+registerMailboxCommands(user, domain, withBackends);
 registerQueueCommands(program, () => resolveConfig(configFlag(), true).config);
 registerDkimCommands(program, () => resolveConfig(configFlag(), true).config);
 registerDbCommands(program, () => resolveConfig(configFlag(), true).config);
@@ -281,9 +289,9 @@ function printable(config: Config): Record<string, unknown> {
   // output is itself a valid config; secrets are never printed.
   const durations = new Set([
     'idle_timeout', 'failure_delay', 'lockout_window', 'lockout_duration', 'window', 'shutdown_grace', 'error_delay',
-    'timeout', 'connect_timeout', 'command_timeout', 'data_timeout', 'lease', 'retry_schedule', 'greylist_delay', 'greylist_retry_window', 'greylist_remember', 'pregreet_delay', 'deadline', 'max_lifetime', 'delay_warning', 'reload_check', 'verified_login_cache',
+    'timeout', 'connect_timeout', 'command_timeout', 'data_timeout', 'lease', 'retry_schedule', 'greylist_delay', 'greylist_retry_window', 'greylist_remember', 'pregreet_delay', 'deadline', 'max_lifetime', 'delay_warning', 'reload_check', 'verified_login_cache', 'max_age', 'interval',
   ]);
-  const secrets = new Set(['relayhost_password']);
+  const secrets = new Set(['relayhost_password', 'secret']);
   const asDuration = (v: unknown): unknown => (typeof v === 'number' ? formatDuration(v) : Array.isArray(v) ? v.map(asDuration) : v);
   const walk = (value: unknown): unknown => {
     if (Array.isArray(value)) return value.map(walk);

@@ -6,6 +6,7 @@ import { parseListenAddress } from '../net/listen.ts';
 import { validateNetwork } from '../net/ip.ts';
 import { parseNextHop } from '../net/next-hop.ts';
 import { CLIENT_WORKAROUNDS } from '../pop3/workarounds.ts';
+import { parseQuota } from '../quota/size.ts';
 
 // Every key and default here is documented in docs/configuration.md; keep the two in step.
 
@@ -31,6 +32,12 @@ const network = z.string().superRefine((text, ctx) => {
 });
 
 const positiveInt = z.number().int().positive();
+
+/** A mailbox size such as "1GB", or "none" for no limit (read with src/quota/size.ts parseQuota). */
+const quotaSize = z.string().superRefine((text, ctx) => {
+  const parsed = parseQuota(text);
+  if (!parsed.ok) ctx.addIssue({ code: 'custom', message: parsed.reason });
+});
 
 /** A DNS zone name such as "zen.spamhaus.org". */
 const dnsZone = z.string().regex(/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9][a-z0-9-]{0,61}[a-z0-9]$/i, 'must be a DNS zone such as "zen.spamhaus.org"');
@@ -277,6 +284,31 @@ export const configSchema = z.strictObject({
       token: z.union([z.literal(''), z.string().min(16, 'must be at least 16 characters (or "" for none)')]).default(''),
     })
     .prefault({}),
+  // Mailbox services (docs/mailbox-services.md): quotas, forwarding with SRS, vacation replies.
+  quota: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      // Every mailbox's limit unless its domain or the user has one: a size ("1GB") or "none".
+      default: quotaSize.default('none'),
+      // true: a full mailbox answers 452 4.2.2 (try later) instead of 552 5.2.2.
+      soft: z.boolean().default(false),
+      // Percent of the quota at which the owner is sent one warning (0: never).
+      warning: z.number().int().min(0).max(100).default(90),
+    })
+    .prefault({}),
+  srs: z
+    .strictObject({
+      // false: forwarded mail keeps its original envelope sender (and fails SPF at the receiver).
+      enabled: z.boolean().default(true),
+      // The domain of rewritten senders ("" = hostname); its MX must be popgate.
+      domain: z.union([z.literal(''), z.string().regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$/i, 'must be a domain such as "srs.example.net"')]).default(''),
+      // The HMAC key ("" = generated into data_dir/srs.secret); at least 16 characters.
+      secret: z.union([z.literal(''), z.string().min(16, 'must be at least 16 characters')]).default(''),
+      // Bounces to rewritten senders older than this are refused (counted in whole days).
+      max_age: duration.prefault('21d'),
+    })
+    .prefault({}),
+  vacation: z.strictObject({ interval: duration.prefault('7d') }).prefault({}),
   shutdown_grace: duration.prefault('5s'),
 });
 

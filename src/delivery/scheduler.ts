@@ -1,4 +1,4 @@
-import type { MessageAcceptance } from '../acceptance/acceptance.ts';
+import { RecipientsRefused, type MessageAcceptance } from '../acceptance/acceptance.ts';
 import { headerFromDomain, type DkimSigner } from '../dkim/sign.ts';
 import type { MailMetrics } from '../metrics/metrics.ts';
 import type { Logger } from '../log/logger.ts';
@@ -244,7 +244,8 @@ export class DeliveryScheduler {
           await this.#deps.acceptance.accept({
             sender: message.from,
             mailboxes: targets.mailboxes,
-            remote: targets.remote,
+            remote: [],
+            forwarded: targets.remote.length > 0 ? [{ by: address, to: targets.remote }] : [],
             content: [raw],
             clientIp: message.clientIp,
             authorizedUser: message.authorizedUser,
@@ -252,7 +253,12 @@ export class DeliveryScheduler {
           update = { address, state: 'delivered', status: Status.delivered, diagnostic: `delivered to ${[...targets.mailboxes, ...targets.remote].join(', ')}` };
         }
       } catch (error) {
-        update = { address, state: 'pending', status: Status.localError, diagnostic: `local delivery failed: ${(error as Error).message}` };
+        // A full mailbox (hard quota) or a forwarding loop will not change by waiting: bounced.
+        const refusal = error instanceof RecipientsRefused ? error.refusal : undefined;
+        const final = refusal?.reason === 'forwarding-loop' || (refusal?.reason === 'mailbox-full' && refusal.permanent);
+        update = final
+          ? { address, state: 'failed', status: refusal.reason === 'mailbox-full' ? '5.2.2' : '5.4.6', diagnostic: (error as Error).message }
+          : { address, state: 'pending', status: Status.localError, diagnostic: `local delivery failed: ${(error as Error).message}` };
       }
       this.#logAttempt(message, address, undefined, update);
       updates.push(update);

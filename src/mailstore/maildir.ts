@@ -166,6 +166,22 @@ export class MaildirStore implements Mailstore {
   }
 
   /**
+   * The octets a mailbox holds as POP3 counts them, in cur/ and new/ alike, without claiming new
+   * mail as a listing does (for quota counts, src/quota/quota.ts). cur/ is read first: a message
+   * a listing moves in between is missed rather than counted twice.
+   */
+  async usage(address: string): Promise<number> {
+    const path = await this.ensure(address);
+    let total = 0;
+    for (const folder of ['cur', 'new']) {
+      for (const entry of await this.#listFolder(join(path, folder))) {
+        total += entry.size >= 0 ? entry.size : ((await this.#computeVirtualSize(entry.ref.slice(entry.ref.lastIndexOf('/') + 1), entry.ref)) ?? 0);
+      }
+    }
+    return total;
+  }
+
+  /**
    * new/ to cur/ without fsyncs: a crash that loses a rename leaves the message in new/, where
    * the next listing finds it again under the same UIDL; either folder is a durable home.
    * Resolves to the names left in new/: a rename can fail for want of space (cur/ growing by a

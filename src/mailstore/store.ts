@@ -35,6 +35,10 @@ export interface Mailstore {
   create(address: string): Promise<string>;
   /** Where an address's mail is kept, told to the operator (for Maildir, its folder). */
   location(address: string): string;
+  /** The octets a mailbox holds as POP3 counts them, without changing it (unlike list, which claims new mail). */
+  usage?(address: string): Promise<number>;
+  /** The mailbox's size limit in octets (null: none), where quotas are kept (src/quota/quota.ts). */
+  limit?(address: string): Promise<number | null>;
 }
 
 /** Exclusive access to a maildrop for one POP3 session (RFC 1939 §8). */

@@ -2,6 +2,9 @@ import type { AccountStore } from '../accounts/store.ts';
 import { parseForwardPath, parseReversePath, type AddressProblem } from '../mail/address.ts';
 import { NetworkList } from '../net/ip.ts';
 import type { PopBeforeSmtp } from '../relay-auth/pop-before-smtp.ts';
+import type { ForwardingStore } from '../forwarding/store.ts';
+import type { MailboxQuotas } from '../quota/quota.ts';
+import { Srs, type SrsProblem } from '../srs/srs.ts';
 
 // Who may send what to whom. Protocol code asks; this decides, and says why in its own terms
 // (a verdict with a reason); each protocol words a refusal itself (src/smtp/replies.ts). The
@@ -25,7 +28,15 @@ export type Refusal =
   /** The message's From: names an address that is not one of the relaying user's. */
   | { reason: 'from-not-owned'; from: string; user: string }
   /** The message's From: cannot be read unambiguously, so whose it is cannot be told. */
-  | { reason: 'from-malformed'; problem: string };
+  | { reason: 'from-malformed'; problem: string }
+  /** The mailbox is over its quota (`permanent` false with soft quotas: try later). */
+  | { reason: 'mailbox-full'; address: string; permanent: boolean }
+  /** Whether the mailbox has room cannot be told right now (the quota store is away): try later. */
+  | { reason: 'mailbox-unavailable'; address: string }
+  /** Forwarding this message again would go round in a circle. */
+  | { reason: 'forwarding-loop'; address: string }
+  /** A bounce address of our SRS domain that we did not make, or made too long ago. */
+  | { reason: 'srs-invalid'; address: string; problem: SrsProblem };
 
 /** A relaying user's From: (RFC 5322 §3.6.2), judged: the domain the queue may DKIM-sign for, or why not. */
 export type HeaderFromVerdict = { ok: true; signingDomain?: string } | { ok: false; refusal: Refusal };
@@ -83,6 +94,13 @@ export function wideRelayNetworks(networks: readonly string[]): string[] {
   });
 }
 
+/** Mailbox services the policy consults at RCPT (src/mailbox-services/). */
+export interface PolicyMailboxServices {
+  quotas?: MailboxQuotas;
+  forwarding?: ForwardingStore;
+  srs?: Srs;
+}
+
 const MAX_ALIAS_DEPTH = 5;
 
 export class MailPolicy {
@@ -90,11 +108,13 @@ export class MailPolicy {
   readonly #popBeforeSmtp: PopBeforeSmtp;
   readonly #settings: MailPolicySettings;
   readonly #relayNetworks: { cidr: string; list: NetworkList }[];
+  readonly #services: PolicyMailboxServices;
 
-  constructor(accounts: AccountStore, popBeforeSmtp: PopBeforeSmtp, settings: MailPolicySettings) {
+  constructor(accounts: AccountStore, popBeforeSmtp: PopBeforeSmtp, settings: MailPolicySettings, services: PolicyMailboxServices = {}) {
     this.#accounts = accounts;
     this.#popBeforeSmtp = popBeforeSmtp;
     this.#settings = settings;
+    this.#services = services;
     this.#relayNetworks = (settings.relayNetworks ?? []).map((cidr) => ({ cidr, list: new NetworkList([cidr]) }));
   }
 
@@ -182,16 +202,30 @@ export class MailPolicy {
     return owned;
   }
 
-  /** RCPT TO: local recipients for everyone, others only for an authorized client (a user, or a relay network). */
-  async recipient(text: string, relayUser: string | undefined, relayRefusal?: Refusal, relayNetwork?: string): Promise<RecipientVerdict> {
+  /**
+   * RCPT TO: local recipients for everyone, others only for an authorized client (a user, or a
+   * relay network). `size` is the message size the client declared (MAIL FROM SIZE=, RFC 1870),
+   * checked against quotas.
+   */
+  async recipient(text: string, relayUser: string | undefined, relayRefusal?: Refusal, relayNetwork?: string, size?: number): Promise<RecipientVerdict> {
     const parsed = parseForwardPath(text);
     if (!parsed.ok) return { ok: false, refusal: { reason: 'bad-address', problem: parsed.problem } };
     const { address } = parsed;
     // RFC 5321 §4.1.1.3: <Postmaster> without a domain is always accepted.
     const domain = parsed.domain;
+    const srs = this.#services.srs;
+    if (srs && Srs.isSrs(parsed.local) && (domain === srs.domain || (await this.#accounts.isLocalDomain(domain)))) {
+      // A bounce to a sender we rewrote: back to where it came from, or refused as forged.
+      const reversed = srs.reverse(parsed.local);
+      if (!reversed.ok) return { ok: false, refusal: { reason: 'srs-invalid', address, problem: reversed.problem } };
+      return { ok: true, kind: 'local', address, mailboxes: [], remote: [reversed.address] };
+    }
     if (domain === '' || (await this.#accounts.isLocalDomain(domain))) {
       const local = await this.#expand(address, domain || 'postmaster', 0);
-      if (local && local.mailboxes.length + local.remote.length > 0) return { ok: true, kind: 'local', address, ...local };
+      if (local && local.mailboxes.length + local.remote.length > 0) {
+        const full = local.remote.length === 0 ? await this.#full(local.mailboxes, size ?? 0) : undefined;
+        return full ? { ok: false, refusal: full } : { ok: true, kind: 'local', address, ...local };
+      }
       if (parsed.local === 'postmaster') {
         // RFC 5321 §4.5.1: postmaster of every domain we accept mail for.
         const target = this.#settings.postmaster;
@@ -209,11 +243,36 @@ export class MailPolicy {
   }
 
   /**
+   * A refusal when none of `mailboxes` has room for `size` more octets. An alias some of whose
+   * mailboxes are full is taken: the full ones are left out after DATA (and reported).
+   */
+  async #full(mailboxes: readonly string[], size: number): Promise<Refusal | undefined> {
+    const quotas = this.#services.quotas;
+    if (!quotas || mailboxes.length === 0) return undefined;
+    let first: Refusal | undefined;
+    for (const mailbox of mailboxes) {
+      try {
+        const decision = await quotas.check(mailbox, size);
+        if (decision.ok) return undefined;
+        first ??= { reason: 'mailbox-full', address: mailbox, permanent: decision.permanent };
+      } catch {
+        return { reason: 'mailbox-unavailable', address: mailbox };
+      }
+    }
+    return first;
+  }
+
+  /**
    * Where mail for a local address goes (mailboxes and remote forwards), for deliveries the
    * queue makes itself, such as a bounce to a local sender. undefined: no such address.
    */
   async localTargets(address: string): Promise<{ mailboxes: string[]; remote: string[] } | undefined> {
     const at = address.lastIndexOf('@');
+    const srs = this.#services.srs;
+    if (srs && Srs.isSrs(address.slice(0, at)) && address.slice(at + 1).toLowerCase() === srs.domain) {
+      const reversed = srs.reverse(address.slice(0, at));
+      return reversed.ok ? { mailboxes: [], remote: [reversed.address] } : undefined;
+    }
     const found = await this.#expand(address, address.slice(at + 1), 0);
     if (found && found.mailboxes.length + found.remote.length > 0) return found;
     if (address.slice(0, at).toLowerCase() !== 'postmaster') return undefined;
@@ -225,25 +284,36 @@ export class MailPolicy {
     return (await this.#accounts.isLocalDomain(target.split('@')[1] ?? '')) ? { mailboxes: [target], remote: [] } : { mailboxes: [], remote: [target] };
   }
 
-  isLocalDomain(domain: string): Promise<boolean> {
-    return this.#accounts.isLocalDomain(domain);
+  /** Ours to deliver: a local domain, or the SRS domain (bounces to forwarded mail). */
+  async isLocalDomain(domain: string): Promise<boolean> {
+    return domain.toLowerCase() === this.#services.srs?.domain || this.#accounts.isLocalDomain(domain);
   }
 
-  /** Local mailboxes and remote forwards an address reaches, following aliases. */
-  async #expand(address: string, _domain: string, depth: number): Promise<{ mailboxes: string[]; remote: string[] } | undefined> {
+  /** Local mailboxes and remote forwards an address reaches, following aliases and forwarding rules. */
+  async #expand(address: string, _domain: string, depth: number, seen: ReadonlySet<string> = new Set()): Promise<{ mailboxes: string[]; remote: string[] } | undefined> {
     const found = await this.#accounts.lookup(address);
     if (!found) return undefined;
-    if (found.kind === 'user') return { mailboxes: [address], remote: [] };
-    const mailboxes = new Set<string>();
+    const rule = found.kind === 'user' ? await this.#services.forwarding?.get(address) : undefined;
+    if (found.kind === 'user' && !rule) return { mailboxes: [address], remote: [] };
+    const mailboxes = new Set<string>(rule?.keep ? [address] : []);
     const remote = new Set<string>();
-    for (const target of found.targets) {
+    for (const target of found.kind === 'user' ? rule!.targets : found.targets) {
+      // A rule forwarding to the user's own address (or back to it in a circle) ends at the mailbox.
+      if (found.kind === 'user' && target === address) {
+        mailboxes.add(address);
+        continue;
+      }
       const targetDomain = target.slice(target.lastIndexOf('@') + 1);
       if (!(await this.#accounts.isLocalDomain(targetDomain))) {
         remote.add(target); // forwarding: ours to do, whoever sent it
         continue;
       }
-      if (depth >= MAX_ALIAS_DEPTH) continue; // an alias loop ends here
-      const inner = await this.#expand(target, targetDomain, depth + 1);
+      if (depth >= MAX_ALIAS_DEPTH || seen.has(target)) {
+        // A circle (of aliases or forwarding rules) ends here; a user in it keeps the mail.
+        if ((await this.#accounts.lookup(target))?.kind === 'user') mailboxes.add(target);
+        continue;
+      }
+      const inner = await this.#expand(target, targetDomain, depth + 1, new Set([...seen, address]));
       inner?.mailboxes.forEach((m) => mailboxes.add(m));
       inner?.remote.forEach((r) => remote.add(r));
     }

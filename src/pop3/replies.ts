@@ -1,3 +1,4 @@
+import { formatSize } from '../quota/size.ts';
 // Every status line the POP3 server sends, named once: "+OK" or "-ERR" (RFC 1939 §3), the
 // response codes of RFC 2449 §8 and RFC 3206 ([IN-USE], [AUTH], [SYS/TEMP], [SYS/PERM]) that
 // let a mail program tell a wrong password from a busy mailbox, and words that tell a customer
@@ -13,7 +14,8 @@ export const Replies = {
   mechanisms: '+OK Supported mechanisms follow',
   challenge: (text: string) => `+ ${text}`,
   sendPassword: '+OK Send your password with PASS',
-  loggedIn: (count: number, octets: number) => `+OK Logged in, ${plural(count, 'message')} (${octets} octets)`,
+  loggedIn: (count: number, octets: number, quota?: number | null) =>
+    `+OK Logged in, ${plural(count, 'message')} (${octets} octets)${quota ? `, ${Math.floor((octets * 100) / quota)}% of your ${formatSize(quota)} quota used` : ''}`,
   beginTls: '+OK Begin TLS negotiation',
   stat: (count: number, octets: number) => `+OK ${count} ${octets}`,
   scanListing: '+OK',

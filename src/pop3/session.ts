@@ -39,6 +39,8 @@ interface Maildrop {
   messages: readonly StoredMessage[];
   /** 1 for each message that gets an end-of-headers line added ("oe-ns-eoh"); else none. */
   addEndOfHeaders: Uint8Array | undefined;
+  /** The mailbox's quota, told in the login reply (null or absent: none, or unknown). */
+  limit?: number | null;
 }
 
 const LF = 0x0a;
@@ -260,7 +262,7 @@ export class Pop3Session implements LineSession {
       this.#conn.log.error({ err: error, user }, 'cannot open maildrop');
       return { ok: false as const, refusal: Replies.mailboxUnavailable };
     }
-    const admitted: Maildrop = { release, messages, addEndOfHeaders };
+    const admitted: Maildrop = { release, messages, addEndOfHeaders, limit: await this.#context.mailstore.limit?.(user).catch(() => null) };
     let octets = 0;
     for (let i = 0; i < messages.length; i++) octets += sizeOf(messages[i], addEndOfHeaders, i);
     return { ok: true as const, admitted, undo: release, details: { messages: messages.length, octets } };
@@ -281,7 +283,7 @@ export class Pop3Session implements LineSession {
       this.#deleted = new Uint8Array(outcome.admitted.messages.length);
       this.#state = 'TRANSACTION';
       const { count, size } = this.#maildrop();
-      return this.#conn.reply(Replies.loggedIn(count, size));
+      return this.#conn.reply(Replies.loggedIn(count, size, outcome.admitted.limit));
     }
     switch (outcome.reason) {
       case 'locked':

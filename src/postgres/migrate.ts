@@ -92,6 +92,39 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 4,
+    description: 'mailbox services: quotas and usage, forwarding, vacation replies',
+    sql: `
+      CREATE TABLE popgate_quota_limits (
+        subject text COLLATE "C" PRIMARY KEY,
+        limit_bytes bigint
+      );
+      CREATE TABLE popgate_mailbox_usage (
+        address text COLLATE "C" PRIMARY KEY,
+        used bigint NOT NULL,
+        warned boolean NOT NULL DEFAULT false
+      );
+      CREATE TABLE popgate_forwarding (
+        address text COLLATE "C" PRIMARY KEY,
+        targets text NOT NULL,
+        keep boolean NOT NULL
+      );
+      CREATE TABLE popgate_vacations (
+        address text COLLATE "C" PRIMARY KEY,
+        subject text NOT NULL,
+        body text NOT NULL,
+        since bigint NOT NULL,
+        until bigint
+      );
+      CREATE TABLE popgate_vacation_replies (
+        address text COLLATE "C" NOT NULL,
+        sender text COLLATE "C" NOT NULL,
+        sent_at bigint NOT NULL,
+        PRIMARY KEY (address, sender)
+      );
+    `,
+  },
 ];
 
 /** The schema version this code knows. */

@@ -68,6 +68,21 @@ import { PrometheusMetrics, type MailMetrics } from '../metrics/metrics.ts';
 import { countAcceptedMessages, countRelayDecisions } from '../metrics/instrument.ts';
 import { answerMetricsRequests } from '../metrics/workers.ts';
 import type { WebService } from '../web/service.ts';
+import { MailboxQuotas, QuotaTrackingMailstore } from '../quota/quota.ts';
+import { parseQuota } from '../quota/size.ts';
+import type { QuotaStore } from '../quota/store.ts';
+import type { ForwardingStore } from '../forwarding/store.ts';
+import type { VacationStore } from '../vacation/store.ts';
+import { VacationResponder } from '../vacation/vacation.ts';
+import { SqliteQuotaStore } from '../sqlite/quotas.ts';
+import { SqliteForwardingStore } from '../sqlite/forwarding.ts';
+import { SqliteVacationStore } from '../sqlite/vacation.ts';
+import { PostgresQuotaStore } from '../postgres/quotas.ts';
+import { PostgresForwardingStore } from '../postgres/forwarding.ts';
+import { PostgresVacationStore } from '../postgres/vacation.ts';
+import { Srs } from '../srs/srs.ts';
+import { srsSecret } from '../srs/secret.ts';
+import { DeliveryServices } from '../mailbox-services/services.ts';
 
 /** A running popgate: every service of one config, wired to the backends it names. */
 export interface App {
@@ -157,15 +172,26 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
 
   // Workers start on data their primary already brought in line (prepareData).
   if (!worker) await queue.recover();
-  const acceptance = countAcceptedMessages(new MessageAcceptance(config.hostname, mailstore, queue, log), metrics);
+  // Mailbox services (docs/mailbox-services.md): quotas, forwarding with SRS, vacation replies.
+  const srs = config.srs.enabled
+    ? new Srs({ secret: await srsSecret(config.data_dir, config.srs.secret), domain: config.srs.domain || config.hostname, maxAgeDays: Math.floor(config.srs.max_age / 86_400_000) })
+    : undefined;
+  const vacation = new VacationResponder(backends.vacations, { intervalMs: config.vacation.interval, hostname: config.hostname }, log);
+  const services = new DeliveryServices({ accounts, quotas: backends.quotas, srs, vacation, log }, { hostname: config.hostname, bounceReturnLimit: config.outbound.bounce_size_limit });
+  const acceptance = countAcceptedMessages(new MessageAcceptance(config.hostname, mailstore, queue, log, services), metrics);
   const policy = countRelayDecisions(
-    new MailPolicy(accounts, popBeforeSmtp, {
-      enforceSender: config.pop_before_smtp.enforce_sender,
-      windowMs: config.pop_before_smtp.window,
-      postmaster: config.smtp.postmaster,
-      fromCheckEnforced: async (domain) => (await backends.domainSettings.get(domain)).from_check !== 'off',
-      relayNetworks: config.smtp.relay_networks,
-    }),
+    new MailPolicy(
+      accounts,
+      popBeforeSmtp,
+      {
+        enforceSender: config.pop_before_smtp.enforce_sender,
+        windowMs: config.pop_before_smtp.window,
+        postmaster: config.smtp.postmaster,
+        fromCheckEnforced: async (domain) => (await backends.domainSettings.get(domain)).from_check !== 'off',
+        relayNetworks: config.smtp.relay_networks,
+      },
+      { quotas: backends.quotas, forwarding: backends.forwarding, srs },
+    ),
     metrics,
   );
   for (const network of wideRelayNetworks(config.smtp.relay_networks)) {
@@ -178,6 +204,7 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
     void sendLimits.sweep().catch((error) => log.error({ err: error }, 'send-limit sweep failed'));
     void guard.sweep().catch((error) => log.error({ err: error }, 'login-limit sweep failed'));
     void inbound?.sweep().catch((error) => log.error({ err: error }, 'greylist sweep failed'));
+    void backends.vacations.sweep(Date.now() - config.vacation.interval).catch((error) => log.error({ err: error }, 'vacation reply sweep failed'));
   }, 600_000);
   limitSweeper.unref();
   const smtp = new SmtpServer(
@@ -345,6 +372,14 @@ export interface Backends {
   events: AccountEvents;
   /** Greylisted triplets and remembered client networks (`[filter] greylisting`). */
   greylist: GreylistStore;
+  /** Mailbox limits and usage counters (`popgate user quota`). */
+  quotaStore: QuotaStore;
+  /** The quota rules over quotaStore; absent when [quota] enabled = false. */
+  quotas?: MailboxQuotas;
+  /** Per-user forwarding rules (`popgate user forward`). */
+  forwarding: ForwardingStore;
+  /** Vacation replies and the replies sent (`popgate user vacation`). */
+  vacations: VacationStore;
   close(): Promise<void>;
 }
 
@@ -423,6 +458,9 @@ export async function openBackends(config: Config, log: Logger): Promise<Backend
     let accounts: AccountStore;
     let index: QueueStore;
     let domainSettings: DomainSettingsStore;
+    let quotaStore: QuotaStore;
+    let forwarding: ForwardingStore;
+    let vacations: VacationStore;
     if (shared) {
       const pool = createPool(config.database.url, log);
       closing.push(() => pool.end());
@@ -436,17 +474,32 @@ export async function openBackends(config: Config, log: Logger): Promise<Backend
       accounts = postgresAccounts;
       index = new PostgresQueueStore(pool);
       domainSettings = new PostgresDomainSettingsStore(pool);
+      quotaStore = new PostgresQuotaStore(pool);
+      forwarding = new PostgresForwardingStore(pool);
+      vacations = new PostgresVacationStore(pool);
     } else {
       accounts = new SqliteAccountStore(db, false, config.auth.verified_login_cache);
       index = SqliteQueueStore.open(config.data_dir);
       domainSettings = new SqliteDomainSettingsStore(db);
+      const usage = SqliteQuotaStore.openUsageDatabase(config.data_dir);
+      closing.push(() => usage.close());
+      quotaStore = new SqliteQuotaStore(db, usage);
+      forwarding = new SqliteForwardingStore(db);
+      vacations = new SqliteVacationStore(db, counters);
     }
     const queue = new OutboundQueue(new Spool(config.data_dir, shared ? config.cluster.node || hostname() : undefined), index, log);
     closing.unshift(() => queue.close());
+    const maildir = new MaildirStore(config.data_dir, config.hostname, { shared });
+    const quotas = config.quota.enabled ? createMailboxQuotas(config, quotaStore, maildir, log) : undefined;
     return {
       holder,
       accounts,
-      mailstore: new MaildirStore(config.data_dir, config.hostname, { shared }),
+      // With quotas, every delivery and deletion moves the mailbox's usage counter.
+      mailstore: quotas ? new QuotaTrackingMailstore(maildir, quotas) : maildir,
+      quotaStore,
+      quotas,
+      forwarding,
+      vacations,
       locks,
       popBeforeSmtp: createPopBeforeSmtp(config, grants, log),
       guard: createLoginGuard(config, failures, log),
@@ -459,6 +512,17 @@ export async function openBackends(config: Config, log: Logger): Promise<Backend
       close,
     };
   }
+}
+
+/** Quotas as [quota] sets them (src/quota/quota.ts), counting in `mailstore`. */
+export function createMailboxQuotas(config: Config, store: QuotaStore, mailstore: Mailstore, log: Logger): MailboxQuotas {
+  const parsed = parseQuota(config.quota.default);
+  return new MailboxQuotas(
+    store,
+    mailstore,
+    { defaultLimit: parsed.ok ? parsed.limit : null, soft: config.quota.soft, warningPercent: config.quota.warning, hostname: config.hostname },
+    log,
+  );
 }
 
 /** Inbound filtering as [filter] sets it (src/filter/filter.ts), with its housekeeping. */

@@ -120,6 +120,24 @@ export function refusalReply(refusal: Refusal, command: 'MAIL' | 'RCPT' | 'DATA'
       return reply(550, '5.7.1', `From: address <${refusal.from}> is not yours: write ${refusal.user} or one of its aliases in From:`);
     case 'from-malformed':
       return reply(550, '5.7.1', `Message refused: ${refusal.problem}`);
+    // RFC 3463 §3.3: X.2.2 mailbox full.
+    case 'mailbox-full':
+      return refusal.permanent
+        ? reply(552, '5.2.2', `Mailbox full: <${refusal.address}> is over its quota`)
+        : reply(452, '4.2.2', `Mailbox full: <${refusal.address}> is over its quota, please try again later`);
+    case 'mailbox-unavailable':
+      return reply(451, '4.3.0', `The mailbox <${refusal.address}> cannot be checked right now: please try again in a few minutes`);
+    // RFC 3463 §3.5: X.4.6 routing loop detected.
+    case 'forwarding-loop':
+      return reply(554, '5.4.6', `Mail forwarding loop for <${refusal.address}>`);
+    case 'srs-invalid':
+      return reply(
+        550,
+        '5.7.1',
+        refusal.problem === 'expired'
+          ? `<${refusal.address}> is an expired bounce address: forwarded mail is not returned after so long`
+          : `<${refusal.address}> is not a bounce address of ours (${refusal.problem === 'hash' ? 'bad signature' : 'malformed'})`,
+      );
   }
 }
 

@@ -1,4 +1,4 @@
-import type { MessageAcceptance } from '../acceptance/acceptance.ts';
+import { RecipientsRefused, type MessageAcceptance } from '../acceptance/acceptance.ts';
 import type { LoginOutcome, LoginService } from '../auth/login.ts';
 import { SASL_MECHANISMS, SaslExchange, type SaslStep } from '../auth/sasl.ts';
 import type { FilterClient, InboundFilter, MessageContext } from '../filter/filter.ts';
@@ -56,8 +56,12 @@ interface Transaction {
   relayRefusal?: Refusal;
   /** Local mailboxes, deduplicated across recipients. */
   mailboxes: Set<string>;
-  /** Remote addresses (relay or alias forwarding), deduplicated. */
+  /** Remote addresses relayed for the client, deduplicated. */
   remote: Set<string>;
+  /** Remote addresses our recipients forward to, by recipient (each copy gets an SRS sender). */
+  forwarded: { by: string; to: string[] }[];
+  /** MAIL FROM SIZE= (RFC 1870), checked against quotas at RCPT. */
+  declaredSize?: number;
   /** The RCPT addresses as given, for Received "for" and logs. */
   recipients: string[];
   relayedRecipients: string[];
@@ -287,6 +291,8 @@ export class SmtpSession implements LineSession {
       relayRefusal: verdict.relayRefusal,
       mailboxes: new Set(),
       remote: new Set(),
+      forwarded: [],
+      declaredSize: declaredSize(match[2]),
       recipients: [],
       relayedRecipients: [],
     };
@@ -327,9 +333,11 @@ export class SmtpSession implements LineSession {
     if (match[2].trim() !== '') return this.#error(Replies.rcptParameters);
     if (await this.#context.freeSpace.low()) return this.#reply(Replies.insufficientStorage);
     if (transaction.recipients.length >= this.#context.maxRecipients) return this.#reply(Replies.tooManyRecipients(this.#context.maxRecipients));
-    const verdict = await this.#context.policy.recipient(match[1], transaction.relayUser, transaction.relayRefusal, transaction.relayNetwork);
+    const verdict = await this.#context.policy.recipient(match[1], transaction.relayUser, transaction.relayRefusal, transaction.relayNetwork, transaction.declaredSize);
     if (!verdict.ok) {
       this.#conn.log.info({ event: 'rcpt_refused', from: transaction.sender, to: match[1], reason: verdict.refusal.reason }, 'recipient refused');
+      // A full mailbox is no mistake of the client's: not counted towards closing the connection.
+      if (verdict.refusal.reason === 'mailbox-full' || verdict.refusal.reason === 'mailbox-unavailable') return this.#reply(refusalReply(verdict.refusal, 'RCPT'));
       return this.#error(refusalReply(verdict.refusal, 'RCPT'));
     }
     const limits = this.#context.sendLimits;
@@ -349,7 +357,7 @@ export class SmtpSession implements LineSession {
     transaction.recipients.push(verdict.address);
     if (verdict.kind === 'local') {
       verdict.mailboxes.forEach((m) => transaction.mailboxes.add(m));
-      verdict.remote.forEach((r) => transaction.remote.add(r));
+      if (verdict.remote.length > 0) transaction.forwarded.push({ by: verdict.address, to: verdict.remote });
     } else {
       transaction.remote.add(verdict.address);
       transaction.relayedRecipients.push(verdict.address);
@@ -457,6 +465,7 @@ export class SmtpSession implements LineSession {
         sender: transaction.sender,
         mailboxes: transaction.mailboxes,
         remote: transaction.remote,
+        forwarded: transaction.forwarded,
         content,
         clientIp: this.#conn.ip,
         authorizedUser: transaction.relayUser,
@@ -472,6 +481,10 @@ export class SmtpSession implements LineSession {
         },
       });
     } catch (error) {
+      if (error instanceof RecipientsRefused) {
+        this.#conn.log.info({ ...logged, outcome: 'refused', reason: error.refusal.reason }, 'message refused');
+        return this.#reply(refusalReply(error.refusal, 'RCPT'));
+      }
       this.#conn.log.error({ ...logged, err: error, outcome: 'failed' }, 'delivery failed');
       return this.#reply(isStorageFull(error) ? Replies.insufficientStorage : Replies.notAccepted);
     }
@@ -480,7 +493,10 @@ export class SmtpSession implements LineSession {
         this.#conn.log.error({ err: error }, 'cannot record the message for the sending limits');
       });
     }
-    this.#conn.log.info({ ...logged, queueId: id, outcome: 'accepted', mailboxes: [...transaction.mailboxes], queued: [...transaction.remote] }, 'message accepted');
+    this.#conn.log.info(
+      { ...logged, queueId: id, outcome: 'accepted', mailboxes: [...transaction.mailboxes], queued: [...transaction.remote, ...transaction.forwarded.flatMap((f) => f.to)] },
+      'message accepted',
+    );
     this.#reply(Replies.queued(id));
   }
 }
@@ -489,4 +505,10 @@ export class SmtpSession implements LineSession {
 function isStorageFull(error: unknown): boolean {
   const { code, errcode } = (error ?? {}) as { code?: string; errcode?: number };
   return code === 'ENOSPC' || code === 'EDQUOT' || errcode === 13;
+}
+
+/** The SIZE= parameter of MAIL FROM (RFC 1870; already checked by #mailParameters), if given. */
+function declaredSize(parameters: string): number | undefined {
+  const size = /(?:^|\s)SIZE=(\d{1,12})(?=\s|$)/i.exec(parameters);
+  return size ? Number(size[1]) : undefined;
 }
