@@ -1,3 +1,6 @@
+import type { DnsLists, ListHit, ListLookup as ListAnswer } from './dns-lists.ts';
+import type { GreylistVerdict, Greylisting } from './greylist.ts';
+import type { RspamdClient, RspamdVerdict } from './rspamd.ts';
 import type { AccountEvents } from '../accounts/events.ts';
 import type { Logger } from '../log/logger.ts';
 import { NetworkList } from '../net/ip.ts';
@@ -24,45 +27,14 @@ import type { DomainSettings, DomainSettingsStore } from './domain-settings.ts';
 //
 // Decisions are data; the SMTP session words them (src/smtp/replies.ts filterReply).
 
-export interface ListHit {
-  zone: string;
-  code: string;
-  action: 'reject' | 'score' | 'allow';
-  weight: number;
-}
-
 /** The DNS lists the filter asks (src/filter/dns-lists.ts). */
-export interface ListLookup {
-  lookup(ip: string): Promise<{ hits: ListHit[]; unanswered: string[] }>;
-}
-
-export type GreylistVerdict = { pass: true; reason: string } | { pass: false; retryAfterMs: number; first: boolean };
+export type ListLookup = Pick<DnsLists, 'lookup'>;
 
 /** Greylisting (src/filter/greylist.ts). */
-export interface GreylistCheck {
-  check(ip: string, sender: string, recipient: string, now?: number): Promise<GreylistVerdict>;
-}
-
-export type RspamdAction = 'reject' | 'soft reject' | 'add header' | 'rewrite subject' | 'greylist' | 'no action';
-
-export type RspamdVerdict =
-  | {
-      ok: true;
-      action: RspamdAction;
-      score: number;
-      required: number;
-      symbols: string[];
-      subject?: string;
-      addHeaders: { name: string; value: string }[];
-      removeHeaders: string[];
-      message?: string;
-    }
-  | { ok: false; reason: string };
+export type GreylistCheck = Pick<Greylisting, 'check'>;
 
 /** rspamd (src/filter/rspamd.ts). */
-export interface RspamdCheck {
-  check(request: { message: Buffer | Buffer[]; ip: string; helo: string; from: string; recipients: string[]; user?: string; queueId?: string }): Promise<RspamdVerdict>;
-}
+export type RspamdCheck = Pick<RspamdClient, 'check'>;
 
 export interface FilterSettings {
   hostname: string;
@@ -105,7 +77,7 @@ export type FilterDecision = { ok: true } | { ok: false; permanent: boolean; ref
 export interface FilterClient {
   ip: string;
   /** The DNS list answers, looked up while the greeting was waited for. */
-  lists?: Promise<{ hits: ListHit[]; unanswered: string[] }>;
+  lists?: Promise<ListAnswer>;
 }
 
 export interface MessageContext {
