@@ -152,7 +152,11 @@ export function withoutForgedResults(message: Buffer, authservId: string): Buffe
  */
 export function withoutFields(message: Buffer, names: ReadonlySet<string>): Buffer {
   const end = headerEnd(message);
-  const fields = splitFields(message.subarray(0, end).toString('latin1'));
+  const header = message.subarray(0, end).toString('latin1');
+  // Most messages carry none of them: no splitting into fields for those.
+  const lower = header.toLowerCase();
+  if (![...names].some((name) => lower.startsWith(name) || lower.includes(`\n${name}`))) return message;
+  const fields = splitFields(header);
   const kept = fields.filter((field) => !names.has(field.slice(0, field.indexOf(':')).trim().toLowerCase()));
   if (kept.length === fields.length) return message;
   return Buffer.concat([Buffer.from(kept.join(''), 'latin1'), message.subarray(end)]);
