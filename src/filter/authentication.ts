@@ -1,12 +1,16 @@
-import { authenticate, type AuthenticateResult, type DNSResolver } from 'mailauth';
+import type { AuthenticateResult } from 'mailauth';
+import { DkimKeyCache } from './dkim-keys.ts';
 import type { MailauthResolver } from './dns.ts';
+import { authenticateMessage } from './mailauth-checks.ts';
 
 // Sender authentication of a message for local mailboxes, with mailauth: SPF (RFC 7208),
 // DKIM verification (RFC 6376), DMARC (RFC 7489) and ARC (RFC 8617), through our resolver and
 // within a deadline. mailauth keeps the RFCs' lookup limits (SPF: 10 DNS-querying terms, 2
 // void lookups) and answers malformed signatures, keys and records with neutral, permerror or
 // temperror as the RFCs say. What comes back is data: the results, the Authentication-Results
-// and Received-SPF header fields to add, and the facts the policy needs.
+// and Received-SPF header fields to add, and the facts the policy needs. mailauth's
+// authenticate() is run as src/filter/mailauth-checks.ts puts it together, with DKIM keys
+// parsed once for all messages (src/filter/dkim-keys.ts).
 
 /** A result keyword of RFC 8601 (and "temperror" for a lookup that timed out or failed). */
 export type AuthResult = 'pass' | 'fail' | 'softfail' | 'neutral' | 'none' | 'temperror' | 'permerror' | 'policy';
@@ -56,6 +60,7 @@ const DKIM_RANK: AuthResult[] = ['pass', 'temperror', 'fail', 'permerror', 'poli
 
 export class Authenticator {
   readonly #settings: AuthenticationSettings;
+  readonly #keys = new DkimKeyCache();
 
   constructor(settings: AuthenticationSettings) {
     this.#settings = settings;
@@ -66,18 +71,9 @@ export class Authenticator {
     const { hostname, resolver, deadlineMs } = this.#settings;
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), deadlineMs)));
-    const checks = authenticate(input.message, {
-      ip: input.ip,
-      helo: input.helo,
-      sender: input.sender,
-      mta: hostname,
-      // mailauth's declared type is narrower than what it handles (MX and A answers too).
-      resolver: resolver as DNSResolver,
-      disableBimi: true,
-      // The RFCs as written: a body hash mismatch is dkim=fail (RFC 8601 §2.7.1), rsa-sha1 is
-      // not trusted (RFC 8301 §3.1), malformed signatures and records are told apart.
-      strict: true,
-    });
+    // mailauth's strict mode: the RFCs as written (a body hash mismatch is dkim=fail, RFC 8601
+    // §2.7.1; rsa-sha1 is not trusted, RFC 8301 §3.1; malformed signatures and records are told apart).
+    const checks = authenticateMessage({ message: input.message, ip: input.ip, helo: input.helo, sender: input.sender, hostname, resolver, keys: this.#keys });
     checks.catch(() => {}); // settled later than the deadline: nobody waits for it any more
     let result: AuthenticateResult | 'timeout' | 'error';
     try {

@@ -1,0 +1,224 @@
+import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import { after, before, describe, test } from 'node:test';
+import { authenticate, type AuthenticateResult, type DNSResolver } from 'mailauth';
+import { dkimSign } from 'mailauth/lib/dkim/sign.js';
+import { Authenticator } from '../src/filter/authentication.ts';
+import { DkimKeyCache } from '../src/filter/dkim-keys.ts';
+import { FilterDns } from '../src/filter/dns.ts';
+import { authenticateMessage } from '../src/filter/mailauth-checks.ts';
+import { startDns, type TestDns } from './helpers/dns.ts';
+
+// popgate runs mailauth's checks from its pieces, with DKIM keys parsed once for all messages
+// (src/filter/mailauth-checks.ts, src/filter/dkim-keys.ts). Here the same messages go through
+// mailauth's authenticate() and through popgate's path, with the same resolver against a real
+// DNS server on loopback, and the verdicts and the header fields must be the same, octet for
+// octet, the first time a key is seen and when it comes from the shared cache. Then the cache
+// against the DNS: a key rotated or revoked is used once the cached DNS answer expires.
+
+const ALLOWED = '127.0.0.30';
+const HOSTNAME = 'mx.popgate.test';
+
+function rsaKey() {
+  const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  return { privatePem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), record: `v=DKIM1; k=rsa; p=${publicKey.export({ type: 'spki', format: 'der' }).toString('base64')}` };
+}
+const KEY_A = rsaKey();
+const KEY_B = rsaKey();
+const KEY_UNPUBLISHED = rsaKey();
+const ED25519 = (() => {
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+  const raw = publicKey.export({ type: 'spki', format: 'der' }).subarray(-32);
+  return { privatePem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), record: `v=DKIM1; k=ed25519; p=${raw.toString('base64')}` };
+})();
+
+const ZONE = {
+  'one.example': { TXT: [`v=spf1 ip4:${ALLOWED} -all`] },
+  'a._domainkey.one.example': { TXT: [KEY_A.record] },
+  'ed._domainkey.one.example': { TXT: [ED25519.record] },
+  'revoked._domainkey.one.example': { TXT: ['v=DKIM1; k=rsa; p='] },
+  'junk._domainkey.one.example': { TXT: ['v=DKIM1; k=rsa; p=AAAAnotakey'] },
+  'broken._domainkey.one.example': { servfail: true },
+  '_dmarc.one.example': { TXT: ['v=DMARC1; p=reject'] },
+  'two.example': { TXT: ['v=spf1 ip4:192.0.2.1 ~all'] },
+  'b._domainkey.two.example': { TXT: [KEY_B.record] },
+  '_dmarc.two.example': { TXT: ['v=DMARC1; p=quarantine; adkim=s'] },
+  'helo.example': { TXT: [`v=spf1 ip4:${ALLOWED} -all`] },
+};
+
+function text(from: string, subject: string, body = 'Hello.\r\n', extra = ''): string {
+  return `From: Sender <${from}>\r\nTo: alice@example.test\r\nSubject: ${subject}\r\nMessage-ID: <${subject.replace(/\W/g, '')}@example>\r\nDate: Thu, 01 Jan 2026 00:00:00 +0000\r\n${extra}\r\n${body}`;
+}
+
+async function sign(message: string, signer: { domain: string; selector: string; privatePem: string }, canonicalization = 'relaxed/relaxed', algorithm?: string): Promise<string> {
+  const result = await dkimSign(message, {
+    canonicalization,
+    signTime: new Date('2026-01-01T00:00:00Z'),
+    signatureData: [{ signingDomain: signer.domain, selector: signer.selector, privateKey: signer.privatePem, ...(algorithm ? { algorithm } : {}) }],
+  } as Parameters<typeof dkimSign>[1]);
+  assert.ok(result.signatures, 'the test message was signed');
+  return result.signatures + message;
+}
+
+const A = { domain: 'one.example', selector: 'a', privatePem: KEY_A.privatePem };
+const B = { domain: 'two.example', selector: 'b', privatePem: KEY_B.privatePem };
+
+/** What popgate reads of a result, and the header fields it adds. */
+function verdicts(result: AuthenticateResult) {
+  return {
+    spf: result.spf && { result: result.spf.status.result, comment: result.spf.status.comment },
+    dkim: result.dkim.results.map((r) => ({ result: r.status.result, comment: r.status.comment, aligned: (r.status as { aligned?: unknown }).aligned, domain: r.signingDomain })),
+    dmarc: result.dmarc && { result: result.dmarc.status.result, policy: result.dmarc.policy, from: result.dmarc.status.header?.from, dkim: result.dmarc.alignment?.dkim },
+    arc: result.arc && result.arc.status.result,
+    headers: result.headers,
+  };
+}
+
+describe('mailauth checks as popgate runs them', () => {
+  let dns: TestDns;
+  let resolver: FilterDns;
+  const keys = new DkimKeyCache();
+
+  before(async () => {
+    dns = await startDns(structuredClone(ZONE));
+    resolver = new FilterDns([dns.address], 1000);
+  });
+  after(() => dns?.close());
+
+  async function both(message: string, client: { ip?: string; helo?: string; sender?: string } = {}) {
+    const input = { ip: client.ip ?? ALLOWED, helo: client.helo ?? 'client.one.example', sender: client.sender ?? 'news@one.example' };
+    const buffer = Buffer.from(message, 'latin1');
+    const theirs = await authenticate(buffer, { ...input, mta: HOSTNAME, resolver: resolver.resolve as DNSResolver, disableBimi: true, strict: true });
+    const first = await authenticateMessage({ ...input, message: buffer, hostname: HOSTNAME, resolver: resolver.resolve, keys });
+    const again = await authenticateMessage({ ...input, message: buffer, hostname: HOSTNAME, resolver: resolver.resolve, keys });
+    assert.deepEqual(verdicts(first), verdicts(theirs), 'the same verdicts and header fields as authenticate()');
+    assert.deepEqual(verdicts(again), verdicts(theirs), 'the same again with the key from the shared cache');
+    return verdicts(first);
+  }
+
+  const cases: [string, () => Promise<string>, string[], object?][] = [
+    ['relaxed/relaxed, RSA', () => sign(text('news@one.example', 'relaxed'), A), ['pass']],
+    ['simple/simple', () => sign(text('news@one.example', 'simple'), A, 'simple/simple'), ['pass']],
+    ['relaxed/simple', () => sign(text('news@one.example', 'relaxed simple'), A, 'relaxed/simple'), ['pass']],
+    ['Ed25519 (RFC 8463)', () => sign(text('news@one.example', 'ed'), { ...A, selector: 'ed', privatePem: ED25519.privatePem }, 'relaxed/relaxed', 'ed25519-sha256'), ['pass']],
+    ['two signatures by two keys of two domains', async () => sign(await sign(text('news@one.example', 'two'), B), A), ['pass', 'pass']],
+    ['a body changed after signing', async () => (await sign(text('news@one.example', 'changed'), A)).replace('Hello.', 'Hellp.'), ['fail']],
+    ['a header field changed after signing', async () => (await sign(text('news@one.example', 'subject changed'), A)).replace('Subject: subject changed', 'Subject: other'), ['fail']],
+    ['signed with a key the domain does not publish', () => sign(text('news@one.example', 'wrong key'), { ...A, privatePem: KEY_UNPUBLISHED.privatePem }), ['fail']],
+    ['a revoked key (p=)', () => sign(text('news@one.example', 'revoked'), { ...A, selector: 'revoked' }), ['neutral']],
+    ['a record that is not a key', () => sign(text('news@one.example', 'junk'), { ...A, selector: 'junk' }), ['neutral']],
+    ['no key record', () => sign(text('news@one.example', 'nokey'), { ...A, selector: 'missing' }), ['neutral']],
+    ['the key server failing', () => sign(text('news@one.example', 'servfail'), { ...A, selector: 'broken' }), ['temperror']],
+    ['not signed', async () => text('news@one.example', 'unsigned'), ['none']],
+    ['signed by another domain than From (strict alignment)', () => sign(text('news@two.example', 'unaligned'), A), ['pass']],
+    ['bare LFs in the header and body', async () => (await sign(text('news@one.example', 'bare'), A)).replace(/\r\n/g, '\n'), ['pass']],
+    ['an empty first line (no header section)', async () => `\r\n${await sign(text('news@one.example', 'empty'), A)}`, ['none']],
+    ['no body at all', async () => (await sign(text('news@one.example', 'headers only'), A)).replace(/\r\n\r\nHello\.\r\n$/, '\r\n'), ['fail']],
+    ['a body of several pieces (over 64 KiB)', () => sign(text('news@one.example', 'large', 'x'.repeat(76) + '\r\n'.repeat(1) + `${'y'.repeat(998)}\r\n`.repeat(100)), A), ['pass']],
+    ['two From fields', async () => sign(text('news@one.example', 'two from', undefined, 'From: other@two.example\r\n'), A), ['pass']],
+  ];
+  for (const [name, build, dkim] of cases) {
+    test(name, async () => {
+      const result = await both(await build());
+      assert.deepEqual(
+        result.dkim.map((r) => r.result),
+        dkim,
+      );
+    });
+  }
+
+  test('SPF: a client the record does not name, the null sender (HELO checked), an address literal as HELO', async () => {
+    const message = await sign(text('news@one.example', 'spf'), A);
+    assert.equal((await both(message, { ip: '127.0.0.31' })).spf && (await both(message, { ip: '127.0.0.31' })).spf.result, 'fail');
+    const nullSender = await both(message, { sender: '', helo: 'helo.example' });
+    assert.equal(nullSender.spf && nullSender.spf.result, 'pass');
+    await both(message, { helo: ALLOWED });
+    await both(message, { ip: '::ffff:127.0.0.30' });
+  });
+
+  test('the DMARC verdicts follow: reject for a failing one.example message, quarantine for two.example', async () => {
+    const failing = await both((await sign(text('news@one.example', 'dmarc'), A)).replace('Hello.', 'Changed.'), { ip: '127.0.0.31' });
+    assert.deepEqual(failing.dmarc && [failing.dmarc.result, failing.dmarc.policy], ['fail', 'reject']);
+    const quarantined = await both(await sign(text('news@two.example', 'dmarc two'), A), { sender: 'news@two.example' });
+    assert.deepEqual(quarantined.dmarc && [quarantined.dmarc.result, quarantined.dmarc.policy], ['fail', 'quarantine']);
+  });
+});
+
+describe('the shared DKIM key cache against the DNS', () => {
+  let dns: TestDns;
+  let now = Date.parse('2026-06-01T00:00:00Z');
+
+  before(async () => {
+    dns = await startDns(structuredClone(ZONE));
+  });
+  after(() => dns?.close());
+
+  function authenticator() {
+    const resolver = new FilterDns([dns.address], 1000, () => now);
+    return new Authenticator({ hostname: HOSTNAME, resolver: resolver.resolve, deadlineMs: 5000 });
+  }
+  /** From a client the SPF record does not name, so that DMARC rests on DKIM alone. */
+  const check = (auth: Authenticator, message: string) => auth.check({ message: Buffer.from(message, 'latin1'), ip: '127.0.0.31', helo: 'client.one.example', sender: 'news@one.example' });
+  /** Publishes `entry` for key A's name until `body` has run (the next test finds key A again, its DNS answer expired). */
+  async function publishing(entry: (typeof ZONE)[keyof typeof ZONE], body: () => Promise<void>): Promise<void> {
+    dns.zone['a._domainkey.one.example'] = entry;
+    try {
+      await body();
+    } finally {
+      dns.zone['a._domainkey.one.example'] = { TXT: [KEY_A.record] };
+      now += 61_000;
+    }
+  }
+
+  test('a key rotated in the DNS is used once the cached DNS answer expires, and the old one no longer', async () => {
+    const auth = authenticator();
+    const byA = await sign(text('news@one.example', 'rotation a'), A);
+    const byB = await sign(text('news@one.example', 'rotation b'), { ...A, privatePem: KEY_B.privatePem });
+    assert.equal((await check(auth, byA)).dkim, 'pass');
+    await publishing({ TXT: [KEY_B.record] }, async () => {
+      assert.equal((await check(auth, byB)).dkim, 'fail', 'the DNS answer is still the cached one');
+      now += 61_000; // popgate keeps DNS answers for a minute (src/filter/dns.ts)
+      const rotated = await check(auth, byB);
+      assert.deepEqual([rotated.dkim, rotated.dmarc], ['pass', 'pass'], 'the new key');
+      const old = await check(auth, byA);
+      assert.deepEqual([old.dkim, old.dmarc], ['fail', 'fail'], 'the old key is gone');
+    });
+  });
+
+  test('a revoked key (p=) fails once the DNS says so, and DMARC with it', async () => {
+    const auth = authenticator();
+    const byA = await sign(text('news@one.example', 'revocation'), A);
+    assert.equal((await check(auth, byA)).dkim, 'pass');
+    await publishing({ TXT: ['v=DKIM1; k=rsa; p='] }, async () => {
+      now += 61_000;
+      const revoked = await check(auth, byA);
+      assert.notEqual(revoked.dkim, 'pass');
+      assert.match(revoked.headers, /dkim=neutral \(invalid public key\)/);
+      assert.deepEqual([revoked.dmarc, revoked.dmarcPolicy], ['fail', 'reject']);
+    });
+    assert.equal((await check(auth, byA)).dkim, 'pass', 'published again');
+  });
+
+  test('a DNS failure is not remembered: the key is used as soon as the DNS answers again', async () => {
+    const auth = authenticator();
+    const byA = await sign(text('news@one.example', 'servfail then ok'), A);
+    await publishing({ servfail: true }, async () => {
+      assert.equal((await check(auth, byA)).dkim, 'temperror');
+    });
+    now -= 61_000; // no time passes: SERVFAIL is never cached (src/filter/dns.ts)
+    assert.equal((await check(auth, byA)).dkim, 'pass');
+  });
+
+  test('a record is parsed once for all messages; the cache keeps at most its limit of records', async () => {
+    const resolver = new FilterDns([dns.address], 1000, () => now);
+    const keys = new DkimKeyCache(2);
+    const run = async (message: string) => authenticateMessage({ message: Buffer.from(message, 'latin1'), ip: ALLOWED, helo: 'client.one.example', sender: 'news@one.example', hostname: HOSTNAME, resolver: resolver.resolve, keys });
+    for (let n = 0; n < 5; n++) await run(await sign(text('news@one.example', `many ${n}`), A));
+    assert.equal(keys.size, 1);
+    await run(await sign(text('news@one.example', 'ed'), { ...A, selector: 'ed', privatePem: ED25519.privatePem }, 'relaxed/relaxed', 'ed25519-sha256'));
+    await run(await sign(text('news@one.example', 'revoked'), { ...A, selector: 'revoked' }));
+    assert.equal(keys.size, 2, 'the oldest let go');
+    const result = await run(await sign(text('news@one.example', 'after eviction'), A));
+    assert.equal(result.dkim.results[0].status.result, 'pass', 'parsed again');
+  });
+});
