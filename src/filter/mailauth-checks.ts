@@ -31,7 +31,6 @@ interface DkimVerifierInstance {
   arc: { keyCache?: MessageKeyLookup };
   state: 'header' | 'body';
   headerBytes: number;
-  headers: unknown;
   headerFrom: string[];
   fromFields: number;
   envelopeFrom: string | false;
