@@ -167,10 +167,14 @@ export class PageLoad {
     const language = Math.floor(n / paths.length) % 2 === 0 ? 'en' : 'ja';
     // Counted in the window the request was scheduled in, even if it answers in a later one.
     const window = this.#window;
-    if (scheduledAt >= window.at) window.requests++;
     const counted = scheduledAt >= window.at;
+    if (counted) window.requests++;
     const done = new Promise<void>((resolve) => {
+      let finished = false;
+      // Once per request: a response that fails midway also fails its request.
       const finish = (status: number | string) => {
+        if (finished) return;
+        finished = true;
         if (counted) {
           const at = performance.now();
           window.latencyMs.push(at - scheduledAt);
