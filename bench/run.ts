@@ -16,6 +16,7 @@ import { runLargeMailbox } from './mailbox-load.ts';
 import { fillMailboxes } from './messages.ts';
 import { runQueueDelivery } from './queue-load.ts';
 import { runFiltering } from './filter.ts';
+import { PAGE_RATE, runWebBesideMail } from './web-load.ts';
 import { runImport } from './import-load.ts';
 import { runScaleOut, type ScaleOptions } from './scale.ts';
 import { runSubmission } from './submission-load.ts';
@@ -47,7 +48,7 @@ import { runQuotaRows } from './quota.ts';
 // (per mailbox), --logins N, --smtp-messages N (1 KB messages per SMTP run; the 100 KB rows
 // send 15% of that), --lag-samples N (relay-lag samples per run), --only TEXT (just the
 // workloads whose name contains TEXT, e.g. "retr", "login", "smtp", "accept", "lag", "workers",
-// "cluster" or "filtering"; "a|b" for either), --cpu-prof DIR (profile the popgate children with node
+// "cluster", "filtering" or "web"; "a|b" for either), --cpu-prof DIR (profile the popgate children with node
 // --cpu-prof; a profile's name carries the pid the progress lines give), --queue-messages N
 // (messages per outbound queue run).
 //
@@ -66,6 +67,10 @@ import { runQuotaRows } from './quota.ts';
 // Filtering (bench/filter.ts, last, also with --peers): SMTP accept of 1 KB DKIM-signed messages with
 // SPF, DKIM and DMARC checked (records served by a DNS server on loopback) against the same
 // popgate with [filter] enabled = false, and with --peers against Postfix; runs alternate as above.
+//
+// Web pages beside mail (bench/web-load.ts, after filtering, --only web): SMTP accept 1 KB and RETR
+// 10 KB with 10 clients on a popgate with [http] listen, alone and while help pages are asked at
+// 200 requests/s from a child process; runs alternate, as above.
 //
 // SMTP workloads: MAIL/RCPT/DATA to a local user over 10 connections, with and without
 // PIPELINING; popgate answers 250 only once the message and its Maildir entry are fsync'd, so
@@ -304,7 +309,7 @@ const rows: Row[] = [];
 const skipped: string[] = [];
 
 /** The scale-out rows (bench/scale.ts) into the table: they come with their runs, latency and note. */
-/** The scale-out rows (bench/scale.ts), then the filtering row (bench/filter.ts): both alternate configurations run by run. */
+/** The scale-out rows (bench/scale.ts), the filtering row (bench/filter.ts), the web row (bench/web-load.ts): all alternate configurations run by run. */
 async function runScaleRows(peers: boolean): Promise<void> {
   const options: ScaleOptions = {
     quick,
@@ -320,7 +325,7 @@ async function runScaleRows(peers: boolean): Promise<void> {
     cpuProfDir: args['cpu-prof'],
     progress,
   };
-  for (const result of [await runScaleOut(options), await runFiltering(options)]) {
+  for (const result of [await runScaleOut(options), await runFiltering(options), await runWebBesideMail(options)]) {
     for (const row of result.rows) rows.push({ ...row, median: median(row.runs) });
     skipped.push(...result.skipped);
   }
@@ -707,6 +712,13 @@ function printTable(info: ReturnType<typeof machine>, target: string, messageByt
       '       DNS server on loopback; the 1 KB messages (signature included) signed with RSA 2048 by a domain with SPF -all and DMARC',
       '       p=reject, each found marked spf=pass, dkim=pass, dmarc=pass; filtering off = [filter] enabled = false, same messages.',
       '       Runs alternate between them (and Postfix with --peers) as above.',
+    );
+  }
+  if (has('web pages')) {
+    out.push(
+      'web pages beside mail = one popgate with [http] listen runs the SMTP accept and RETR rows above with no web traffic and, runs',
+      `       alternating, while a child process asks it for help pages at ${PAGE_RATE} requests/s (open loop: sent on the clock, latency from`,
+      '       the scheduled time; keep-alive); answered = answers within the run per second of it. Any answer but 200 fails the row.',
     );
   }
   const notes = rows.filter((row) => row.note);

@@ -84,10 +84,10 @@ export interface ScaleResult {
 export const HOSTNAME = 'bench.example.test';
 export const PASSWORD = 'bench-password-1';
 export const CLIENTS = 10;
-const MAILBOXES = 10;
+export const MAILBOXES = 10;
 const RETR_SIZE = 10 * 1024;
 export const ACCEPT_SIZE = 1024;
-const mailboxUser = (i: number) => `scale-box${String(i + 1).padStart(2, '0')}@${HOSTNAME}`;
+export const mailboxUser = (i: number) => `scale-box${String(i + 1).padStart(2, '0')}@${HOSTNAME}`;
 const loginUser = (i: number) => `scale-login${String(i + 1).padStart(2, '0')}@${HOSTNAME}`;
 const RELAY_USER = `scale-relay@${HOSTNAME}`;
 export const WARM_SINK = `scale-warm@${HOSTNAME}`;
@@ -593,7 +593,7 @@ export function seriesRow(workload: string, unit: string, entry: Series, item: s
 
 // --- the workloads, as one run each ---
 
-const retrRun = (users: string[]) => async (config: Configuration, run: number, timed: Timed): Promise<RunFigure> => {
+export const retrRun = (users: string[]) => async (config: Configuration, run: number, timed: Timed): Promise<RunFigure> => {
   // The mailboxes move one client on each run, so over the runs each meets every node.
   const shift = run % users.length;
   // CPU is read over the transfers alone, not the logins and listings before them.
