@@ -20,6 +20,9 @@ import { openBackends, type Backends } from '../server/app.ts';
 import { silentLogger } from '../log/logger.ts';
 import { DOMAIN_SETTINGS, settingProblem, type DomainSettingName, type DomainSettings } from '../filter/domain-settings.ts';
 import { normalizeDomain } from '../accounts/address.ts';
+import { AdminOperations, OperationError } from '../admin/operations.ts';
+import { AdminError } from '../admin/accounts.ts';
+import { registerAdminCommands } from './admin.ts';
 
 // popgate's command line. Administrative commands open the same backends as the server
 // (openBackends; SQLite in WAL mode for the embedded ones), so they work while it runs.
@@ -31,6 +34,9 @@ const program = new Command('popgate')
   .exitOverride();
 
 const configFlag = () => program.opts<{ config?: string }>().config;
+
+/** The shared administrative operations (src/admin/operations.ts), recorded in the audit log as the CLI's. */
+const cliOperations = (backends: Backends) => new AdminOperations(backends, { actor: 'cli', ip: '' });
 
 async function withBackends<T>(fn: (backends: Backends, config: Config) => Promise<T>): Promise<T> {
   const { config } = resolveConfig(configFlag(), true);
@@ -62,10 +68,7 @@ configCommand
 
 const domain = program.command('domain').description('local domains');
 domain.command('add <domain>').description('add a local domain').action((name: string) =>
-  withBackends(async ({ accounts }) => {
-    await accounts.addDomain(name);
-    console.log(`added domain ${name}; next: popgate user add someone@${name}`);
-  }),
+  withBackends(async (backends) => console.log(await cliOperations(backends).addDomain(name))),
 );
 domain.command('list').description('list local domains').action(() =>
   withBackends(async ({ accounts }) => {
@@ -73,10 +76,7 @@ domain.command('list').description('list local domains').action(() =>
   }),
 );
 domain.command('remove <domain>').description('remove a local domain (it must have no users or aliases)').action((name: string) =>
-  withBackends(async ({ accounts }) => {
-    await accounts.removeDomain(name);
-    console.log(`removed domain ${name}`);
-  }),
+  withBackends(async (backends) => console.log(await cliOperations(backends).removeDomain(name))),
 );
 domain
   .command('set <domain> <settings...>')
@@ -135,11 +135,9 @@ async function passwordFrom(options: { passwordStdin?: boolean; password?: strin
 const user = program.command('user').description('mail accounts');
 passwordOptions(user.command('add <address>').description('add a mail account')).action(
   (address: string, options: { passwordStdin?: boolean; password?: string }) =>
-    withBackends(async ({ accounts, mailstore }) => {
+    withBackends(async (backends) => {
       const password = await passwordFrom(options, address);
-      const added = await accounts.addUser(address, password);
-      const mailbox = await mailstore.create(added.address);
-      console.log(`added ${added.address} (mailbox ${mailbox})`);
+      console.log(await cliOperations(backends).addUser(address, password));
     }),
 );
 user.command('list [domain]').description('list mail accounts with their mailbox usage and quota').action((name?: string) =>
@@ -153,20 +151,13 @@ user.command('list [domain]').description('list mail accounts with their mailbox
 );
 passwordOptions(user.command('passwd <address>').description('set a new password')).action(
   (address: string, options: { passwordStdin?: boolean; password?: string }) =>
-    withBackends(async ({ accounts }) => {
-      if (!(await accounts.getUser(address))) throw new AccountError(`no such user: ${address} (see popgate user list)`);
-      await accounts.setPassword(address, await passwordFrom(options, address));
-      console.log(`password changed for ${address}`);
+    withBackends(async (backends) => {
+      if (!(await backends.accounts.getUser(address))) throw new AccountError(`no such user: ${address} (see popgate user list)`);
+      console.log(await cliOperations(backends).setPassword(address, await passwordFrom(options, address)));
     }),
 );
 user.command('remove <address>').description('remove a mail account (its Maildir is kept on disk)').action((address: string) =>
-  withBackends(async ({ accounts, mailstore, quotaStore, forwarding, vacations }) => {
-    await accounts.removeUser(address);
-    const removed = address.toLowerCase();
-    await Promise.all([quotaStore.forget(removed), forwarding.remove(removed), vacations.remove(removed)]);
-    const mailbox = mailstore.location(address.toLowerCase());
-    console.log(`removed ${address}; its mail is still in ${mailbox} (delete that folder to erase it)`);
-  }),
+  withBackends(async (backends) => console.log(await cliOperations(backends).removeUser(address))),
 );
 passwordOptions(
   user
@@ -187,10 +178,7 @@ passwordOptions(
 
 const alias = program.command('alias').description('aliases: addresses that forward to accounts');
 alias.command('add <alias> <targets...>').description('add an alias pointing to one or more addresses').action((name: string, targets: string[]) =>
-  withBackends(async ({ accounts }) => {
-    await accounts.addAlias(name, targets);
-    console.log(`${name} -> ${targets.join(', ')}`);
-  }),
+  withBackends(async (backends) => console.log(await cliOperations(backends).addAlias(name, targets))),
 );
 alias.command('list [domain]').description('list aliases').action((name?: string) =>
   withBackends(async ({ accounts }) => {
@@ -198,10 +186,7 @@ alias.command('list [domain]').description('list aliases').action((name?: string
   }),
 );
 alias.command('remove <alias> [targets...]').description('remove an alias, or only some of its targets').action((name: string, targets: string[]) =>
-  withBackends(async ({ accounts }) => {
-    await accounts.removeAlias(name, targets);
-    console.log(`removed ${name}${targets.length ? ` -> ${targets.join(', ')}` : ''}`);
-  }),
+  withBackends(async (backends) => console.log(await cliOperations(backends).removeAlias(name, targets))),
 );
 
 const relay = program.command('relay').description('POP-before-SMTP relay grants');
@@ -221,11 +206,7 @@ relay
   .description('end the grants of an address or network (as shown by relay list)')
   .option('--user <address>', 'only this user\'s grant')
   .action((address: string, options: { user?: string }) =>
-    withBackends(async ({ popBeforeSmtp }) => {
-      const removed = await popBeforeSmtp.revoke(address, options.user);
-      if (removed === 0) throw new UsageError(`no grant for ${address}${options.user ? ` and ${options.user}` : ''} (see popgate relay list)`);
-      console.log(`revoked ${removed} grant(s) for ${address}; it must log in to POP3 again before relaying`);
-    }),
+    withBackends(async (backends) => console.log(await cliOperations(backends).revokeGrant(address, options.user))),
   );
 
 const limits = program.command('limits').description('sending limits per user and failed-login lockouts per address and account');
@@ -262,14 +243,11 @@ limits
   .command('reset [subject]')
   .description('forget the sending counts of a user, and the failed logins and lockout of a user or address (everything without one)')
   .action((subject?: string) =>
-    withBackends(async ({ sendLimits, guard }) => {
-      const sent = subject === undefined || subject.includes('@') ? await sendLimits.reset(subject) : 0;
-      const logins = await guard.reset(subject);
-      console.log(`cleared ${sent} counted message(s) and ${logins} failed-login record(s)${subject ? ` of ${subject}` : ''}: sending and logging in are allowed again at once`);
-    }),
+    withBackends(async (backends) => console.log(await cliOperations(backends).resetLimits(subject))),
   );
 
 registerMailboxCommands(user, domain, withBackends);
+registerAdminCommands(program, withBackends, passwordOptions);
 registerQueueCommands(program, () => resolveConfig(configFlag(), true).config);
 registerDkimCommands(program, () => resolveConfig(configFlag(), true).config);
 registerDbCommands(program, () => resolveConfig(configFlag(), true).config);
@@ -289,7 +267,7 @@ function printable(config: Config): Record<string, unknown> {
   // output is itself a valid config; secrets are never printed.
   const durations = new Set([
     'idle_timeout', 'failure_delay', 'lockout_window', 'lockout_duration', 'window', 'shutdown_grace', 'error_delay',
-    'timeout', 'connect_timeout', 'command_timeout', 'data_timeout', 'lease', 'retry_schedule', 'greylist_delay', 'greylist_retry_window', 'greylist_remember', 'pregreet_delay', 'deadline', 'max_lifetime', 'delay_warning', 'reload_check', 'verified_login_cache', 'max_age', 'interval',
+    'timeout', 'connect_timeout', 'command_timeout', 'data_timeout', 'lease', 'retry_schedule', 'greylist_delay', 'greylist_retry_window', 'greylist_remember', 'pregreet_delay', 'deadline', 'max_lifetime', 'delay_warning', 'reload_check', 'verified_login_cache', 'max_age', 'interval', 'session_idle', 'session_max',
   ]);
   const secrets = new Set(['relayhost_password', 'secret']);
   const asDuration = (v: unknown): unknown => (typeof v === 'number' ? formatDuration(v) : Array.isArray(v) ? v.map(asDuration) : v);
@@ -313,7 +291,7 @@ try {
     console.error(`popgate: config error: ${error.message}`);
     process.exit(2);
   }
-  if (error instanceof AccountError || error instanceof UsageError || error instanceof QueueError || error instanceof DkimKeyError) {
+  if (error instanceof AccountError || error instanceof UsageError || error instanceof QueueError || error instanceof DkimKeyError || error instanceof OperationError || error instanceof AdminError) {
     console.error(`popgate: ${error.message}`);
     process.exit(1);
   }

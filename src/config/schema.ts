@@ -277,6 +277,16 @@ export const configSchema = z.strictObject({
       trusted_proxies: z.array(network).default([]),
     })
     .prefault({}),
+  // The admin console at /admin on the web listeners (src/web/admin, docs/web.md).
+  admin: z
+    .strictObject({
+      // Clients that may reach /admin at all; loopback only, so a fresh install exposes nothing.
+      networks: z.array(network).default(['127.0.0.0/8', '::1/128']),
+      // OWASP Session Management: an idle and an absolute timeout.
+      session_idle: duration.prefault('30m'),
+      session_max: duration.prefault('12h'),
+    })
+    .prefault({}),
   // Prometheus metrics: on their own listeners, and on the web listeners with this bearer token.
   metrics: z
     .strictObject({

@@ -125,6 +125,39 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 5,
+    description: 'admin console: administrators, their sessions, the audit log, the dashboard history',
+    sql: `
+      CREATE TABLE popgate_admins (
+        name text COLLATE "C" PRIMARY KEY,
+        password_hash text NOT NULL,
+        created_at bigint NOT NULL
+      );
+      CREATE TABLE popgate_admin_sessions (
+        id_hash text COLLATE "C" PRIMARY KEY,
+        admin text COLLATE "C" NOT NULL,
+        created_at bigint NOT NULL,
+        last_seen_at bigint NOT NULL
+      );
+      CREATE INDEX popgate_admin_sessions_admin ON popgate_admin_sessions (admin);
+      CREATE TABLE popgate_audit_log (
+        id bigserial PRIMARY KEY,
+        at bigint NOT NULL,
+        actor text COLLATE "C" NOT NULL,
+        ip text NOT NULL,
+        action text COLLATE "C" NOT NULL,
+        subject text COLLATE "C" NOT NULL,
+        detail text NOT NULL
+      );
+      CREATE TABLE popgate_dashboard_history (
+        metric text COLLATE "C" NOT NULL,
+        bucket bigint NOT NULL,
+        value double precision NOT NULL,
+        PRIMARY KEY (metric, bucket)
+      );
+    `,
+  },
 ];
 
 /** The schema version this code knows. */

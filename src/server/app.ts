@@ -83,6 +83,15 @@ import { PostgresVacationStore } from '../postgres/vacation.ts';
 import { Srs } from '../srs/srs.ts';
 import { srsSecret } from '../srs/secret.ts';
 import { DeliveryServices } from '../mailbox-services/services.ts';
+import { AdminAccounts } from '../admin/accounts.ts';
+import type { AuditLog } from '../audit/store.ts';
+import type { HistoryStore } from '../admin/history-store.ts';
+import { SqliteAdminStore } from '../sqlite/admins.ts';
+import { SqliteAuditLog } from '../sqlite/audit-log.ts';
+import { SqliteHistoryStore } from '../sqlite/history.ts';
+import { PostgresAdminStore } from '../postgres/admins.ts';
+import { PostgresAuditLog } from '../postgres/audit-log.ts';
+import { PostgresHistoryStore } from '../postgres/history.ts';
 
 /** A running popgate: every service of one config, wired to the backends it names. */
 export interface App {
@@ -380,6 +389,12 @@ export interface Backends {
   forwarding: ForwardingStore;
   /** Vacation replies and the replies sent (`popgate user vacation`). */
   vacations: VacationStore;
+  /** The console's administrators and sessions (`popgate admin`). */
+  admins: AdminAccounts;
+  /** Who changed what (the console, the CLI, customers' pages). */
+  audit: AuditLog;
+  /** The dashboard's 24-hour charts. */
+  history: HistoryStore;
   close(): Promise<void>;
 }
 
@@ -461,6 +476,10 @@ export async function openBackends(config: Config, log: Logger): Promise<Backend
     let quotaStore: QuotaStore;
     let forwarding: ForwardingStore;
     let vacations: VacationStore;
+    let admins: AdminAccounts;
+    let audit: AuditLog;
+    let history: HistoryStore;
+    const sessionLimits = { idleMs: config.admin.session_idle, absoluteMs: config.admin.session_max };
     if (shared) {
       const pool = createPool(config.database.url, log);
       closing.push(() => pool.end());
@@ -477,6 +496,9 @@ export async function openBackends(config: Config, log: Logger): Promise<Backend
       quotaStore = new PostgresQuotaStore(pool);
       forwarding = new PostgresForwardingStore(pool);
       vacations = new PostgresVacationStore(pool);
+      admins = new AdminAccounts(new PostgresAdminStore(pool), sessionLimits);
+      audit = new PostgresAuditLog(pool);
+      history = new PostgresHistoryStore(pool);
     } else {
       accounts = new SqliteAccountStore(db, false, config.auth.verified_login_cache);
       index = SqliteQueueStore.open(config.data_dir);
@@ -486,6 +508,9 @@ export async function openBackends(config: Config, log: Logger): Promise<Backend
       quotaStore = new SqliteQuotaStore(db, usage);
       forwarding = new SqliteForwardingStore(db);
       vacations = new SqliteVacationStore(db, counters);
+      admins = new AdminAccounts(new SqliteAdminStore(db, counters), sessionLimits);
+      audit = new SqliteAuditLog(db);
+      history = new SqliteHistoryStore(counters);
     }
     const queue = new OutboundQueue(new Spool(config.data_dir, shared ? config.cluster.node || hostname() : undefined), index, log);
     closing.unshift(() => queue.close());
@@ -509,6 +534,9 @@ export async function openBackends(config: Config, log: Logger): Promise<Backend
       domainSettings,
       events,
       greylist,
+      admins,
+      audit,
+      history,
       close,
     };
   }
