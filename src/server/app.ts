@@ -84,6 +84,7 @@ import { Srs } from '../srs/srs.ts';
 import { srsSecret } from '../srs/secret.ts';
 import { DeliveryServices } from '../mailbox-services/services.ts';
 import { AdminAccounts } from '../admin/accounts.ts';
+import { HistoryRecorder } from '../admin/history.ts';
 import type { AuditLog } from '../audit/store.ts';
 import type { HistoryStore } from '../admin/history-store.ts';
 import { SqliteAdminStore } from '../sqlite/admins.ts';
@@ -156,6 +157,14 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
     (error) => log.error({ event: 'metrics_store_failed', err: error }, 'cannot read a store for the metrics'),
   );
   const stopAnsweringMetrics = worker ? answerMetricsRequests(metrics) : () => {};
+  // The console's 24-hour charts: every process adds its counts; worker 1 (or the only process) samples the gauges.
+  const history = new HistoryRecorder(
+    backends.history,
+    () => metrics.registry.getMetricsAsJSON(),
+    !worker || worker.slot === 1 ? async () => new Map([['queue_size', (await queue.list()).length], ['grants_live', (await popBeforeSmtp.list()).length]]) : undefined,
+    log,
+  );
+  history.start();
   const login = new LoginService(accounts, guard, { plaintextWithoutTls: config.auth.plaintext_without_tls, defaultDomain: config.auth.default_domain }, metrics);
   // The grant is recorded before POP3 answers "+OK", so SMTP sees it with zero lag.
   login.hooks.push(async (event) => void (await popBeforeSmtp.onLogin(event)));
@@ -309,6 +318,7 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
       clearInterval(limitSweeper);
       stopAnsweringMetrics();
       await Promise.all([pop3.close(config.shutdown_grace), smtp.close(config.shutdown_grace), delivery.stop(config.shutdown_grace), web?.close()]);
+      await history.stop();
       inbound?.close();
       await backends.close();
     },
@@ -329,6 +339,7 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
         config: webConfig,
         log,
         stores: { isLocalDomain: (domain) => accounts.isLocalDomain(domain), listDomains: () => accounts.listDomains(), popBeforeSmtp },
+        backends,
         addresses: () => addresses,
         tlsFiles,
         metrics: { contentType: metrics.registry.contentType, text: () => metrics.registry.metrics() },

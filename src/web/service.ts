@@ -16,6 +16,8 @@ import { formatListenAddress, parseListenAddress, type ListenAddress } from '../
 import { TLS_MIN_VERSION, type TlsFiles } from '../tls/context.ts';
 import { BrowserSessions, loadSiteSecret } from './security.ts';
 import { registerSite, STATIC_DIR, VIEWS_DIR, type SiteStores } from './site.ts';
+import { registerAdminConsole } from './admin/console.ts';
+import type { Backends } from '../server/app.ts';
 
 // popgate's web side, in the same process as the mail services (src/server/app.ts starts it;
 // docs/web.md). Built on fastify: routing, cookies, form bodies, content negotiation, static
@@ -41,6 +43,8 @@ export interface WebDependencies {
   log: Logger;
   /** What the site reads; without it (the primary of workers) only [metrics] listen is served. */
   stores: SiteStores | undefined;
+  /** Every store, for the admin console at /admin (src/web/admin); without it there is no console. */
+  backends?: Backends;
   /** The mail listeners' bound addresses. */
   addresses: () => Record<string, string[]>;
   tlsFiles: TlsFiles | undefined;
@@ -161,7 +165,9 @@ export class WebService {
       await app.register(fastifyView, { engine: { eta: new Eta({ views: VIEWS_DIR, autoEscape: true, cache: true }) }, root: VIEWS_DIR, layout: 'layout.eta', viewExt: 'eta', production: true });
       // Fixed folder of our own files; @fastify/static refuses paths that leave it.
       await app.register(fastifyStatic, { root: STATIC_DIR, prefix: '/static/', index: false, list: false, dotfiles: 'deny' });
-      registerSite(app, { config, addresses: this.#deps.addresses, stores: this.#deps.stores!, sessions: new BrowserSessions(secret!), log });
+      const sessions = new BrowserSessions(secret!);
+      registerSite(app, { config, addresses: this.#deps.addresses, stores: this.#deps.stores!, sessions, log });
+      if (this.#deps.backends) registerAdminConsole(app, { config, backends: this.#deps.backends, secret: secret!, sessions, log });
     }
     await app.ready();
     return handler!;
