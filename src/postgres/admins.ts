@@ -11,7 +11,7 @@ const createSession = statement('admin_sessions_create', 'INSERT INTO popgate_ad
 // One statement: the session comes back only if live, and is marked seen in the same step.
 const useSession = statement<{ admin: string; created_at: string }>(
   'admin_sessions_use',
-  'UPDATE popgate_admin_sessions SET last_seen_at = greatest(last_seen_at, $2) WHERE id_hash = $1 AND created_at > $2 - $4 AND last_seen_at > $2 - $3 RETURNING admin, created_at',
+  'UPDATE popgate_admin_sessions SET last_seen_at = greatest(last_seen_at, $2::bigint) WHERE id_hash = $1 AND created_at > $2::bigint - $4::bigint AND last_seen_at > $2::bigint - $3::bigint RETURNING admin, created_at',
 );
 const endSession = statement('admin_sessions_end', 'DELETE FROM popgate_admin_sessions WHERE id_hash = $1');
 const endSessionsOf = statement('admin_sessions_end_of', 'DELETE FROM popgate_admin_sessions WHERE admin = $1');
