@@ -60,7 +60,11 @@ describe('PostgreSQL schema migrations', { skip: missingEngine('postgres') }, ()
       assert.equal(result.version, SCHEMA_VERSION);
       assert.deepEqual(await appliedVersions(pool), MIGRATIONS.map((m) => m.version));
       assert.deepEqual(await tables(pool, schema.name), [
+        'popgate_admin_sessions',
+        'popgate_admins',
         'popgate_aliases',
+        'popgate_audit_log',
+        'popgate_dashboard_history',
         'popgate_domain_settings',
         'popgate_domains',
         'popgate_forwarding',

@@ -1,6 +1,14 @@
+import type { AccountStore } from '../accounts/store.ts';
 import type { AuditLog } from '../audit/store.ts';
-import type { Backends } from '../server/app.ts';
+import type { ForwardingStore } from '../forwarding/store.ts';
+import type { Mailstore } from '../mailstore/store.ts';
+import type { LoginGuard } from '../policy/login-guard.ts';
+import type { SendLimits } from '../policy/send-limits.ts';
+import type { OutboundQueue } from '../queue/queue.ts';
 import type { QueuedMessage } from '../queue/store.ts';
+import type { QuotaStore } from '../quota/store.ts';
+import type { PopBeforeSmtp } from '../relay-auth/pop-before-smtp.ts';
+import type { VacationStore } from '../vacation/store.ts';
 
 // The administrative changes, once, for the CLI and the console alike: each does the change
 // through the same stores and rules, records who did it in the audit log, and answers the
@@ -27,7 +35,19 @@ export const QUEUE_ID = /^[A-Za-z0-9]{1,64}$/;
 
 const PICKUP = 'a running server picks up due mail within a few seconds (if none runs, it goes out when popgate serve starts)';
 
-export type OperationBackends = Pick<Backends, 'accounts' | 'mailstore' | 'quotaStore' | 'forwarding' | 'vacations' | 'popBeforeSmtp' | 'queue' | 'sendLimits' | 'guard' | 'audit'>;
+/** The stores the operations change (a part of the server's Backends, named here so nothing imports the server). */
+export interface OperationBackends {
+  accounts: AccountStore;
+  mailstore: Mailstore;
+  quotaStore: QuotaStore;
+  forwarding: ForwardingStore;
+  vacations: VacationStore;
+  popBeforeSmtp: PopBeforeSmtp;
+  queue: OutboundQueue;
+  sendLimits: SendLimits;
+  guard: LoginGuard;
+  audit: AuditLog;
+}
 
 export class AdminOperations {
   readonly #b: OperationBackends;

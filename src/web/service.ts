@@ -16,8 +16,7 @@ import { formatListenAddress, parseListenAddress, type ListenAddress } from '../
 import { TLS_MIN_VERSION, type TlsFiles } from '../tls/context.ts';
 import { BrowserSessions, loadSiteSecret } from './security.ts';
 import { registerSite, STATIC_DIR, VIEWS_DIR, type SiteStores } from './site.ts';
-import { registerAdminConsole } from './admin/console.ts';
-import type { Backends } from '../server/app.ts';
+import { registerAdminConsole, type AdminConsoleStores } from './admin/console.ts';
 
 // popgate's web side, in the same process as the mail services (src/server/app.ts starts it;
 // docs/web.md). Built on fastify: routing, cookies, form bodies, content negotiation, static
@@ -44,7 +43,7 @@ export interface WebDependencies {
   /** What the site reads; without it (the primary of workers) only [metrics] listen is served. */
   stores: SiteStores | undefined;
   /** Every store, for the admin console at /admin (src/web/admin); without it there is no console. */
-  backends?: Backends;
+  backends?: AdminConsoleStores;
   /** The mail listeners' bound addresses. */
   addresses: () => Record<string, string[]>;
   tlsFiles: TlsFiles | undefined;

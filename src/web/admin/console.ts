@@ -8,11 +8,13 @@ import { AdminError, adminNameProblem } from '../../admin/accounts.ts';
 import { BUCKET_MS, COUNTER_SERIES, GAUGE_SERIES, HISTORY_MS, seriesValues, type SeriesName } from '../../admin/history.ts';
 import { AdminOperations, OperationError, QUEUE_ID } from '../../admin/operations.ts';
 import type { AdminSession } from '../../admin/store.ts';
+import type { AdminAccounts } from '../../admin/accounts.ts';
+import type { HistoryStore } from '../../admin/history-store.ts';
+import type { OperationBackends } from '../../admin/operations.ts';
 import type { Config } from '../../config/schema.ts';
 import type { Logger } from '../../log/logger.ts';
 import { NetworkList } from '../../net/ip.ts';
 import { formatAge, showText } from '../../queue/describe.ts';
-import type { Backends } from '../../server/app.ts';
 import { CsrfError, CSRF_FIELD, type BrowserSessions } from '../security.ts';
 import { barChart } from './charts.ts';
 
@@ -37,9 +39,15 @@ const VIEWS = join(import.meta.dirname, 'views');
 /** Limits of what a form field may hold: nothing longer reaches a store. */
 const FIELD_MAX = { name: 64, password: 1024, address: 320, domain: 253, targets: 4000, key: 100, filter: 100 } as const;
 
+/** What the console reads and changes: the operations' stores, the administrators, the history. */
+export interface AdminConsoleStores extends OperationBackends {
+  admins: AdminAccounts;
+  history: HistoryStore;
+}
+
 export interface AdminConsoleOptions {
   config: Config;
-  backends: Backends;
+  backends: AdminConsoleStores;
   /** The site secret (src/web/security.ts), under which the CSRF tokens are computed. */
   secret: string;
   /** The site's pre-session CSRF tokens, for the login form. */
