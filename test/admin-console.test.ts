@@ -151,6 +151,11 @@ describe('admin console over HTTP', () => {
     const ok = await browser.request('/admin/domains/add', { form: { domain: 'csrf.example', csrf: await browser.csrf('/admin/accounts') } });
     assert.equal(ok.status, 303);
     assert.equal(await server.app.accounts.isLocalDomain('csrf.example'), true);
+    // The result is shown after the redirect; a crafted link cannot put its own words there.
+    assert.match((await browser.request(ok.headers.get('location')!)).text, /added domain csrf\.example/);
+    for (const forged of ['?done=Call%20us%20at%20555', '?done=Call%20us%20at%20555&sig=forged', `?done=Call%20us%20at%20555&sig=${new URL(ok.headers.get('location')!, base).searchParams.get('sig')}`]) {
+      assert.doesNotMatch((await browser.request(`/admin/accounts${forged}`)).text, /Call us at 555/, forged);
+    }
     const [entry] = await server.app.backends.audit.recent(1, { action: 'domain.add' });
     assert.deepEqual([entry.actor, entry.subject], ['admin root', 'csrf.example']);
     // The login form has its own (pre-session) token too: a login without it is refused.

@@ -80,7 +80,10 @@ async function adminRoutes(app: FastifyInstance, options: AdminConsoleOptions): 
   const allowed = new NetworkList(config.admin.networks);
   const eta = new Eta({ views: VIEWS, autoEscape: true, cache: true });
 
-  const csrfFor = (sessionId: string) => createHmac('sha256', options.secret).update(`admin-csrf:${sessionId}`).digest('base64url');
+  const mac = (text: string) => createHmac('sha256', options.secret).update(text).digest('base64url');
+  const csrfFor = (sessionId: string) => mac(`admin-csrf:${sessionId}`);
+  const sameMac = (given: string, expected: string) => given.length === expected.length && timingSafeEqual(Buffer.from(given), Buffer.from(expected));
+  app.decorateRequest('adminSession', undefined);
 
   const page = (reply: FastifyReply, request: FastifyRequest, view: string, data: Record<string, unknown>) => {
     const session = request.adminSession;
@@ -113,19 +116,23 @@ async function adminRoutes(app: FastifyInstance, options: AdminConsoleOptions): 
     if (request.method === 'POST') {
       const sent = (request.body as Record<string, unknown> | undefined)?.[CSRF_FIELD];
       if (typeof sent !== 'string' || sent === '') throw new CsrfError('the form carries no CSRF token: reload the page and try again');
-      const expected = Buffer.from(csrfFor(request.adminSession.id));
-      const given = Buffer.from(sent);
-      if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw new CsrfError('the form carries no CSRF token of this session: reload the page and try again');
+      if (!sameMac(sent, csrfFor(request.adminSession.id))) throw new CsrfError('the form carries no CSRF token of this session: reload the page and try again');
     }
   };
 
   const operations = (request: FastifyRequest) => new AdminOperations(backends, { actor: `admin ${request.adminSession!.admin.admin}`, ip: request.ip });
 
-  /** After a change: back to the page, with the sentence the operation answered. */
-  const done = (reply: FastifyReply, to: string, message: string) => reply.redirect(`${to}?done=${encodeURIComponent(message.slice(0, 500))}`, 303);
+  // After a change: back to the page (POST/redirect/GET), with the sentence the operation
+  // answered in the query, signed for this session so a crafted link cannot put words on a
+  // console page (OWASP: content spoofing).
+  const doneMac = (request: FastifyRequest, message: string) => mac(`admin-done:${request.adminSession!.id}:${message}`);
+  const done = (request: FastifyRequest, reply: FastifyReply, to: string, message: string) => {
+    const text = message.slice(0, 500);
+    return reply.redirect(`${to}?done=${encodeURIComponent(text)}&sig=${doneMac(request, text)}`, 303);
+  };
   const doneMessage = (request: FastifyRequest) => {
-    const value = (request.query as Record<string, unknown>).done;
-    return typeof value === 'string' ? value.slice(0, 500) : undefined;
+    const { done: text, sig } = request.query as Record<string, unknown>;
+    return typeof text === 'string' && typeof sig === 'string' && text.length <= 500 && sameMac(sig, doneMac(request, text)) ? text : undefined;
   };
 
   app.get('/', async (request, reply) => reply.redirect(request.adminSession ? '/admin/dashboard' : '/admin/login', 303));
@@ -196,7 +203,7 @@ async function adminRoutes(app: FastifyInstance, options: AdminConsoleOptions): 
   app.post('/grants/revoke', { preHandler: requireAdmin }, async (request, reply) => {
     const key = field(request, 'key', FIELD_MAX.key);
     const user = optionalField(request, 'user', FIELD_MAX.address);
-    return done(reply, '/admin/grants', await operations(request).revokeGrant(key, user));
+    return done(request, reply, '/admin/grants', await operations(request).revokeGrant(key, user));
   });
 
   app.get('/queue', { preHandler: requireAdmin }, async (request, reply) =>
@@ -206,8 +213,8 @@ async function adminRoutes(app: FastifyInstance, options: AdminConsoleOptions): 
     const message = await operations(request).queuedMessage(queueId(request));
     return page(reply, request, 'queue-message', { title: `Queued message ${message.id}`, message, text: await showText(backends.queue.spool, message, Date.now()) });
   });
-  app.post('/queue/:id/retry', { preHandler: requireAdmin }, async (request, reply) => done(reply, '/admin/queue', await operations(request).retryQueue(queueId(request))));
-  app.post('/queue/:id/delete', { preHandler: requireAdmin }, async (request, reply) => done(reply, '/admin/queue', await operations(request).deleteQueued(queueId(request))));
+  app.post('/queue/:id/retry', { preHandler: requireAdmin }, async (request, reply) => done(request, reply, '/admin/queue', await operations(request).retryQueue(queueId(request))));
+  app.post('/queue/:id/delete', { preHandler: requireAdmin }, async (request, reply) => done(request, reply, '/admin/queue', await operations(request).deleteQueued(queueId(request))));
 
   app.get('/lockouts', { preHandler: requireAdmin }, async (request, reply) =>
     page(reply, request, 'lockouts', { title: 'Failed logins and lockouts', rows: await guard.list(Date.now()), done: doneMessage(request) }),
@@ -217,7 +224,7 @@ async function adminRoutes(app: FastifyInstance, options: AdminConsoleOptions): 
     // The row's key names an address ("ip …") or an account ("user …"); a pair resets with its address.
     const match = /^(ip|user) (\S+)/.exec(key);
     if (!match) throw new ConsoleError(400, 'key must be a row of the lockout list ("ip ADDRESS" or "user NAME")');
-    return done(reply, '/admin/lockouts', await operations(request).resetLimits(match[2]));
+    return done(request, reply, '/admin/lockouts', await operations(request).resetLimits(match[2]));
   });
 
   app.get('/accounts', { preHandler: requireAdmin }, async (request, reply) => {
@@ -225,7 +232,7 @@ async function adminRoutes(app: FastifyInstance, options: AdminConsoleOptions): 
     return page(reply, request, 'accounts', { title: 'Domains, users and aliases', domains, users, aliases, done: doneMessage(request) });
   });
   const accountChange = (path: string, change: (request: FastifyRequest, ops: AdminOperations) => Promise<string>) =>
-    app.post(path, { preHandler: requireAdmin }, async (request, reply) => done(reply, '/admin/accounts', await change(request, operations(request))));
+    app.post(path, { preHandler: requireAdmin }, async (request, reply) => done(request, reply, '/admin/accounts', await change(request, operations(request))));
   accountChange('/domains/add', (request, ops) => ops.addDomain(field(request, 'domain', FIELD_MAX.domain)));
   accountChange('/domains/remove', (request, ops) => ops.removeDomain(field(request, 'domain', FIELD_MAX.domain)));
   accountChange('/users/add', (request, ops) => ops.addUser(field(request, 'address', FIELD_MAX.address), field(request, 'password', FIELD_MAX.password, false)));
@@ -240,7 +247,7 @@ async function adminRoutes(app: FastifyInstance, options: AdminConsoleOptions): 
   app.post('/limits/reset', { preHandler: requireAdmin }, async (request, reply) => {
     const user = field(request, 'user', FIELD_MAX.address);
     if (!user.includes('@')) throw new ConsoleError(400, 'user must be an address');
-    return done(reply, '/admin/limits', await operations(request).resetLimits(user));
+    return done(request, reply, '/admin/limits', await operations(request).resetLimits(user));
   });
 
   app.get('/audit', { preHandler: requireAdmin }, async (request, reply) => {
