@@ -397,7 +397,8 @@ describe('popgate doctor', () => {
       shiftMs = 90_000;
       [clock] = await runDoctor(config, { only: ['clock'], ntpServer: server });
       assert.equal(clock.status, 'fail');
-      assert.match(clock.message, /^this clock is 9\d\.\d{3} s behind 127\.0\.0\.1:\d+ \(stratum 2\)/);
+      // 90 s, give or take the round trip's correction on a busy machine.
+      assert.match(clock.message, /^this clock is (89|9\d)\.\d{3} s behind 127\.0\.0\.1:\d+ \(stratum 2\)/);
       shiftMs = -5000;
       [clock] = await runDoctor(config, { only: ['clock'], ntpServer: server });
       assert.equal(clock.status, 'warn');
