@@ -158,6 +158,20 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 6,
+    description: 'mailbox usage counters and the dashboard history unlogged',
+    // Every delivery and POP3 deletion moves a usage counter: as a logged table each move
+    // waited for a WAL flush (a disk flush per message on top of the Maildir's). Both tables
+    // can be rebuilt: a counter that is missing is counted again from the folder
+    // (src/quota/quota.ts), and the dashboard history is only a picture of the last day. An
+    // unlogged table is emptied after a crash of PostgreSQL and is not copied to standbys,
+    // which costs a recount per mailbox at its next use, never a wrong quota decision.
+    sql: `
+      ALTER TABLE popgate_mailbox_usage SET UNLOGGED;
+      ALTER TABLE popgate_dashboard_history SET UNLOGGED;
+    `,
+  },
 ];
 
 /** The schema version this code knows. */
