@@ -1,3 +1,5 @@
+import { createHash } from 'node:crypto';
+
 // The account directory: domains, users and aliases. Protocol code sees only this
 // interface, so a PostgreSQL backend for clusters can sit beside the SQLite one.
 
@@ -49,6 +51,12 @@ export interface AccountStore {
   authenticate(address: string, password: string): Promise<AuthenticatedUser | undefined>;
   /** "scrypt", or the scheme of a carried-over hash not yet replaced ("SHA512-CRYPT" ...); undefined for an unknown user. */
   passwordScheme(address: string): Promise<string | undefined>;
+  /**
+   * A short digest of the stored password hash (never the hash): it changes whenever the
+   * password does, so a customer's web session that carries it ends with a password change
+   * (src/web/account/session.ts). Undefined for an unknown user.
+   */
+  passwordStamp(address: string): Promise<string | undefined>;
   /** APOP (RFC 1939 §7) needs a secret the server can read back; kept apart from the password. */
   setApopSecret(address: string, secret: string | undefined): Promise<void>;
   getApopSecret(address: string): Promise<string | undefined>;
@@ -63,4 +71,9 @@ export interface AccountStore {
   listAliases(domain?: string): Promise<Alias[]>;
 
   close(): Promise<void>;
+}
+
+/** passwordStamp's digest of a stored hash: 16 octets of SHA-256, enough to tell hashes apart. */
+export function stampOfHash(hash: string): string {
+  return createHash('sha256').update(hash).digest('base64url').slice(0, 22);
 }

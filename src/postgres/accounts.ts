@@ -5,7 +5,7 @@ import { schemeOf } from '../accounts/legacy-hash.ts';
 import type { AccountChange, AccountEvents } from '../accounts/events.ts';
 import { FoundMemo } from '../accounts/memo.ts';
 import { hashPassword, needsRehash, VerifiedPasswordCache } from '../accounts/password.ts';
-import type { AccountStore, Alias, AuthenticatedUser, LocalAddress, User } from '../accounts/store.ts';
+import { stampOfHash, type AccountStore, type Alias, type AuthenticatedUser, type LocalAddress, type User } from '../accounts/store.ts';
 import type { Logger } from '../log/logger.ts';
 import { inTransaction, statement } from './pool.ts';
 
@@ -221,6 +221,13 @@ export class PostgresAccountStore implements AccountStore {
     if (!address) return undefined;
     const [row] = (await sql.passwordHash(this.#pool, [address.address])).rows;
     return row && schemeOf(row.password_hash);
+  }
+
+  async passwordStamp(input: string): Promise<string | undefined> {
+    const address = parseAddress(input);
+    if (!address) return undefined;
+    const [row] = (await sql.passwordHash(this.#pool, [address.address])).rows;
+    return row && stampOfHash(row.password_hash);
   }
 
   async setApopSecret(input: string, secret: string | undefined): Promise<void> {

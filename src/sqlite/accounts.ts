@@ -5,7 +5,7 @@ import { refusal, requireAddress, requireDomain, requirePassword, requireStoredH
 import { schemeOf } from '../accounts/legacy-hash.ts';
 import { FoundMemo } from '../accounts/memo.ts';
 import { hashPassword, needsRehash, VerifiedPasswordCache } from '../accounts/password.ts';
-import type { AccountStore, Alias, AuthenticatedUser, LocalAddress, User } from '../accounts/store.ts';
+import { stampOfHash, type AccountStore, type Alias, type AuthenticatedUser, type LocalAddress, type User } from '../accounts/store.ts';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS domains (
@@ -171,6 +171,13 @@ export class SqliteAccountStore implements AccountStore {
     if (!address) return undefined;
     const row = this.#sql('SELECT password_hash FROM users WHERE address = ?').get(address.address) as { password_hash: string } | undefined;
     return row && schemeOf(row.password_hash);
+  }
+
+  async passwordStamp(input: string): Promise<string | undefined> {
+    const address = parseAddress(input);
+    if (!address) return undefined;
+    const row = this.#sql('SELECT password_hash FROM users WHERE address = ?').get(address.address) as { password_hash: string } | undefined;
+    return row && stampOfHash(row.password_hash);
   }
 
   async setApopSecret(input: string, secret: string | undefined): Promise<void> {

@@ -167,6 +167,20 @@ export function accountStoreContract(backend: string, open: OpenStore<AccountSto
         assert.equal(await store.passwordScheme('nobody@example.test'), undefined);
       }));
 
+    test('passwordStamp: stays while the password does, changes with it, tells nothing of the hash, undefined for nobody', () =>
+      withStore(open, async ({ store }) => {
+        await store.addDomain('example.test');
+        await store.addUser('stamp@example.test', PASSWORD);
+        const first = await store.passwordStamp('stamp@example.test');
+        assert.match(first ?? '', /^[A-Za-z0-9_-]{22}$/);
+        await store.authenticate('stamp@example.test', PASSWORD);
+        assert.equal(await store.passwordStamp('Stamp@EXAMPLE.test'), first, 'a login changes nothing');
+        await store.setPassword('stamp@example.test', `${PASSWORD} 2`);
+        assert.notEqual(await store.passwordStamp('stamp@example.test'), first);
+        assert.equal(await store.passwordStamp('nobody@example.test'), undefined);
+        assert.equal(await store.passwordStamp('not an address'), undefined);
+      }));
+
     test('addUserWithHash: an scrypt hash is kept; unsupported schemes, malformed hashes, plain text and taken addresses are refused', () =>
       withStore(open, async ({ store }) => {
         await populated(store);
