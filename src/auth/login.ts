@@ -6,12 +6,12 @@ import { plaintextLoginAllowed, type LoginGuard } from '../policy/login-guard.ts
 import type { SaslCredentials } from './sasl.ts';
 import type { MailMetrics } from '../metrics/metrics.ts';
 
-// The one login path of every protocol: POP3 USER/PASS, POP3 AUTH, APOP and SMTP AUTH all
-// come here. In order: the plaintext-without-TLS rule, the login guard (a locked-out address
-// or account gets no answer on its guess), the credential check, the guard's delay after a
-// failure, what the protocol must do before it may say yes (POP3 locks and lists the
-// maildrop), the login hooks (POP-before-SMTP grants), and one log line either way. The
-// protocols only word the outcome.
+// The one login path of every protocol: POP3 USER/PASS, POP3 AUTH, APOP, SMTP AUTH and the
+// customer's web login all come here. In order: the plaintext-without-TLS rule, the login
+// guard (a locked-out address or account gets no answer on its guess), the credential check,
+// the guard's delay after a failure, what the protocol must do before it may say yes (POP3
+// locks and lists the maildrop), the login hooks (POP-before-SMTP grants), and one log line
+// either way. The protocols only word the outcome.
 
 /** Emitted before a POP3 "+OK" to a successful login, so POP-before-SMTP sees it with zero lag. */
 export interface LoginEvent {
@@ -56,7 +56,8 @@ export type Admission<Admitted> = (user: string) => Promise<
 >;
 
 export interface LoginAttempt<Admitted> {
-  protocol: 'pop3' | 'smtp';
+  /** 'web': the customer's self-service pages (src/web/account), guarded like the mail logins. */
+  protocol: 'pop3' | 'smtp' | 'web';
   /** "USER", "APOP", "AUTH PLAIN" ... for logs and hooks. */
   mechanism: string;
   connection: LoginConnection;

@@ -16,7 +16,7 @@ export interface MailMetrics {
   /** A client connection admitted on a listener ("pop3", "pop3s", "smtp", "submission" …). */
   connectionOpened(listener: string): void;
   connectionClosed(listener: string, seconds: number): void;
-  login(protocol: 'pop3' | 'smtp', result: LoginResult, seconds: number): void;
+  login(protocol: 'pop3' | 'smtp' | 'web', result: LoginResult, seconds: number): void;
   /** A failed login that locked out an address or an account. */
   lockout(): void;
   /** RCPT to a remote address: relayed, refused, or not decidable (grant store away). */
@@ -154,7 +154,7 @@ export class PrometheusMetrics implements MailMetrics {
     this.#connectionSeconds.observe({ listener }, seconds);
   }
 
-  login(protocol: 'pop3' | 'smtp', result: LoginResult, seconds: number): void {
+  login(protocol: 'pop3' | 'smtp' | 'web', result: LoginResult, seconds: number): void {
     this.#logins.inc({ protocol, result });
     this.#loginSeconds.observe({ protocol }, seconds);
   }
