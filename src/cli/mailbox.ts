@@ -129,8 +129,8 @@ function requireQuota(text: string): number | null {
   return parsed.limit;
 }
 
-/** A date-only --until means to the end of that day (UTC); anything else as Date understands it, with a zone. */
-function parseUntil(text: string): number {
+/** A date-only --until (or the web's last day) means to the end of that day (UTC); anything else as Date understands it, with a zone. */
+export function parseUntil(text: string): number {
   const day = /^(\d{4})-(\d{2})-(\d{2})$/.exec(text);
   const at = day ? Date.UTC(Number(day[1]), Number(day[2]) - 1, Number(day[3]), 23, 59, 59, 999) : Date.parse(text);
   if (!Number.isFinite(at) || (!day && !/[zZ]|[+-]\d{2}:?\d{2}$/.test(text))) throw new UsageError(`--until "${text}" is not a date (YYYY-MM-DD, or for example 2026-08-31T18:00+09:00)`);

@@ -287,6 +287,16 @@ export const configSchema = z.strictObject({
       session_max: duration.prefault('12h'),
     })
     .prefault({}),
+  // The customers' own pages under /account on the site (src/web/account, docs/web.md): each
+  // feature can be turned off, and off is neither shown nor answered.
+  self_service: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      password: z.boolean().default(true),
+      forwarding: z.boolean().default(true),
+      vacation: z.boolean().default(true),
+    })
+    .prefault({}),
   // Prometheus metrics: on their own listeners, and on the web listeners with this bearer token.
   metrics: z
     .strictObject({

@@ -345,6 +345,7 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
         metrics: { contentType: metrics.registry.contentType, text: () => metrics.registry.metrics() },
         ready: () => readiness(backends),
         reusePort: worker !== undefined,
+        selfService: { stores: { login, accounts, quotas: backends.quotas, forwarding: backends.forwarding, vacations: backends.vacations } },
       });
       for (const kind of ['http', 'https', 'metrics'] as const) addresses[kind].push(...web.addresses[kind]);
     }

@@ -17,6 +17,7 @@ import { TLS_MIN_VERSION, type TlsFiles } from '../tls/context.ts';
 import { BrowserSessions, loadSiteSecret } from './security.ts';
 import { registerSite, STATIC_DIR, VIEWS_DIR, type SiteStores } from './site.ts';
 import { registerAdminConsole, type AdminConsoleStores } from './admin/console.ts';
+import { registerSelfService, type SelfServiceOptions } from './account/routes.ts';
 
 // popgate's web side, in the same process as the mail services (src/server/app.ts starts it;
 // docs/web.md). Built on fastify: routing, cookies, form bodies, content negotiation, static
@@ -51,6 +52,8 @@ export interface WebDependencies {
   /** Resolves when this process can serve mail (its stores answer); rejects with the reason. */
   ready: () => Promise<void>;
   reusePort: boolean;
+  /** The customers' own pages under /account (src/web/account), served where the site is. */
+  selfService?: Pick<SelfServiceOptions, 'stores' | 'recordChange'>;
 }
 
 /** Paths a client fetches over plain HTTP that must not be redirected. */
@@ -167,6 +170,7 @@ export class WebService {
       const sessions = new BrowserSessions(secret!);
       registerSite(app, { config, addresses: this.#deps.addresses, stores: this.#deps.stores!, sessions, log });
       if (this.#deps.backends) registerAdminConsole(app, { config, backends: this.#deps.backends, secret: secret!, sessions, log });
+      if (this.#deps.selfService) registerSelfService(app, { config, sessions, log, ...this.#deps.selfService });
     }
     await app.ready();
     return handler!;

@@ -49,6 +49,14 @@ export class PageError extends Error {
 
 const CLIENT_ID = /^[a-z0-9-]{1,40}$/;
 
+/** The visitor's language: the switch's cookie, else Accept-Language, else English. */
+export function languageOf(request: FastifyRequest): Lang {
+  const chosen = request.cookies[LANG_COOKIE];
+  if (chosen === 'en' || chosen === 'ja') return chosen;
+  const negotiated = request.languages([...LANGS]);
+  return negotiated === 'ja' ? 'ja' : 'en';
+}
+
 export function registerSite(app: FastifyInstance, options: SiteOptions): void {
   const { config, stores, sessions } = options;
   const neverGrant = new NetworkList(config.pop_before_smtp.never_grant);
@@ -56,13 +64,6 @@ export function registerSite(app: FastifyInstance, options: SiteOptions): void {
   // With one local domain (most small providers) every page is about it; cached briefly so
   // help pages do not list the domains on every request.
   let onlyDomain: { value: string | undefined; until: number } = { value: undefined, until: 0 };
-
-  const languageOf = (request: FastifyRequest): Lang => {
-    const chosen = request.cookies[LANG_COOKIE];
-    if (chosen === 'en' || chosen === 'ja') return chosen;
-    const negotiated = request.languages([...LANGS]);
-    return negotiated === 'ja' ? 'ja' : 'en';
-  };
 
   /** The local domain a request is about; PageError 404 for a domain that is not local. */
   const domainOf = async (request: FastifyRequest, asked?: string): Promise<string | undefined> => {
