@@ -6,7 +6,7 @@ import type { Config } from '../config/schema.ts';
 import { forwardingProblem } from '../forwarding/rules.ts';
 import { formatSize, parseQuota } from '../quota/size.ts';
 import type { Backends } from '../server/app.ts';
-import { MAX_VACATION_BODY, vacationProblem } from '../vacation/vacation.ts';
+import { MAX_VACATION_BODY, parseVacationUntil, vacationProblem } from '../vacation/vacation.ts';
 import { UsageError } from './password.ts';
 
 // `popgate user quota|forward|vacation` and `popgate domain quota`: the mailbox services of
@@ -129,11 +129,10 @@ function requireQuota(text: string): number | null {
   return parsed.limit;
 }
 
-/** A date-only --until (or the web's last day) means to the end of that day (UTC); anything else as Date understands it, with a zone. */
-export function parseUntil(text: string): number {
-  const day = /^(\d{4})-(\d{2})-(\d{2})$/.exec(text);
-  const at = day ? Date.UTC(Number(day[1]), Number(day[2]) - 1, Number(day[3]), 23, 59, 59, 999) : Date.parse(text);
-  if (!Number.isFinite(at) || (!day && !/[zZ]|[+-]\d{2}:?\d{2}$/.test(text))) throw new UsageError(`--until "${text}" is not a date (YYYY-MM-DD, or for example 2026-08-31T18:00+09:00)`);
+/** --until as parseVacationUntil reads it; anything else is a usage error. */
+function parseUntil(text: string): number {
+  const at = parseVacationUntil(text);
+  if (at === undefined) throw new UsageError(`--until "${text}" is not a date (YYYY-MM-DD, or for example 2026-08-31T18:00+09:00)`);
   return at;
 }
 

@@ -29,6 +29,18 @@ export function vacationProblem(subject: string, body: string): string | undefin
   return undefined;
 }
 
+/**
+ * The last moment of replies from what an operator (`--until`) or a customer (the web's last
+ * day) typed: a date alone means the end of that day (UTC); a date and time needs its zone.
+ * Undefined when it is not such a date.
+ */
+export function parseVacationUntil(text: string): number | undefined {
+  const day = /^(\d{4})-(\d{2})-(\d{2})$/.exec(text);
+  const at = day ? Date.UTC(Number(day[1]), Number(day[2]) - 1, Number(day[3]), 23, 59, 59, 999) : Date.parse(text);
+  if (!Number.isFinite(at) || (!day && !/[zZ]|[+-]\d{2}:?\d{2}$/.test(text))) return undefined;
+  return at;
+}
+
 /** Why a message gets no reply (logged), or 'reply'. */
 export type VacationDecision = 'reply' | 'no-vacation' | 'null-sender' | 'own-address' | 'program' | 'list' | 'bulk' | 'automatic' | 'already-replied';
 

@@ -2,7 +2,6 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { requirePassword } from '../../accounts/checks.ts';
 import { AccountError, type AccountStore } from '../../accounts/store.ts';
 import type { LoginConnection, LoginOutcome, LoginService } from '../../auth/login.ts';
-import { parseUntil } from '../../cli/mailbox.ts';
 import type { Config } from '../../config/schema.ts';
 import { forwardingProblem, MAX_FORWARD_TARGETS } from '../../forwarding/rules.ts';
 import type { ForwardingStore } from '../../forwarding/store.ts';
@@ -10,7 +9,7 @@ import type { Logger } from '../../log/logger.ts';
 import type { MailboxQuotas } from '../../quota/quota.ts';
 import { formatSize } from '../../quota/size.ts';
 import type { VacationStore } from '../../vacation/store.ts';
-import { MAX_VACATION_BODY, MAX_VACATION_SUBJECT, vacationProblem } from '../../vacation/vacation.ts';
+import { MAX_VACATION_BODY, MAX_VACATION_SUBJECT, parseVacationUntil, vacationProblem } from '../../vacation/vacation.ts';
 import { LANGS, UI } from '../i18n.ts';
 import { CSRF_FIELD, type BrowserSessions } from '../security.ts';
 import { languageOf, PageError } from '../site.ts';
@@ -359,9 +358,9 @@ export function registerSelfService(app: FastifyInstance, options: SelfServiceOp
         let until: number | undefined;
         if (untilText !== '') {
           if (!/^\d{4}-\d{2}-\d{2}$/.test(untilText)) return again(a.untilInvalid);
-          until = parseUntil(untilText);
+          until = parseVacationUntil(untilText);
           // Date.UTC rolls 2026-02-31 over into March: only a day of the calendar is a date.
-          if (new Date(until).toISOString().slice(0, 10) !== untilText) return again(a.untilInvalid);
+          if (until === undefined || new Date(until).toISOString().slice(0, 10) !== untilText) return again(a.untilInvalid);
           if (until < Date.now()) return again(a.untilPast);
         }
         await stores.vacations.set(address, { subject, body, since: Date.now(), until });
