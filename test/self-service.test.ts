@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { after, before, describe, test } from 'node:test';
 import { runPopgate } from './helpers/cli.ts';
 import { Pop3Client } from './helpers/pop3-client.ts';
@@ -29,10 +30,12 @@ class WebClient {
   csrf = '';
   readonly #port: number;
   readonly #language: string;
+  readonly #https: boolean;
 
-  constructor(port: number, language = 'en') {
+  constructor(port: number, language = 'en', options: { https?: boolean } = {}) {
     this.#port = port;
     this.#language = language;
+    this.#https = options.https ?? false;
   }
 
   get(path: string): Promise<Response> {
@@ -58,7 +61,7 @@ class WebClient {
     if (this.cookies.size > 0) headers.Cookie = [...this.cookies].map(([name, value]) => `${name}=${value}`).join('; ');
     if (body !== undefined) headers['Content-Type'] = 'application/x-www-form-urlencoded';
     return new Promise((resolve, reject) => {
-      const request = httpRequest({ host: '127.0.0.1', port: this.#port, path, method, headers }, (response) => {
+      const request = (this.#https ? httpsRequest : httpRequest)({ host: '127.0.0.1', port: this.#port, path, method, headers, rejectUnauthorized: false }, (response) => {
         const chunks: Buffer[] = [];
         response.on('data', (chunk: Buffer) => chunks.push(chunk));
         response.on('end', () => {
@@ -377,6 +380,33 @@ describe('self-service: one lockout for the web and POP3', () => {
     for (let i = 0; i < 3; i++) assert.match(await pop3Login(server.pop3Port, ALICE, `wrong ${i}`), /^-ERR/);
     const afterPop3 = await fresh.login(ALICE, PASSWORD);
     assert.equal(afterPop3.status, 429);
+  });
+});
+
+describe('self-service: passwords only over TLS where the config says so', () => {
+  test('plaintext_without_tls = "never": refused over plain HTTP even from loopback, accepted over HTTPS', async () => {
+    const server = await startTestServer({ http: { listen: ['127.0.0.1:0'] }, auth: { plaintext_without_tls: 'never' } });
+    try {
+      await server.addUser(ALICE);
+      const plain = new WebClient(portOf(server.app.addresses.http[0]));
+      const refused = await plain.login(ALICE, PASSWORD);
+      assert.equal(refused.status, 403);
+      assert.match(textOf(refused.body, 'error')!, /only accepted over an encrypted connection/);
+      assert.equal(plain.cookies.get('popgate_account'), undefined);
+    } finally {
+      await server.close();
+    }
+    const secure = await startTestServer({ https: { listen: ['127.0.0.1:0'] }, auth: { plaintext_without_tls: 'never' } });
+    try {
+      await secure.addUser(ALICE);
+      const web = new WebClient(portOf(secure.app.addresses.https[0]), 'en', { https: true });
+      const ok = await web.login(ALICE, PASSWORD);
+      assert.equal(ok.status, 303);
+      assert.match(ok.headers['set-cookie']!.find((line) => line.startsWith('popgate_account='))!, /; Secure/);
+      assert.equal((await web.get('/account')).status, 200);
+    } finally {
+      await secure.close();
+    }
   });
 });
 
