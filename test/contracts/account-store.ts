@@ -167,7 +167,7 @@ export function accountStoreContract(backend: string, open: OpenStore<AccountSto
         assert.equal(await store.passwordScheme('nobody@example.test'), undefined);
       }));
 
-    test('passwordStamp: stays while the password does, changes with it, tells nothing of the hash, undefined for nobody', () =>
+    test('passwordStamp: stays while the password does, changes with it, undefined for nobody', () =>
       withStore(open, async ({ store }) => {
         await store.addDomain('example.test');
         await store.addUser('stamp@example.test', PASSWORD);
