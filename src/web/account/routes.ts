@@ -3,7 +3,7 @@ import { requirePassword } from '../../accounts/checks.ts';
 import { AccountError, type AccountStore } from '../../accounts/store.ts';
 import type { LoginConnection, LoginOutcome, LoginService } from '../../auth/login.ts';
 import type { Config } from '../../config/schema.ts';
-import { forwardingProblem, MAX_FORWARD_TARGETS } from '../../forwarding/rules.ts';
+import { forwardingProblem } from '../../forwarding/rules.ts';
 import type { ForwardingStore } from '../../forwarding/store.ts';
 import type { Logger } from '../../log/logger.ts';
 import type { MailboxQuotas } from '../../quota/quota.ts';
@@ -281,7 +281,6 @@ export function registerSelfService(app: FastifyInstance, options: SelfServiceOp
         targets: state.targets ?? rule?.targets.join('\n') ?? '',
         keep: state.keep ?? rule?.keep ?? false,
         error: state.error,
-        maxTargets: MAX_FORWARD_TARGETS,
       });
     };
 
