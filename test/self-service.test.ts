@@ -236,6 +236,10 @@ describe('self-service pages over HTTP', () => {
     assert.ok(change, 'the change is logged');
     assert.equal(change.ip, '127.0.0.1');
     assert.doesNotMatch(JSON.stringify(logLines), /new password 1/);
+    // The server wires the changes into the audit log the console shows (and the CLI writes).
+    const [audited] = await server.app.backends.audit.recent(10, { subject: address });
+    assert.deepEqual({ actor: audited?.actor, action: audited?.action, ip: audited?.ip }, { actor: `customer ${address}`, action: 'self_service.password', ip: '127.0.0.1' });
+    assert.doesNotMatch(audited.detail, /new password 1/);
   });
 
   test('forwarding: the CLI\'s checks shown on the page, then saved, shown and turned off', async () => {

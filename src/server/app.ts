@@ -345,7 +345,11 @@ export async function startApp(config: Config, log: Logger, role: AppRole = {}):
         metrics: { contentType: metrics.registry.contentType, text: () => metrics.registry.metrics() },
         ready: () => readiness(backends),
         reusePort: worker !== undefined,
-        selfService: { stores: { login, accounts, quotas: backends.quotas, forwarding: backends.forwarding, vacations: backends.vacations } },
+        selfService: {
+          stores: { login, accounts, quotas: backends.quotas, forwarding: backends.forwarding, vacations: backends.vacations },
+          // A customer's own changes go to the same audit log as the console's and the CLI's.
+          recordChange: (change) => backends.audit.record({ at: Date.now(), actor: `customer ${change.address}`, ip: change.ip, action: `self_service.${change.action}`, subject: change.address, detail: change.detail }),
+        },
       });
       for (const kind of ['http', 'https', 'metrics'] as const) addresses[kind].push(...web.addresses[kind]);
     }
