@@ -436,7 +436,10 @@ describe('self-service switches', () => {
       const closed = new WebClient(portOf(off.app.addresses.http[0]));
       assert.equal((await closed.get('/account/login')).status, 404);
       assert.equal((await closed.get('/account')).status, 404);
-      assert.equal((await closed.get('/')).status, 200, 'the help pages stay');
+      const help = await closed.get('/');
+      assert.equal(help.status, 200, 'the help pages stay');
+      assert.doesNotMatch(help.body, /href="\/account"/, 'and do not point to pages that are not there');
+      assert.match((await web.get('/')).body, /href="\/account"/, 'the help index points customers to their account');
     } finally {
       await server.close();
       await off.close();

@@ -113,7 +113,7 @@ export function registerSite(app: FastifyInstance, options: SiteOptions): void {
     return reply.view(page, { ...common, ...data });
   };
 
-  app.get('/', (request, reply) => render(request, reply, 'index', { title: UI[languageOf(request)].help, clients: CLIENTS }));
+  app.get('/', (request, reply) => render(request, reply, 'index', { title: UI[languageOf(request)].help, clients: CLIENTS, selfService: config.self_service.enabled }));
 
   app.get('/setup/:client', async (request, reply) => {
     const { client: id } = request.params as { client: string };
