@@ -50,7 +50,8 @@ import { runQuotaRows } from './quota.ts';
 // workloads whose name contains TEXT, e.g. "retr", "login", "smtp", "accept", "lag", "workers",
 // "cluster", "filtering" or "web"; "a|b" for either), --cpu-prof DIR (profile the popgate children with node
 // --cpu-prof; a profile's name carries the pid the progress lines give), --queue-messages N
-// (messages per outbound queue run).
+// (messages per outbound queue run), --comparison-only (with --peers: the comparison table
+// alone, without the scale-out, filtering and web rows that follow it).
 //
 // Outbound queue: a popgate child starts with N 1 KB messages queued and delivers them through
 // the transport map to a local sink SMTP server (bench/queue-load.ts); messages/s from the
@@ -80,7 +81,7 @@ import { runQuotaRows } from './quota.ts';
 
 const USAGE = `usage: node bench/run.ts [--quick] [--json] [--runs N] [--pipeline N] [--messages N] [--logins N]
                          [--smtp-messages N] [--lag-samples N] [--queue-messages N] [--only TEXT] [--cpu-prof DIR]
-                         [--peers [--chart FILE.svg]]
+                         [--peers [--chart FILE.svg] [--comparison-only]]
                          [--target HOST:PORT [--user ADDRESS ...] [--password PASSWORD] [--large]]
                          [--smtp-target HOST:PORT --smtp-to ADDRESS [--smtp-from ADDRESS]]
                          [--idle-connections N [--server-pid PID]]`;
@@ -102,6 +103,7 @@ const { values: args } = parseArgs({
     'smtp-to': { type: 'string' },
     'smtp-from': { type: 'string' },
     'cpu-prof': { type: 'string' },
+    'comparison-only': { type: 'boolean' },
     peers: { type: 'boolean', default: false },
     chart: { type: 'string' },
     'idle-connections': { type: 'string' },
@@ -770,8 +772,12 @@ async function main(): Promise<void> {
       writeFileSync(args.chart, comparisonChart(result, `popgate vs Postfix ${result.versions.Postfix?.split(' ')[1] ?? ''}, Dovecot ${result.versions.Dovecot?.split(' ')[1] ?? ''}, Haraka ${result.versions.Haraka?.split(' ')[1] ?? ''} — ${info.cores} cores, loopback`));
       progress(`chart: ${args.chart}`);
     }
-    progress('scale-out and filtering rows (workers, cluster, filtering on and off; Postfix again beside the cluster and the filtering):');
-    await runScaleRows(true);
+    // The comparison table alone (docs/benchmarks.md's main table): the scale-out, filtering
+    // and web rows take as long again and have runs of their own (--only).
+    if (!args['comparison-only']) {
+      progress('scale-out and filtering rows (workers, cluster, filtering on and off; Postfix again beside the cluster and the filtering):');
+      await runScaleRows(true);
+    }
     if (rows.length > 0 || skipped.length > 0) printTable(info, `scale-out, same run${quick ? ' (--quick)' : ''}`, undefined);
     if (args.json) process.stdout.write(JSON.stringify({ machine: info, quick, ...result, scaleOut: { results: rows, skipped } }, null, 2) + '\n');
     return;
