@@ -123,6 +123,12 @@ async function bootstrapDemo(app: App): Promise<void> {
   lines.push('', `  POP3 ${app.addresses.pop3.join(' ') || '-'}   POP3S ${app.addresses.pop3s.join(' ') || '-'}   SMTP ${app.addresses.smtp.join(' ') || '-'}`,
     `  Submission (SMTP AUTH) ${app.addresses.submission.join(' ') || '-'} STARTTLS   ${app.addresses.submissions.join(' ') || '-'} TLS`,
     `  Help pages ${app.addresses.http.map((address) => `http://${address}/`).join(' ') || '-'}   Metrics ${app.addresses.metrics.map((address) => `http://${address}/metrics`).join(' ') || '-'}`,
+    ...(app.addresses.http.length > 0
+      ? [
+          app.config.self_service.enabled ? `  Customers' own settings http://${app.addresses.http[0]}/account` : undefined,
+          `  Admin console http://${app.addresses.http[0]}/admin   (first: npm run popgate -- admin add NAME)`,
+        ]
+      : []),
     '  Stop with Ctrl-C.',
     '');
   process.stdout.write(lines.filter((line) => typeof line === 'string').join('\n') + '\n');
