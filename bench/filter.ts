@@ -144,6 +144,7 @@ export async function runFiltering(options: ScaleOptions): Promise<ScaleResult> 
   const rows: ScaleRow[] = [];
   if (!Object.values(LABELS).some((label) => matchesOnly(options.only, typeof label === 'string' ? label : label('Postfix')))) return { rows, skipped: [] };
   const runs = quick ? 2 : Math.max(options.runs, 9);
+  const workers = options.filteringWorkers ?? 1;
 
   const root = mkdtempSync(join(tmpdir(), 'popgate-filter-'));
   const children = new Children(options.cpuProfDir);
@@ -172,8 +173,8 @@ export async function runFiltering(options: ScaleOptions): Promise<ScaleResult> 
     cpSync(dirs.on, dirs.off, { recursive: true });
     // Both point at the local DNS server; only the filtered one asks it.
     const dnsConfig = { dns: { servers: [dns.address], timeout: '1s' } };
-    const on = await startSingle(children, 'filtering on', dirs.on, 1, 42, { config: { ...dnsConfig, filter: { enabled: true } }, checkAdded: checkPassed });
-    const off = await startSingle(children, 'filtering off', dirs.off, 1, 43, { config: { ...dnsConfig, filter: { enabled: false } } });
+    const on = await startSingle(children, 'filtering on', dirs.on, workers, 42, { config: { ...dnsConfig, filter: { enabled: true } }, checkAdded: checkPassed });
+    const off = await startSingle(children, 'filtering off', dirs.off, workers, 43, { config: { ...dnsConfig, filter: { enabled: false } } });
     progress(`  servers: filtering on, popgate pid ${on.server.pid}, SMTP ${on.config.smtp[0].port}; filtering off, pid ${off.server.pid}, SMTP ${off.config.smtp[0].port}`);
     const configs: Configuration[] = [on.config, off.config];
     if (options.peers) {

@@ -50,7 +50,8 @@ import { runQuotaRows } from './quota.ts';
 // workloads whose name contains TEXT, e.g. "retr", "login", "smtp", "accept", "lag", "workers",
 // "cluster", "filtering" or "web"; "a|b" for either), --cpu-prof DIR (profile the popgate children with node
 // --cpu-prof; a profile's name carries the pid the progress lines give), --queue-messages N
-// (messages per outbound queue run), --comparison-only (with --peers: the comparison table
+// (messages per outbound queue run), --filtering-workers N (`[server] workers` of both popgates
+// of the filtering row; 1 by default, like every row), --comparison-only (with --peers: the comparison table
 // alone, without the scale-out, filtering and web rows that follow it).
 //
 // Outbound queue: a popgate child starts with N 1 KB messages queued and delivers them through
@@ -81,7 +82,7 @@ import { runQuotaRows } from './quota.ts';
 
 const USAGE = `usage: node bench/run.ts [--quick] [--json] [--runs N] [--pipeline N] [--messages N] [--logins N]
                          [--smtp-messages N] [--lag-samples N] [--queue-messages N] [--only TEXT] [--cpu-prof DIR]
-                         [--peers [--chart FILE.svg] [--comparison-only]]
+                         [--peers [--chart FILE.svg] [--comparison-only]] [--filtering-workers N]
                          [--target HOST:PORT [--user ADDRESS ...] [--password PASSWORD] [--large]]
                          [--smtp-target HOST:PORT --smtp-to ADDRESS [--smtp-from ADDRESS]]
                          [--idle-connections N [--server-pid PID]]`;
@@ -104,6 +105,7 @@ const { values: args } = parseArgs({
     'smtp-from': { type: 'string' },
     'cpu-prof': { type: 'string' },
     'comparison-only': { type: 'boolean' },
+    'filtering-workers': { type: 'string' },
     peers: { type: 'boolean', default: false },
     chart: { type: 'string' },
     'idle-connections': { type: 'string' },
@@ -325,6 +327,7 @@ async function runScaleRows(peers: boolean): Promise<void> {
     logins: args.logins !== undefined ? settings.logins : quick ? 50 : 500,
     lagSamples: smtpSettings.lagSamples,
     cpuProfDir: args['cpu-prof'],
+    filteringWorkers: positive('filtering-workers', args['filtering-workers'], 1),
     progress,
   };
   for (const result of [await runScaleOut(options), await runFiltering(options), await runWebBesideMail(options)]) {

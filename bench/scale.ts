@@ -47,6 +47,8 @@ export interface ScaleOptions {
   /** Alternating runs per measurement, at least (RETR runs are short and get more). */
   runs: number;
   only?: string;
+  /** `[server] workers` of both popgates of the filtering row (1 unless --filtering-workers). */
+  filteringWorkers?: number;
   /** Postfix beside the cluster's SMTP accept (installed by the --peers run before). */
   peers: boolean;
   /** 10 KB messages in each of the ten RETR mailboxes. */
