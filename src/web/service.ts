@@ -5,11 +5,11 @@ import { createServer as createHttpsServer, type Server as HttpsServer } from 'n
 import fastifyAccepts from '@fastify/accepts';
 import fastifyCookie from '@fastify/cookie';
 import fastifyFormbody from '@fastify/formbody';
-import fastifyHelmet from '@fastify/helmet';
 import fastifyStatic from '@fastify/static';
 import fastifyView from '@fastify/view';
 import { Eta } from 'eta';
 import Fastify, { type FastifyInstance } from 'fastify';
+import helmet from 'helmet';
 import type { Config } from '../config/schema.ts';
 import type { Logger } from '../log/logger.ts';
 import { formatListenAddress, parseListenAddress, type ListenAddress } from '../net/listen.ts';
@@ -152,11 +152,15 @@ export class WebService {
           return reply.redirect(`https://${host}${httpsPort === 443 ? '' : `:${httpsPort}`}${request.url}`, 301);
         });
       }
-      await app.register(fastifyHelmet, {
+      // Security headers from helmet, its middleware built once here: @fastify/helmet builds it
+      // again for every request (parsing the content security policy each time), about a tenth
+      // of what a help page cost (docs/benchmarks.md, "Web pages beside mail").
+      const securityHeaders = helmet({
         // HSTS only where the page came over HTTPS: a development server on plain HTTP must not pin it.
         strictTransportSecurity: kind === 'https' ? { maxAge: 180 * 24 * 3600 } : false,
         contentSecurityPolicy: { directives: { 'upgrade-insecure-requests': null } },
       });
+      app.addHook('onRequest', (request, reply, done) => securityHeaders(request.raw, reply.raw, (error?: unknown) => done(error as Error | undefined)));
       // Signed cookies and CSRF tokens share the site secret (src/web/security.ts).
       await app.register(fastifyCookie, { secret: secret! });
       await app.register(fastifyFormbody, { bodyLimit: 4096 });

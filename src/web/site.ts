@@ -64,6 +64,10 @@ export function registerSite(app: FastifyInstance, options: SiteOptions): void {
   // With one local domain (most small providers) every page is about it; cached briefly so
   // help pages do not list the domains on every request.
   let onlyDomain: { value: string | undefined; until: number } = { value: undefined, until: 0 };
+  // The local domain a host name leads to, kept as long: every page asks it, a site is reached
+  // by few host names, and the names a visitor makes up are bounded by the size (cleared when full).
+  const domainByHost = new Map<string, { value: string | undefined; until: number }>();
+  const HOST_CACHE_LIMIT = 1000;
 
   /** The local domain a request is about; PageError 404 for a domain that is not local. */
   const domainOf = async (request: FastifyRequest, asked?: string): Promise<string | undefined> => {
@@ -76,11 +80,20 @@ export function registerSite(app: FastifyInstance, options: SiteOptions): void {
     }
     const host = normalizeDomain(request.hostname.replace(/:\d+$/, '').replace(/^\[.*\]$/, ''));
     if (host) {
-      const labels = host.split('.');
-      for (let i = 0; i < labels.length - 1 && i < 4; i++) {
-        const candidate = labels.slice(i).join('.');
-        if (await stores.isLocalDomain(candidate)) return candidate;
+      const now = Date.now();
+      let known = domainByHost.get(host);
+      if (!known || known.until < now) {
+        let found: string | undefined;
+        const labels = host.split('.');
+        for (let i = 0; i < labels.length - 1 && i < 4 && !found; i++) {
+          const candidate = labels.slice(i).join('.');
+          if (await stores.isLocalDomain(candidate)) found = candidate;
+        }
+        if (domainByHost.size >= HOST_CACHE_LIMIT) domainByHost.clear();
+        known = { value: found, until: now + 10_000 };
+        domainByHost.set(host, known);
       }
+      if (known.value) return known.value;
     }
     if (Date.now() > onlyDomain.until) {
       const domains = await stores.listDomains();
