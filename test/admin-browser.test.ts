@@ -1,11 +1,8 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { chromiumMissing, launchChromium, screenshots, seriousViolations } from './helpers/browser.ts';
 import { Pop3Client } from './helpers/pop3-client.ts';
-import { ROOT } from './helpers/process.ts';
 import { PASSWORD, startTestServer, type TestServer } from './helpers/server.ts';
 import { SmtpClient } from './helpers/smtp-client.ts';
 
@@ -14,36 +11,23 @@ import { SmtpClient } from './helpers/smtp-client.ts';
 // and SMTP then refusing the relay, a queued message shown and deleted, a forged CSRF token
 // refused, and every page scanned by axe-core. Screenshots go to test-artifacts/admin/.
 
-const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((path) => existsSync(path));
-const missing = CHROMIUM ? false : 'chromium is not installed (apt-get install chromium)';
-if (missing && process.env.CI) throw new Error(`${missing}: CI installs it (.ci/run)`);
-
-const ARTIFACTS = join(ROOT, 'test-artifacts', 'admin');
-const AXE = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
 const ADMIN_PASSWORD = 'a long console password';
 
-async function seriousViolations(page: Page): Promise<string[]> {
-  await page.addScriptTag({ path: AXE });
-  const violations = (await page.evaluate(
-    `axe.run(document, { runOnly: ['wcag2a', 'wcag2aa', 'best-practice'] }).then((r) => r.violations.map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.map((n) => n.target.join(' ')) })))`,
-  )) as { id: string; impact: string; nodes: string[] }[];
-  return violations.filter((v) => v.impact === 'serious' || v.impact === 'critical').map((v) => `${v.id}: ${v.nodes.join(', ')}`);
-}
+const shot = screenshots('admin');
 
 /** Checks the page with axe-core and keeps a screenshot of it. */
 async function scanAndShoot(page: Page, name: string): Promise<void> {
   assert.deepEqual(await seriousViolations(page), [], name);
-  await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
+  await shot(page, name);
 }
 
-describe('admin console in a real browser', { skip: missing }, () => {
+describe('admin console in a real browser', { skip: chromiumMissing }, () => {
   let browser: Browser;
   let server: TestServer;
   let base: string;
 
   before(async () => {
-    mkdirSync(ARTIFACTS, { recursive: true });
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-dev-shm-usage'] });
+    browser = await launchChromium();
     server = await startTestServer({ smtp: { listen: ['127.0.0.1:0'] }, http: { listen: ['127.0.0.1:0'] } });
     await server.addUser('alice@example.com');
     await server.app.backends.admins.add('root', ADMIN_PASSWORD);

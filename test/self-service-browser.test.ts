@@ -1,11 +1,8 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { chromiumMissing, launchChromium, screenshots, seriousViolations } from './helpers/browser.ts';
 import { Pop3Client } from './helpers/pop3-client.ts';
-import { ROOT } from './helpers/process.ts';
 import { PASSWORD, startTestServer, type TestServer } from './helpers/server.ts';
 
 // The customers' self-service pages in a real browser (Debian's chromium, as in
@@ -13,25 +10,9 @@ import { PASSWORD, startTestServer, type TestServer } from './helpers/server.ts'
 // real socket; the forwarding and vacation forms; the language switch; a phone's screen; and
 // axe-core's scan. Screenshots go to test-artifacts/account/.
 
-const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((path) => existsSync(path));
-const missing = CHROMIUM ? false : 'chromium is not installed (apt-get install chromium)';
-if (missing && process.env.CI) throw new Error(`${missing}: CI installs it (.ci/run)`);
-
-const ARTIFACTS = join(ROOT, 'test-artifacts', 'account');
-const AXE = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
 const portOf = (address: string) => Number(address.split(':').pop());
 
-async function seriousViolations(page: Page): Promise<string[]> {
-  await page.addScriptTag({ path: AXE });
-  const violations = (await page.evaluate(
-    `axe.run(document, { runOnly: ['wcag2a', 'wcag2aa', 'best-practice'] }).then((r) => r.violations.map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.map((n) => n.target.join(' ')) })))`,
-  )) as { id: string; impact: string; nodes: string[] }[];
-  return violations.filter((v) => v.impact === 'serious' || v.impact === 'critical').map((v) => `${v.id}: ${v.nodes.join(', ')}`);
-}
-
-async function shot(page: Page, name: string): Promise<void> {
-  await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
-}
+const shot = screenshots('account');
 
 /** A POP3 login over a real socket, as a mail program makes it: the server's answer to PASS. */
 async function pop3Login(port: number, user: string, password: string): Promise<string> {
@@ -46,14 +27,13 @@ async function pop3Login(port: number, user: string, password: string): Promise<
   }
 }
 
-describe('self-service pages in a real browser', { skip: missing }, () => {
+describe('self-service pages in a real browser', { skip: chromiumMissing }, () => {
   let browser: Browser;
   let server: TestServer;
   let base: string;
 
   before(async () => {
-    mkdirSync(ARTIFACTS, { recursive: true });
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-dev-shm-usage'] });
+    browser = await launchChromium();
     server = await startTestServer({ http: { listen: ['127.0.0.1:0'] }, quota: { default: '50MB' }, web: { provider_name: 'Example Net' } });
     base = `http://127.0.0.1:${portOf(server.app.addresses.http[0])}`;
   });

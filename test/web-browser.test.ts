@@ -1,12 +1,9 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { chromiumMissing, launchChromium, screenshots, seriousViolations } from './helpers/browser.ts';
 import { freePort } from './helpers/engines.ts';
 import { Pop3Client } from './helpers/pop3-client.ts';
-import { ROOT } from './helpers/process.ts';
 import { PASSWORD, startTestServer, type TestServer } from './helpers/server.ts';
 
 // The help pages in a real browser: Debian's chromium driven by playwright-core (no browser is
@@ -14,37 +11,19 @@ import { PASSWORD, startTestServer, type TestServer } from './helpers/server.ts'
 // under CI=1 it fails, like the engine-backed suites (test/helpers/engines.ts). Screenshots of
 // every page go to test-artifacts/web/ (not committed) for a human to look at.
 
-const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((path) => existsSync(path));
-const missing = CHROMIUM ? false : 'chromium is not installed (apt-get install chromium)';
-if (missing && process.env.CI) throw new Error(`${missing}: CI installs it (.ci/run)`);
-
-const ARTIFACTS = join(ROOT, 'test-artifacts', 'web');
-const AXE = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
 
 const portOf = (address: string) => Number(address.split(':').pop());
 
-/** Serious and critical accessibility violations (axe-core, WCAG 2 A/AA rules) of the page. */
-async function seriousViolations(page: Page): Promise<string[]> {
-  await page.addScriptTag({ path: AXE });
-  const violations = (await page.evaluate(
-    `axe.run(document, { runOnly: ['wcag2a', 'wcag2aa', 'best-practice'] }).then((r) => r.violations.map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.map((n) => n.target.join(' ')) })))`,
-  )) as { id: string; impact: string; nodes: string[] }[];
-  return violations.filter((v) => v.impact === 'serious' || v.impact === 'critical').map((v) => `${v.id}: ${v.nodes.join(', ')}`);
-}
+const shot = screenshots('web');
 
-async function shot(page: Page, name: string): Promise<void> {
-  await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
-}
-
-describe('help pages in a real browser', { skip: missing }, () => {
+describe('help pages in a real browser', { skip: chromiumMissing }, () => {
   let browser: Browser;
   let server: TestServer;
   let base: string;
   let submissionPort: number;
 
   before(async () => {
-    mkdirSync(ARTIFACTS, { recursive: true });
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-dev-shm-usage'] });
+    browser = await launchChromium();
     submissionPort = await freePort();
     server = await startTestServer({
       submission: { listen: [`127.0.0.1:${submissionPort}`] },
