@@ -43,7 +43,7 @@ function cpuSeconds(pid: number): number | undefined {
   }
 }
 
-async function startPopgate(quotas: boolean): Promise<{ server: PopgateChild; port: number; dataDir: string }> {
+async function startPopgate(quotas: boolean, cpuProfDir: string | undefined): Promise<{ server: PopgateChild; port: number; dataDir: string }> {
   const dataDir = mkdtempSync(join(tmpdir(), `popgate-bench-quota-${quotas ? 'on' : 'off'}-`));
   const port = await freePort();
   const configPath = join(dataDir, 'popgate.toml');
@@ -67,17 +67,17 @@ async function startPopgate(quotas: boolean): Promise<{ server: PopgateChild; po
   } finally {
     await accounts.close();
   }
-  const server = await PopgateChild.start({ configPath, endpoint: { host: '127.0.0.1', port } });
+  const server = await PopgateChild.start({ configPath, endpoint: { host: '127.0.0.1', port }, cpuProfDir });
   return { server, port, dataDir };
 }
 
 /** `runs` alternating runs of `messages` 1 KB messages each, without and with quotas. */
-export async function runQuotaRows(options: { runs: number; messages: number; progress: (text: string) => void }): Promise<QuotaRows> {
+export async function runQuotaRows(options: { runs: number; messages: number; progress: (text: string) => void; cpuProfDir?: string }): Promise<QuotaRows> {
   const started: { server: PopgateChild; port: number; dataDir: string }[] = [];
   try {
-    const off = await startPopgate(false);
+    const off = await startPopgate(false, options.cpuProfDir);
     started.push(off);
-    const on = await startPopgate(true);
+    const on = await startPopgate(true, options.cpuProfDir);
     started.push(on);
     const messages = new MessageSet({ size: 1024, from: 'sender@remote.example', to: SINK, tag: 'quota' });
     const accept = (port: number, total: number) =>

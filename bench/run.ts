@@ -866,7 +866,7 @@ async function main(): Promise<void> {
     await runImportWorkloads();
     if (selected('quota')) {
       progress('quota accounting (two fresh popgate children):');
-      const quota = await runQuotaRows({ runs: settings.runs, messages: smtpSettings.smallMessages, progress });
+      const quota = await runQuotaRows({ runs: settings.runs, messages: smtpSettings.smallMessages, progress, cpuProfDir: args['cpu-prof'] });
       addRow('SMTP accept 1 KB, 10 clients, quotas off', 'msg/s', quota.off, undefined, { serverCpuUsPerMessage: quota.cpuOff });
       addRow('SMTP accept 1 KB, 10 clients, quotas on (1 GB)', 'msg/s', quota.on, undefined, { serverCpuUsPerMessage: quota.cpuOn });
     }

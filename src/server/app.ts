@@ -520,8 +520,13 @@ export async function openBackends(config: Config, log: Logger): Promise<Backend
       index = SqliteQueueStore.open(config.data_dir);
       domainSettings = new SqliteDomainSettingsStore(db);
       const usage = SqliteQuotaStore.openUsageDatabase(config.data_dir);
-      closing.push(() => usage.close());
-      quotaStore = new SqliteQuotaStore(db, usage);
+      const sqliteQuotas = new SqliteQuotaStore(db, usage);
+      // The counter moves it holds back are written before the file closes.
+      closing.push(async () => {
+        await sqliteQuotas.flush();
+        usage.close();
+      });
+      quotaStore = sqliteQuotas;
       forwarding = new SqliteForwardingStore(db);
       vacations = new SqliteVacationStore(db, counters);
       admins = new AdminAccounts(new SqliteAdminStore(db, counters), sessionLimits);

@@ -6,7 +6,7 @@ import { withStore, type OpenStore } from './backend.ts';
 // What every QuotaStore promises: limits per address and per domain (a number, null for "no
 // limit", or nothing), usage counters that exist only once counted, move exactly under
 // concurrent deliveries and never go below zero, one warning per pass of the mark, and all of
-// it seen by another instance.
+// it seen by another instance (counter moves once written: flush()).
 
 export function quotaStoreContract(backend: string, open: OpenStore<QuotaStore>): void {
   describe(`QuotaStore contract: ${backend}`, () => {
@@ -47,6 +47,28 @@ export function quotaStoreContract(backend: string, open: OpenStore<QuotaStore>)
         await store.setUsage('a@example.test', 0, true);
         await Promise.all(Array.from({ length: 40 }, (_, i) => store.add('a@example.test', i % 2 === 0 ? 1000 : -10)));
         assert.equal((await store.usage('a@example.test'))?.used, 20 * 1000 - 20 * 10);
+      }));
+
+    test('a run of moves: this instance sees each at once, another once written', () =>
+      withStore(open, async ({ store, reopen }) => {
+        await store.setUsage('a@example.test', 100, true);
+        for (let move = 1; move <= 5; move++) assert.equal(await store.add('a@example.test', 10), 100 + move * 10);
+        assert.equal((await store.usage('a@example.test'))?.used, 150);
+        assert.equal(await store.add('a@example.test', -20), 130, 'a deletion counts every move before it');
+        assert.deepEqual(await store.listUsage(), [{ address: 'a@example.test', used: 130, warned: false }]);
+        if (!reopen) return;
+        const other = await reopen();
+        await store.add('a@example.test', 10);
+        await store.flush?.();
+        assert.equal((await other.usage('a@example.test'))?.used, 140, 'written by flush');
+        await store.add('a@example.test', 10);
+        // Without flush: within a moment, whatever the store holds back.
+        const deadline = Date.now() + 5000;
+        while ((await other.usage('a@example.test'))?.used !== 150 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+        assert.equal((await other.usage('a@example.test'))?.used, 150, 'written within a moment');
+        assert.equal(await other.add('a@example.test', 5), 155, "the other's move counts the first's");
+        await other.flush?.();
+        assert.equal((await store.usage('a@example.test'))?.used, 155);
       }));
 
     test('the warning is claimed once until cleared, even by concurrent claimers', () =>
