@@ -7,7 +7,7 @@ import type { SecureContext } from 'node:tls';
 import { LocalConnectionRegistry, type ConnectionRegistry } from './connection-registry.ts';
 import { LineConnection, type ConnectionTexts, type LineConnectionSettings, type LineSession } from './line-connection.ts';
 import type { MailMetrics } from '../metrics/metrics.ts';
-import { PROXY_HEADER_TIMEOUT_MS, readProxyHeader } from './proxy-protocol.ts';
+import { readProxiedClient, refuseUnproxiedPeer } from './proxy-admission.ts';
 import { DEFAULT_SINGLE_PEER_WARNING, SinglePeerWatch, type SinglePeerWarningSettings } from './single-peer-watch.ts';
 
 // What every line-protocol service shares: listeners, the limits on connections in total and
@@ -163,7 +163,7 @@ export class ServiceListeners<Context> {
   async #accept(socket: Socket, listener: Listener<Context>): Promise<void> {
     const peer = normalizeIp(socket.remoteAddress);
     socket.on('error', () => {}); // a reset by the peer is routine; the session logs its own end
-    if (listener.proxyFrom && !listener.proxyFrom.has(peer)) return this.#refuseUnproxied(socket, peer, listener.label);
+    if (listener.proxyFrom && !listener.proxyFrom.has(peer)) return refuseUnproxiedPeer(socket, peer, { log: this.#log, service: this.#name, listener: listener.label });
     const suspect = listener.singlePeer?.observe(peer);
     if (suspect !== undefined) this.#warnSinglePeer(suspect, listener.label);
     if (this.#closing) return this.#refuse(socket, this.#texts.shuttingDown);
@@ -175,7 +175,7 @@ export class ServiceListeners<Context> {
     let verdict: 'admitted' | 'from your address' | 'from your address in a short time';
     try {
       if (listener.proxyFrom) {
-        const client = await this.#proxiedClient(socket, peer, listener.label);
+        const client = await readProxiedClient(socket, peer, { log: this.#log, service: this.#name, listener: listener.label });
         if (client === undefined) return;
         ip = client;
       }
@@ -202,42 +202,6 @@ export class ServiceListeners<Context> {
     };
     const { session, implicitTls } = this.#open(connection, listener.context);
     connection.start(session, implicitTls);
-  }
-
-  /**
-   * The client's address from the PROXY header a trusted balancer sent first, or the
-   * balancer's own when the header carries none (its health checks: v2 LOCAL, v1 UNKNOWN).
-   * Undefined when the header is invalid, late or cut short: the connection is dropped without
-   * a word, as the spec asks, since nothing the peer sent can be trusted.
-   */
-  async #proxiedClient(socket: Socket, peer: string, label: string): Promise<string | undefined> {
-    const read = await readProxyHeader(socket, PROXY_HEADER_TIMEOUT_MS);
-    if (!read.ok) {
-      socket.destroy();
-      if (read.nothingSent) {
-        // Connect and close: a balancer's plain TCP health check (HAProxy's "check" without
-        // "check-send-proxy"), every few seconds. Nothing went wrong; not worth a warning.
-        this.#log.debug({ event: 'proxy_no_header', listener: label, via: peer }, 'a balancer closed its connection before sending anything');
-        return undefined;
-      }
-      this.#log.warn({ event: 'proxy_error', service: this.#name, listener: label, via: peer, reason: read.reason }, `invalid PROXY protocol header from ${peer}: ${read.reason}`);
-      return undefined;
-    }
-    const { source, withoutAddresses } = read.header;
-    if (!source) {
-      this.#log.debug({ event: 'proxy_without_address', listener: label, via: peer, kind: withoutAddresses }, 'PROXY header without a client address: the balancer itself');
-      return peer;
-    }
-    return normalizeIp(source.address);
-  }
-
-  /** A peer that is not one of the listener's balancers: its header would be a lie it could tell. */
-  #refuseUnproxied(socket: Socket, peer: string, label: string): void {
-    this.#log.warn(
-      { event: 'proxy_refused', service: this.#name, listener: label, ip: peer },
-      `connection from ${peer} refused: ${label} takes connections only through its load balancers (proxy_protocol_from)`,
-    );
-    socket.destroy();
   }
 
   #warnSinglePeer(ip: string, label: string): void {
