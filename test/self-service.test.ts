@@ -454,7 +454,7 @@ describe('self-service: every change handed to recordChange', () => {
     let failing = false;
     const { app } = server;
     // The web side started the way src/server/app.ts starts it, with the callback integration passes.
-    const webConfig = { ...app.config, http: { listen: ['127.0.0.1:0'] } };
+    const webConfig = { ...app.config, http: { ...app.config.http, listen: ['127.0.0.1:0'] } };
     const web = await WebService.start({
       config: webConfig,
       log: pino({ level: 'silent' }),

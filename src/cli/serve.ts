@@ -163,7 +163,7 @@ function welcomeMessage(hostname: string, address: string): Buffer {
 async function serveWorkersMetrics(config: Config, log: Logger): Promise<WebService> {
   const [{ WebService }, { collectFromWorkers }, { prometheusContentType }] = await Promise.all([import('../web/service.ts'), import('../metrics/workers.ts'), import('prom-client')]);
   return WebService.start({
-    config: { ...config, http: { listen: [] }, https: { listen: [] } },
+    config: { ...config, http: { ...config.http, listen: [] }, https: { ...config.https, listen: [] } },
     log,
     stores: undefined,
     addresses: () => ({}),

@@ -266,8 +266,10 @@ export const configSchema = z.strictObject({
     })
     .prefault({}),
   // The web side (src/web, docs/web.md): help pages, automatic client setup, health checks.
-  http: z.strictObject({ listen: listenList.default([]) }).prefault({}),
-  https: z.strictObject({ listen: listenList.default([]) }).prefault({}),
+  // proxy_protocol_from: as on the mail listeners (src/web/service.ts); not on [metrics], where
+  // no address is judged and each node is scraped directly.
+  http: z.strictObject({ listen: listenList.default([]), proxy_protocol_from: proxyProtocolFrom }).prefault({}),
+  https: z.strictObject({ listen: listenList.default([]), proxy_protocol_from: proxyProtocolFrom }).prefault({}),
   web: z
     .strictObject({
       provider_name: z.string().max(100).default(''),

@@ -2,6 +2,8 @@ import { timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import type { Socket } from 'node:net';
+import { Server as TlsServer, type TLSSocket } from 'node:tls';
 import fastifyAccepts from '@fastify/accepts';
 import fastifyCookie from '@fastify/cookie';
 import fastifyFormbody from '@fastify/formbody';
@@ -12,7 +14,9 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import helmet from 'helmet';
 import type { Config } from '../config/schema.ts';
 import type { Logger } from '../log/logger.ts';
+import { NetworkList, normalizeIp } from '../net/ip.ts';
 import { formatListenAddress, parseListenAddress, type ListenAddress } from '../net/listen.ts';
+import { readProxiedClient, refuseUnproxiedPeer, type ProxyListenerName } from '../net/proxy-admission.ts';
 import { TLS_MIN_VERSION, type TlsFiles } from '../tls/context.ts';
 import { BrowserSessions, loadSiteSecret } from './security.ts';
 import { registerSite, STATIC_DIR, VIEWS_DIR, type SiteStores } from './site.ts';
@@ -31,6 +35,12 @@ import { registerSelfService, type SelfServiceOptions } from './account/routes.t
 //
 // Every listener binds with SO_REUSEPORT in worker processes, like the mail listeners
 // (src/net/service.ts), so each worker serves the web too.
+//
+// The visitor's address (request.ip: the "Can I send now?" answer, [admin] networks, the login
+// guards, logs) is the socket's peer; behind a balancer in TCP mode, [http] and [https] take it
+// from a PROXY protocol header (proxy_protocol_from, as the mail listeners do), and behind an
+// HTTP reverse proxy from X-Forwarded-For, believed only from [web] trusted_proxies. With both,
+// the header's address is the peer, and its X-Forwarded-For counts only if that peer is trusted.
 
 export interface MetricsSource {
   contentType: string;
@@ -63,6 +73,7 @@ const PLAIN_HTTP_PATHS = new Set(['/mail/config-v1.1.xml', '/.well-known/autocon
 const READY_TIMEOUT_MS = 3000;
 
 type Handler = (request: IncomingMessage, response: ServerResponse) => void;
+type ConnectionHandler = (socket: Socket) => void;
 
 export class WebService {
   readonly addresses: { http: string[]; https: string[]; metrics: string[] } = { http: [], https: [], metrics: [] };
@@ -70,6 +81,9 @@ export class WebService {
   readonly #apps: FastifyInstance[] = [];
   readonly #servers: (HttpServer | HttpsServer)[] = [];
   readonly #httpsServers: HttpsServer[] = [];
+  /** Connections from balancers whose PROXY header is still being read: close() ends them. */
+  readonly #awaitingProxyHeader = new Set<Socket>();
+  #closing = false;
 
   private constructor(deps: WebDependencies) {
     this.#deps = deps;
@@ -99,12 +113,12 @@ export class WebService {
       for (const entry of config.https.listen) {
         const server = createHttpsServer({ cert: readFileSync(files.cert), key: readFileSync(files.key), minVersion: TLS_MIN_VERSION }, handler);
         this.#httpsServers.push(server);
-        this.addresses.https.push(await this.#listen(server, entry, 'https'));
+        this.addresses.https.push(await this.#listen(server, entry, 'https', config.https.proxy_protocol_from));
       }
     }
     if (config.http.listen.length > 0) {
       const handler = await this.#app('http', secret);
-      for (const entry of config.http.listen) this.addresses.http.push(await this.#listen(createHttpServer(handler), entry, 'http'));
+      for (const entry of config.http.listen) this.addresses.http.push(await this.#listen(createHttpServer(handler), entry, 'http', config.http.proxy_protocol_from));
     }
     if (config.metrics.listen.length > 0) {
       const handler = await this.#app('metrics', undefined);
@@ -220,7 +234,8 @@ export class WebService {
     });
   }
 
-  async #listen(server: HttpServer | HttpsServer, entry: string, label: string): Promise<string> {
+  /** `proxyProtocolFrom`: the balancers that must send a PROXY header first; empty: none, every peer is a client. */
+  async #listen(server: HttpServer | HttpsServer, entry: string, label: string, proxyProtocolFrom: readonly string[] = []): Promise<string> {
     const parsed = parseListenAddress(entry);
     if (!parsed.ok) throw new Error(`[${label}] listen: ${parsed.reason}`);
     // Slow or idle clients cannot hold connections for long (Node's defaults are minutes).
@@ -230,6 +245,7 @@ export class WebService {
     server.maxHeadersCount = 100;
     server.maxConnections = 2000;
     server.on('clientError', (_error, socket) => socket.destroy());
+    if (proxyProtocolFrom.length > 0) this.#takeProxyHeaders(server, label, new NetworkList(proxyProtocolFrom));
     this.#servers.push(server);
     const reusePort = this.#deps.reusePort;
     const address = await new Promise<ListenAddress>((resolve, reject) => {
@@ -239,8 +255,71 @@ export class WebService {
         resolve({ host: bound.address, port: bound.port });
       });
     });
-    this.#deps.log.info({ event: 'listening', listener: label, address }, `${label} listening`);
+    this.#deps.log.info({ event: 'listening', listener: label, address, proxyProtocolFrom: proxyProtocolFrom.length > 0 ? proxyProtocolFrom : undefined }, `${label} listening`);
     return formatListenAddress(address);
+  }
+
+  /**
+   * Puts the PROXY protocol in front of the server's own handling of a connection. Node's http
+   * and https servers take each accepted socket through their 'connection' event (the way the
+   * Node docs give for handing them a socket); here the socket first passes the balancer check
+   * and gives up its header (HAProxy's doc/proxy-protocol.txt: before anything else, TLS
+   * included, since a balancer in TCP mode passes the client's ClientHello through after it),
+   * then goes on to Node's own handlers. The server itself still listens, so SO_REUSEPORT,
+   * maxConnections, headersTimeout/requestTimeout and close() work as without.
+   *
+   * The header's client becomes the socket's remoteAddress: request.ip is read from nothing
+   * else (fastify, and @fastify/proxy-addr for the peer whose X-Forwarded-For it may believe),
+   * so every page, check and log line sees the client without knowing of the balancer, and a
+   * listener without proxy_protocol_from does no work at all per connection or request.
+   */
+  #takeProxyHeaders(server: HttpServer | HttpsServer, label: string, balancers: NetworkList): void {
+    const where: ProxyListenerName = { log: this.#deps.log, service: 'web', listener: label };
+    const nodeHandlers = server.listeners('connection') as ConnectionHandler[];
+    server.removeAllListeners('connection');
+    // Over HTTPS the requests come on the TLSSocket Node wraps around ours, whose remoteAddress
+    // asks the kernel again: it gets the client once the handshake is done, found by the
+    // balancer's address and port (one connection has them alone while it is open).
+    const tlsClients = server instanceof TlsServer ? new Map<string, string>() : undefined;
+    if (tlsClients) {
+      server.prependListener('secureConnection', (secure: TLSSocket) => {
+        const client = tlsClients.get(connectionKey(secure));
+        if (client === undefined) return void secure.destroy(); // closed in the meantime: never serve it as the balancer
+        setRemoteAddress(secure, client);
+      });
+    }
+    server.on('connection', (socket: Socket) => void this.#acceptFromBalancer(socket, balancers, where, tlsClients, (accepted) => {
+      for (const handler of nodeHandlers) handler.call(server, accepted);
+    }));
+  }
+
+  async #acceptFromBalancer(socket: Socket, balancers: NetworkList, where: ProxyListenerName, tlsClients: Map<string, string> | undefined, serve: ConnectionHandler): Promise<void> {
+    const peer = normalizeIp(socket.remoteAddress);
+    // Until Node's handlers take the socket (they listen for its errors), a reset is routine.
+    const ignore = () => {};
+    socket.on('error', ignore);
+    if (!balancers.has(peer)) return refuseUnproxiedPeer(socket, peer, where);
+    this.#awaitingProxyHeader.add(socket);
+    let client: string | undefined;
+    try {
+      client = await readProxiedClient(socket, peer, where);
+    } finally {
+      this.#awaitingProxyHeader.delete(socket);
+    }
+    if (client === undefined) return;
+    if (socket.destroyed || this.#closing) return void socket.destroy();
+    socket.off('error', ignore);
+    if (tlsClients) {
+      const key = connectionKey(socket);
+      tlsClients.set(key, client);
+      socket.once('close', () => tlsClients.delete(key));
+    } else {
+      setRemoteAddress(socket, client);
+    }
+    serve(socket);
+    // The header's reader left it paused, with the bytes after the header (a request, or a
+    // ClientHello, in the same segment) put back in front of what comes next.
+    socket.resume();
   }
 
   /** Loads the renewed certificate into the HTTPS listeners (called with the mail services'). */
@@ -252,6 +331,8 @@ export class WebService {
   }
 
   async close(): Promise<void> {
+    this.#closing = true;
+    for (const socket of this.#awaitingProxyHeader) socket.destroy();
     await Promise.all(
       this.#servers.map(
         (server) =>
@@ -266,4 +347,14 @@ export class WebService {
     );
     await Promise.all(this.#apps.map((app) => app.close()));
   }
+}
+
+/** A connection's balancer end, the same on our socket and the TLSSocket around it. */
+function connectionKey(socket: Socket): string {
+  return `${socket.remoteAddress} ${socket.remotePort}`;
+}
+
+/** The client's address from a PROXY header, where fastify (and everything reading request.ip) finds the peer. */
+function setRemoteAddress(socket: Socket, client: string): void {
+  Object.defineProperty(socket, 'remoteAddress', { value: client, configurable: true, enumerable: true });
 }
