@@ -1,5 +1,10 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { Duplex } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
 import { after, before, describe, test } from 'node:test';
@@ -8,6 +13,7 @@ import { freePort, missingEngine, startHaproxy, type RunningHaproxy } from './he
 import { capturingLogger } from './helpers/outbound.ts';
 import { Pop3Client } from './helpers/pop3-client.ts';
 import { proxyV1, proxyV2, proxyV2Local } from './helpers/proxy-header.ts';
+import { MAIN, NODE } from './helpers/process.ts';
 import { PASSWORD, startTestServer, type TestServer } from './helpers/server.ts';
 import { sleep, waitFor } from './helpers/wire.ts';
 
@@ -287,11 +293,24 @@ describe('[http] and [https] proxy_protocol_from in the config', () => {
     for (const section of ['http', 'https']) {
       assert.throws(
         () => parseConfig({ [section]: { proxy_protocol_from: ['10.0.0.0/8', '10.0.0.0/33'] } }, 'test'),
-        (error: unknown) => error instanceof ConfigError && error.message.includes(`${section}.proxy_protocol_from[1]: "10.0.0.0/33" has a prefix outside 0-32`),
+        (error: unknown) => error instanceof ConfigError && error.exitCode === 2 && error.message.includes(`${section}.proxy_protocol_from[1]: "10.0.0.0/33" has a prefix outside 0-32`),
       );
     }
     assert.throws(() => parseConfig({ https: { proxy_protocol_from: ['balancer.example'] } }, 'test'), /https\.proxy_protocol_from\[0\]: "balancer\.example" is not an IP network/);
     assert.throws(() => parseConfig({ metrics: { proxy_protocol_from: ['10.0.0.1'] } }, 'test'), ConfigError);
+  });
+
+  test('popgate serve with a bad network there exits with code 2 naming the key, and starts nothing', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'popgate-web-proxy-config-'));
+    try {
+      const path = join(dir, 'popgate.toml');
+      writeFileSync(path, `data_dir = "${dir}"\n[https]\nlisten = ["127.0.0.1:0"]\nproxy_protocol_from = ["10.0.0.0/33"]\n`);
+      const result = await promisify(execFile)(NODE, [MAIN, 'serve', '--config', path]).catch((error) => error);
+      assert.equal(result.code, 2, result.stderr);
+      assert.match(result.stderr, /popgate: config error: .*https\.proxy_protocol_from\[0\]: "10\.0\.0\.0\/33" has a prefix outside 0-32/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
