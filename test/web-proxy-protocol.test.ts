@@ -40,12 +40,15 @@ async function rawConnect(port: number, localAddress = BALANCER): Promise<Socket
 
 interface RawResponse {
   status: number;
+  /** The response's header lines, as sent. */
+  head: string;
   body: string;
 }
 
-function request(path: string, headers: Record<string, string> = {}): Buffer {
-  const lines = [`GET ${path} HTTP/1.1`, 'Host: mail.example.test', 'Connection: close', ...Object.entries(headers).map(([name, value]) => `${name}: ${value}`)];
-  return Buffer.from(`${lines.join('\r\n')}\r\n\r\n`, 'latin1');
+function request(path: string, headers: Record<string, string> = {}, method = 'GET', body = ''): Buffer {
+  const lines = [`${method} ${path} HTTP/1.1`, 'Host: mail.example.test', 'Connection: close', ...Object.entries(headers).map(([name, value]) => `${name}: ${value}`)];
+  if (body) lines.push('Content-Type: application/x-www-form-urlencoded', `Content-Length: ${Buffer.byteLength(body)}`);
+  return Buffer.from(`${lines.join('\r\n')}\r\n\r\n${body}`, 'latin1');
 }
 
 /** Everything the server sends until it closes, read as one HTTP/1.1 response (Connection: close). */
@@ -59,7 +62,8 @@ function readResponse(socket: Socket | Duplex, timeoutMs = 5000): Promise<RawRes
       const text = Buffer.concat(chunks).toString('utf8');
       const status = /^HTTP\/1\.1 (\d{3}) /.exec(text)?.[1];
       if (!status) return reject(new Error(`not an HTTP response: ${JSON.stringify(text.slice(0, 200))}`));
-      resolve({ status: Number(status), body: text.slice(text.indexOf('\r\n\r\n') + 4) });
+      const end = text.indexOf('\r\n\r\n');
+      resolve({ status: Number(status), head: text.slice(0, end), body: text.slice(end + 4) });
     });
   });
 }
@@ -148,7 +152,7 @@ describe('[http] behind a load balancer (proxy_protocol_from)', () => {
         // A reverse proxy behind the balancer, whose X-Forwarded-For may be believed.
         web: { trusted_proxies: ['203.0.113.50'] },
         // The header's addresses are not loopback: passwords in the clear must be allowed.
-        auth: { plaintext_without_tls: 'anywhere' },
+        auth: { plaintext_without_tls: 'anywhere', lockout_threshold: 3, account_lockout_threshold: 100 },
       },
       { log: captured.log },
     );
@@ -210,6 +214,26 @@ describe('[http] behind a load balancer (proxy_protocol_from)', () => {
     assert.ok(events('admin_refused_network').some((line) => line.ip === '203.0.113.40'));
     const inside = await sendThroughBalancer(http, [proxyV2('127.0.0.40'), request('/admin/login')]);
     assert.equal(inside.status, 200);
+  });
+
+  test('the login guard counts per header client: 3 wrong POP3 passwords "from" 203.0.113.90 lock /account logins from 203.0.113.90 only', async () => {
+    for (let i = 0; i < 3; i++) {
+      const pop3 = await Pop3Client.connect(server.pop3Port);
+      pop3.write(proxyV2('203.0.113.90'));
+      assert.match(await pop3.line(), /^\+OK /);
+      assert.match(await pop3.login('alice@example.test', `wrong ${i}`), /^-ERR/);
+      pop3.close();
+    }
+    const webLogin = async (client: string): Promise<RawResponse> => {
+      const form = await sendThroughBalancer(http, [proxyV2(client), request('/account/login')]);
+      const cookies = [...form.head.matchAll(/^set-cookie: ([^;]+)/gim)].map((match) => match[1]).join('; ');
+      const csrf = /name="csrf" value="([^"]+)"/.exec(form.body)?.[1];
+      assert.ok(csrf, 'the login form carries a CSRF token');
+      const body = new URLSearchParams({ address: 'alice@example.test', password: PASSWORD, csrf }).toString();
+      return sendThroughBalancer(http, [proxyV2(client), request('/account/login', { Cookie: cookies }, 'POST', body)]);
+    };
+    assert.equal((await webLogin('203.0.113.90')).status, 429, 'locked out: the address the balancer named');
+    assert.equal((await webLogin('203.0.113.91')).status, 303, 'another client behind the same balancer logs in');
   });
 
   test('a peer that is not a balancer is refused before a byte is read or served, and logged proxy_refused', async () => {
