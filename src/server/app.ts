@@ -511,7 +511,10 @@ export async function openBackends(config: Config, log: Logger): Promise<Backend
       accounts = postgresAccounts;
       index = new PostgresQueueStore(pool);
       domainSettings = new PostgresDomainSettingsStore(pool);
-      quotaStore = new PostgresQuotaStore(pool);
+      const postgresQuotas = new PostgresQuotaStore(pool, { node: config.cluster.node || hostname() });
+      // The counter moves it holds back are written before the pool ends.
+      closing.unshift(() => postgresQuotas.close());
+      quotaStore = postgresQuotas;
       forwarding = new PostgresForwardingStore(pool);
       vacations = new PostgresVacationStore(pool);
       admins = new AdminAccounts(new PostgresAdminStore(pool), sessionLimits);
