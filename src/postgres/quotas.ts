@@ -28,6 +28,8 @@ const KNOWN_FOR_MS = 1000;
 const KNOWN_MAX = 10_000;
 /** A batch's row outlives its write by far (milliseconds); past this its writer is taken for dead. */
 const WRITER_LEASE_MS = 10_000;
+/** When a background write failed (PostgreSQL away), how long until the next try. */
+const WRITE_RETRY_MS = 1000;
 /** How often a store looks for the rows of dead writers. */
 const DEAD_WRITER_CHECK_MS = 5_000;
 
@@ -103,7 +105,7 @@ export class PostgresQuotaStore implements QuotaStore {
   readonly #instance = randomUUID();
   #nextBatch = 1;
   #batch: Batch | undefined;
-  /** Moves of closed batches not written yet (a write failed), and those batches. */
+  /** Moves to write with the next statement: closed batches' (with their rows) and those written at once. */
   #unwritten = { moves: new Map<string, number>(), batches: [] as Batch[] };
   /** The write in progress, if any: writes happen one after the other. */
   #writing: Promise<void> = Promise.resolve();
@@ -185,7 +187,7 @@ export class PostgresQuotaStore implements QuotaStore {
   #writeHeldInBackground(): void {
     if (this.#pool.ending) return;
     this.#writeHeld().catch(() => {
-      const retry = setTimeout(() => this.#writeHeldInBackground(), KNOWN_FOR_MS);
+      const retry = setTimeout(() => this.#writeHeldInBackground(), WRITE_RETRY_MS);
       retry.unref();
     });
   }
