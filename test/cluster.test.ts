@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -9,6 +9,9 @@ import { freePort, missingEngine, startHaproxy, startPostgres, startRedis, type 
 import { Pop3Client } from './helpers/pop3-client.ts';
 import { MAIN, NODE, spawnNode, type NodeProcess } from './helpers/process.ts';
 import { PASSWORD } from './helpers/server.ts';
+import { loadConfigFile } from '../src/config/load.ts';
+import { silentLogger } from '../src/log/logger.ts';
+import { openBackends } from '../src/server/app.ts';
 import { startSink, type Sink } from './helpers/sink.ts';
 import { SmtpClient } from './helpers/smtp-client.ts';
 import { sleep, waitFor } from './helpers/wire.ts';
@@ -249,6 +252,51 @@ describe('two nodes sharing Redis, PostgreSQL and one data folder', { skip: miss
     const pop = await pop3('b', '127.0.2.7');
     assert.match(await pop.login('frank@example.test', PASSWORD), /^-ERR \[AUTH\] Login failed/);
     pop.close();
+  });
+
+  test('a forwarding rule and a vacation reply set on node B, as the CLI sets them, are obeyed by node A at once, though A had just found none', { timeout: 60_000 }, async () => {
+    // Node B's stores as the CLI opens them; node A remembers a user's settings, absent ones
+    // too, for a second: within that second only the announcement can tell it of the change.
+    const nodeB = await openBackends(loadConfigFile(nodes.b.config), silentLogger());
+    const mailOf = (user: string) => {
+      const maildir = join(data, 'mail', 'example.test', user);
+      // A mailbox's folders are made with its first message.
+      return ['new', 'cur'].flatMap((sub) => (existsSync(join(maildir, sub)) ? readdirSync(join(maildir, sub)) : []).map((name) => readFileSync(join(maildir, sub, name), 'latin1')));
+    };
+    try {
+      for (const user of ['gina', 'hank', 'ivan']) await nodeB.accounts.addUser(`${user}@example.test`, PASSWORD);
+      let conclusive = 0;
+      for (let round = 1; round <= 3 && conclusive === 0; round++) {
+        const sender = `friend${round}@remote.example`;
+        await nodeB.forwarding.remove('gina@example.test');
+        await nodeB.vacations.remove('ivan@example.test');
+        const client = await smtp('a', '127.0.2.8');
+        const message = async (subject: string) => {
+          assert.match(await client.command(`MAIL FROM:<${sender}>`), /^250/);
+          assert.match(await client.command('RCPT TO:<gina@example.test>'), /^250/);
+          assert.match(await client.command('RCPT TO:<ivan@example.test>'), /^250/);
+          assert.match(await client.command('DATA'), /^354/);
+          assert.match(await client.command(`From: ${sender}\r\nSubject: ${subject}\r\n\r\nHello.\r\n.`), /^250/);
+        };
+        const started = Date.now();
+        await message(`before the change ${round}`);
+        await nodeB.forwarding.set('gina@example.test', { targets: ['hank@example.test'], keep: false });
+        await nodeB.vacations.set('ivan@example.test', { subject: `Away ${round}`, body: 'Back on Monday.', since: Date.now() });
+        await message(`after the change ${round}`);
+        if (Date.now() - started < 1000) conclusive++;
+        client.close();
+        await waitFor(() => mailOf('hank').some((text) => text.includes(`Subject: after the change ${round}\r\n`)), 'the forwarded copy in the target\'s mailbox', 10_000);
+        assert.ok(!mailOf('gina').some((text) => text.includes(`Subject: after the change ${round}\r\n`)), 'forwarded without a copy kept');
+        assert.ok(mailOf('gina').some((text) => text.includes(`Subject: before the change ${round}\r\n`)), 'the message before the rule stayed');
+        await waitFor(() => sink.messages.some((m) => m.to.includes(sender) && m.data.includes(`Subject: Away ${round}`)), 'the vacation reply at the sender', 20_000);
+        assert.equal(sink.messages.filter((m) => m.to.includes(sender)).length, 1, 'one reply: to the message after the change only');
+      }
+      assert.ok(conclusive > 0, 'no round ran within the second node A remembers an answer (the machine is too slow to tell)');
+    } finally {
+      await nodeB.forwarding.remove('gina@example.test');
+      await nodeB.vacations.remove('ivan@example.test');
+      await nodeB.close();
+    }
   });
 
   test('node A killed with kill -9 while delivering: node B delivers its leased mail after the lease, nothing lost', { timeout: 60_000 }, async () => {

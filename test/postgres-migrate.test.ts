@@ -64,6 +64,7 @@ describe('PostgreSQL schema migrations', { skip: missingEngine('postgres') }, ()
         'popgate_admins',
         'popgate_aliases',
         'popgate_audit_log',
+        'popgate_counter_writers',
         'popgate_dashboard_history',
         'popgate_domain_settings',
         'popgate_domains',
@@ -77,9 +78,10 @@ describe('PostgreSQL schema migrations', { skip: missingEngine('postgres') }, ()
         'popgate_vacation_replies',
         'popgate_vacations',
       ]);
-      // Counters that are rebuilt from the folders need no WAL flush per delivery (migration 6).
+      // Counters that are rebuilt from the folders need no WAL flush per delivery (migration 6),
+      // nor the rows of their writers (migration 7).
       const unlogged = await pool.query("SELECT relname FROM pg_class JOIN pg_namespace n ON n.oid = relnamespace WHERE nspname = $1 AND relkind = 'r' AND relpersistence = 'u' ORDER BY relname", [schema.name]);
-      assert.deepEqual(unlogged.rows.map((row) => row.relname), ['popgate_dashboard_history', 'popgate_mailbox_usage']);
+      assert.deepEqual(unlogged.rows.map((row) => row.relname), ['popgate_counter_writers', 'popgate_dashboard_history', 'popgate_mailbox_usage']);
     } finally {
       await schema.drop();
     }

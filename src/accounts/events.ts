@@ -1,10 +1,12 @@
 // Account changes announced to every process that serves the same accounts, so what one of
-// them remembers (found domains and addresses, for a second) is forgotten everywhere at once:
+// them remembers (found domains and addresses, forwarding rules and vacation replies, for a
+// second) is forgotten everywhere at once:
 // a user removed with the CLI on one node is refused on all of them. In one process the
 // announcement stays in memory; a cluster carries it over Redis publish/subscribe.
 
 export interface AccountChange {
-  kind: 'domain' | 'user' | 'alias' | 'password' | 'apop';
+  /** 'forwarding' and 'vacation': a user's forwarding rule or vacation reply was set or removed. */
+  kind: 'domain' | 'user' | 'alias' | 'password' | 'apop' | 'forwarding' | 'vacation';
   /** The domain or address that changed. */
   subject: string;
 }

@@ -52,3 +52,42 @@ export class FoundMemo {
     this.#entries.set(key, { value, until: Date.now() + MEMO_MS });
   }
 }
+
+/**
+ * Per-address settings read at every delivery (forwarding rules, vacation replies), remembered
+ * for a second, absent ones too: most users have none, and "none" would otherwise be asked of
+ * the store for every message. Unlike FoundMemo it forgets one address at a time, when its
+ * setting changes (here or as announced from elsewhere).
+ */
+export class AddressMemo<T> {
+  readonly #entries = new Map<string, { value: T | undefined; until: number }>();
+  /** Moves on at every forget, so an answer read before a change is not remembered after it. */
+  #generation = 0;
+
+  /** The remembered answer ({ value }, possibly undefined), or undefined when it must be asked. */
+  recall(address: string): { value: T | undefined } | undefined {
+    const entry = this.#entries.get(address);
+    if (!entry) return undefined;
+    if (entry.until > Date.now()) return { value: entry.value };
+    this.#entries.delete(address);
+    return undefined;
+  }
+
+  /** The generation to hand back to remember() with the answer about to be asked. */
+  get generation(): number {
+    return this.#generation;
+  }
+
+  /** Remembers `value` unless something was forgotten since `askedAt` (the answer may predate a change). */
+  remember(address: string, value: T | undefined, askedAt: number): void {
+    if (askedAt !== this.#generation) return;
+    // Past the limit everything goes at once, as in FoundMemo.
+    if (this.#entries.size >= MEMO_LIMIT) this.#entries.clear();
+    this.#entries.set(address, { value, until: Date.now() + MEMO_MS });
+  }
+
+  forget(address: string): void {
+    this.#generation++;
+    this.#entries.delete(address);
+  }
+}

@@ -172,6 +172,23 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE popgate_dashboard_history SET UNLOGGED;
     `,
   },
+  {
+    version: 7,
+    description: 'writers of held-back counter moves',
+    // A node holds deliveries' counter moves back for a moment and writes them together
+    // (src/postgres/quotas.ts); while it holds some it has a row here, so that a node killed
+    // holding moves is noticed when its row's lease runs out and the counters it left short are
+    // counted again. Unlogged like the counters: after a crash of PostgreSQL both start empty.
+    sql: `
+      CREATE UNLOGGED TABLE popgate_counter_writers (
+        instance text COLLATE "C" NOT NULL,
+        batch bigint NOT NULL,
+        node text NOT NULL,
+        expires_at timestamptz NOT NULL,
+        PRIMARY KEY (instance, batch)
+      );
+    `,
+  },
 ];
 
 /** The schema version this code knows. */

@@ -51,10 +51,11 @@ export interface QuotaStore {
   /** Forgets a mailbox's counter and its own limit (the account was removed). */
   forget(address: string): Promise<void>;
   /**
-   * Writes the counter moves this instance holds back. The embedded store holds a delivery's
-   * move for a moment, to write it with the others of that moment (src/sqlite/quotas.ts): its
-   * own reads never miss one, other instances see it within that moment or after this. Absent
-   * where every move is written at once.
+   * Writes the counter moves this instance holds back. The SQLite and PostgreSQL stores hold a
+   * delivery's move for a moment, to write it with the others of that moment
+   * (src/sqlite/quotas.ts, src/postgres/quotas.ts): their own reads never miss one, other
+   * instances see it within that moment or after this. Absent where every move is written at
+   * once.
    */
   flush?(): Promise<void>;
 }

@@ -16,7 +16,7 @@ import type { RedisClient, RedisConnection } from './client.ts';
 const CHANNEL = 'account-changes';
 /** Longer messages are not ours: a subject is a domain or an address (RFC 5321 §4.5.3.1: 256 octets for a path). */
 const MAX_MESSAGE_LENGTH = 1024;
-const KINDS: ReadonlySet<string> = new Set<AccountChange['kind']>(['domain', 'user', 'alias', 'password', 'apop']);
+const KINDS: ReadonlySet<string> = new Set<AccountChange['kind']>(['domain', 'user', 'alias', 'password', 'apop', 'forwarding', 'vacation']);
 
 export class RedisAccountEvents implements AccountEvents {
   readonly #redis: RedisConnection;

@@ -80,6 +80,8 @@ import { SqliteVacationStore } from '../sqlite/vacation.ts';
 import { PostgresQuotaStore } from '../postgres/quotas.ts';
 import { PostgresForwardingStore } from '../postgres/forwarding.ts';
 import { PostgresVacationStore } from '../postgres/vacation.ts';
+import { RememberingForwardingStore } from '../forwarding/cached.ts';
+import { RememberingVacationStore } from '../vacation/cached.ts';
 import { Srs } from '../srs/srs.ts';
 import { srsSecret } from '../srs/secret.ts';
 import { DeliveryServices } from '../mailbox-services/services.ts';
@@ -509,7 +511,10 @@ export async function openBackends(config: Config, log: Logger): Promise<Backend
       accounts = postgresAccounts;
       index = new PostgresQueueStore(pool);
       domainSettings = new PostgresDomainSettingsStore(pool);
-      quotaStore = new PostgresQuotaStore(pool);
+      const postgresQuotas = new PostgresQuotaStore(pool, { node: config.cluster.node || hostname() });
+      // The counter moves it holds back are written before the pool ends.
+      closing.unshift(() => postgresQuotas.close());
+      quotaStore = postgresQuotas;
       forwarding = new PostgresForwardingStore(pool);
       vacations = new PostgresVacationStore(pool);
       admins = new AdminAccounts(new PostgresAdminStore(pool), sessionLimits);
@@ -533,6 +538,16 @@ export async function openBackends(config: Config, log: Logger): Promise<Backend
       audit = new SqliteAuditLog(db);
       history = new SqliteHistoryStore(counters);
     }
+    // Asked at every delivery and rarely set: remembered for a second, forgotten on every node
+    // as soon as one sets them (src/forwarding/cached.ts).
+    const rememberedForwarding = await RememberingForwardingStore.open(forwarding, events, log);
+    const rememberedVacations = await RememberingVacationStore.open(vacations, events, log);
+    closing.unshift(() => {
+      rememberedForwarding.close();
+      rememberedVacations.close();
+    });
+    forwarding = rememberedForwarding;
+    vacations = rememberedVacations;
     const queue = new OutboundQueue(new Spool(config.data_dir, shared ? config.cluster.node || hostname() : undefined), index, log);
     closing.unshift(() => queue.close());
     const maildir = new MaildirStore(config.data_dir, config.hostname, { shared });
