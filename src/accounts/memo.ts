@@ -1,3 +1,5 @@
+import type { Logger } from '../log/logger.ts';
+import type { AccountEvents } from './events.ts';
 import type { LocalAddress } from './store.ts';
 
 // Every MAIL and RCPT asks whether a domain is ours and what an address is; each answer is a
@@ -89,5 +91,64 @@ export class AddressMemo<T> {
   forget(address: string): void {
     this.#generation++;
     this.#entries.delete(address);
+  }
+}
+
+/**
+ * A per-address setting read at every delivery (forwarding rules, vacation replies) through an
+ * AddressMemo, and every change of it announced as an AccountChange of `kind`, so every process
+ * that hears it forgets that address at once. The stores that wrap theirs in one
+ * (src/forwarding/cached.ts, src/vacation/cached.ts) say what goes through it.
+ */
+export class AnnouncedSettings<T> {
+  readonly #kind: 'forwarding' | 'vacation';
+  readonly #events: AccountEvents;
+  readonly #log: Logger;
+  readonly #memo = new AddressMemo<T>();
+  #unsubscribe: () => void = () => {};
+
+  /** Listening to `events` (rejects when they cannot be subscribed to). */
+  static async open<T>(kind: 'forwarding' | 'vacation', events: AccountEvents, log: Logger): Promise<AnnouncedSettings<T>> {
+    const settings = new AnnouncedSettings<T>(kind, events, log);
+    settings.#unsubscribe = await events.subscribe((change) => {
+      if (change.kind === kind) settings.#memo.forget(change.subject);
+    });
+    return settings;
+  }
+
+  private constructor(kind: 'forwarding' | 'vacation', events: AccountEvents, log: Logger) {
+    this.#kind = kind;
+    this.#events = events;
+    this.#log = log;
+  }
+
+  /** The setting of `address`, remembered or asked of `read`. */
+  async get(address: string, read: (address: string) => Promise<T | undefined>): Promise<T | undefined> {
+    const known = this.#memo.recall(address);
+    if (known) return known.value;
+    const askedAt = this.#memo.generation;
+    const value = await read(address);
+    this.#memo.remember(address, value, askedAt);
+    return value;
+  }
+
+  /** Runs `write`, then forgets and announces the address: also after a failed write, which may have reached the store before its error did. */
+  async change<Result>(address: string, write: () => Promise<Result>): Promise<Result> {
+    try {
+      return await write();
+    } finally {
+      this.#memo.forget(address);
+      const change = { kind: this.#kind, subject: address };
+      try {
+        await this.#events.publish(change);
+      } catch (error) {
+        this.#log.warn({ event: 'account_change_unannounced', change, err: error }, `a ${this.#kind} setting is stored but could not be announced to the other nodes`);
+      }
+    }
+  }
+
+  /** Stops listening to the announcements. */
+  close(): void {
+    this.#unsubscribe();
   }
 }

@@ -1,5 +1,5 @@
 import type { AccountEvents } from '../accounts/events.ts';
-import { AddressMemo } from '../accounts/memo.ts';
+import { AnnouncedSettings } from '../accounts/memo.ts';
 import type { Logger } from '../log/logger.ts';
 import type { ForwardingRule, ForwardingStore } from './store.ts';
 
@@ -13,49 +13,28 @@ import type { ForwardingRule, ForwardingStore } from './store.ts';
 
 export class RememberingForwardingStore implements ForwardingStore {
   readonly #store: ForwardingStore;
-  readonly #events: AccountEvents;
-  readonly #log: Logger;
-  readonly #memo = new AddressMemo<ForwardingRule>();
-  #unsubscribe: () => void = () => {};
+  readonly #settings: AnnouncedSettings<ForwardingRule>;
 
   /** `store` remembered, listening to `events` (rejects when they cannot be subscribed to). */
   static async open(store: ForwardingStore, events: AccountEvents, log: Logger): Promise<RememberingForwardingStore> {
-    const remembering = new RememberingForwardingStore(store, events, log);
-    remembering.#unsubscribe = await events.subscribe((change) => {
-      if (change.kind === 'forwarding') remembering.#memo.forget(change.subject);
-    });
-    return remembering;
+    return new RememberingForwardingStore(store, await AnnouncedSettings.open<ForwardingRule>('forwarding', events, log));
   }
 
-  private constructor(store: ForwardingStore, events: AccountEvents, log: Logger) {
+  private constructor(store: ForwardingStore, settings: AnnouncedSettings<ForwardingRule>) {
     this.#store = store;
-    this.#events = events;
-    this.#log = log;
+    this.#settings = settings;
   }
 
-  async get(address: string): Promise<ForwardingRule | undefined> {
-    const known = this.#memo.recall(address);
-    if (known) return known.value;
-    const askedAt = this.#memo.generation;
-    const rule = await this.#store.get(address);
-    this.#memo.remember(address, rule, askedAt);
-    return rule;
+  get(address: string): Promise<ForwardingRule | undefined> {
+    return this.#settings.get(address, (a) => this.#store.get(a));
   }
 
-  async set(address: string, rule: ForwardingRule): Promise<void> {
-    try {
-      await this.#store.set(address, rule);
-    } finally {
-      await this.#changed(address);
-    }
+  set(address: string, value: ForwardingRule): Promise<void> {
+    return this.#settings.change(address, () => this.#store.set(address, value));
   }
 
-  async remove(address: string): Promise<boolean> {
-    try {
-      return await this.#store.remove(address);
-    } finally {
-      await this.#changed(address);
-    }
+  remove(address: string): Promise<boolean> {
+    return this.#settings.change(address, () => this.#store.remove(address));
   }
 
   list(): Promise<({ address: string } & ForwardingRule)[]> {
@@ -64,16 +43,6 @@ export class RememberingForwardingStore implements ForwardingStore {
 
   /** Stops listening to the announcements. */
   close(): void {
-    this.#unsubscribe();
-  }
-
-  // Also after a failed write: it may have reached the store before the error did.
-  async #changed(address: string): Promise<void> {
-    this.#memo.forget(address);
-    try {
-      await this.#events.publish({ kind: 'forwarding', subject: address });
-    } catch (error) {
-      this.#log.warn({ event: 'account_change_unannounced', change: { kind: 'forwarding', subject: address }, err: error }, 'a forwarding rule is stored but could not be announced to the other nodes');
-    }
+    this.#settings.close();
   }
 }

@@ -1,5 +1,5 @@
 import type { AccountEvents } from '../accounts/events.ts';
-import { AddressMemo } from '../accounts/memo.ts';
+import { AnnouncedSettings } from '../accounts/memo.ts';
 import type { Logger } from '../log/logger.ts';
 import type { Vacation, VacationStore } from './store.ts';
 
@@ -14,49 +14,28 @@ import type { Vacation, VacationStore } from './store.ts';
 
 export class RememberingVacationStore implements VacationStore {
   readonly #store: VacationStore;
-  readonly #events: AccountEvents;
-  readonly #log: Logger;
-  readonly #memo = new AddressMemo<Vacation>();
-  #unsubscribe: () => void = () => {};
+  readonly #settings: AnnouncedSettings<Vacation>;
 
   /** `store` remembered, listening to `events` (rejects when they cannot be subscribed to). */
   static async open(store: VacationStore, events: AccountEvents, log: Logger): Promise<RememberingVacationStore> {
-    const remembering = new RememberingVacationStore(store, events, log);
-    remembering.#unsubscribe = await events.subscribe((change) => {
-      if (change.kind === 'vacation') remembering.#memo.forget(change.subject);
-    });
-    return remembering;
+    return new RememberingVacationStore(store, await AnnouncedSettings.open<Vacation>('vacation', events, log));
   }
 
-  private constructor(store: VacationStore, events: AccountEvents, log: Logger) {
+  private constructor(store: VacationStore, settings: AnnouncedSettings<Vacation>) {
     this.#store = store;
-    this.#events = events;
-    this.#log = log;
+    this.#settings = settings;
   }
 
-  async get(address: string): Promise<Vacation | undefined> {
-    const known = this.#memo.recall(address);
-    if (known) return known.value;
-    const askedAt = this.#memo.generation;
-    const vacation = await this.#store.get(address);
-    this.#memo.remember(address, vacation, askedAt);
-    return vacation;
+  get(address: string): Promise<Vacation | undefined> {
+    return this.#settings.get(address, (a) => this.#store.get(a));
   }
 
-  async set(address: string, vacation: Vacation): Promise<void> {
-    try {
-      await this.#store.set(address, vacation);
-    } finally {
-      await this.#changed(address);
-    }
+  set(address: string, value: Vacation): Promise<void> {
+    return this.#settings.change(address, () => this.#store.set(address, value));
   }
 
-  async remove(address: string): Promise<boolean> {
-    try {
-      return await this.#store.remove(address);
-    } finally {
-      await this.#changed(address);
-    }
+  remove(address: string): Promise<boolean> {
+    return this.#settings.change(address, () => this.#store.remove(address));
   }
 
   list(): Promise<({ address: string } & Vacation)[]> {
@@ -73,16 +52,6 @@ export class RememberingVacationStore implements VacationStore {
 
   /** Stops listening to the announcements. */
   close(): void {
-    this.#unsubscribe();
-  }
-
-  // Also after a failed write: it may have reached the store before the error did.
-  async #changed(address: string): Promise<void> {
-    this.#memo.forget(address);
-    try {
-      await this.#events.publish({ kind: 'vacation', subject: address });
-    } catch (error) {
-      this.#log.warn({ event: 'account_change_unannounced', change: { kind: 'vacation', subject: address }, err: error }, 'a vacation reply is stored but could not be announced to the other nodes');
-    }
+    this.#settings.close();
   }
 }
