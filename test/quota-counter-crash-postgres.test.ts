@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { PostgresQuotaStore } from '../src/postgres/quotas.ts';
 import { missingEngine, startPostgres, type RunningEngine } from './helpers/engines.ts';
 import { freshSchema } from './helpers/postgres.ts';
+import { runScriptUntil } from './helpers/process.ts';
 
 // A cluster's nodes hold deliveries' counter moves back for a moment and write them together
 // (src/postgres/quotas.ts). A node killed while it holds some must not leave the counters short
@@ -41,16 +41,7 @@ async function moveInAnotherNode(url: string, leaseMs: number, ending: 'killed' 
       for (;;);
     }
   `;
-  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  child.stdout.on('data', (chunk: Buffer) => {
-    output += chunk.toString();
-    if (ending === 'killed' && output.includes('delivered')) child.kill('SIGKILL');
-  });
-  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((done) => child.on('exit', (c, s) => done([c, s])));
-  if (ending === 'killed') assert.equal(signal, 'SIGKILL', `the node was killed:\n${output}`);
-  else assert.equal(code, 0, `the node ended cleanly:\n${output}`);
+  await runScriptUntil(script, ending, 'the node');
 }
 
 describe('quota counters when a cluster node ends while holding moves back', { skip: missingEngine('postgres') }, () => {

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -10,6 +9,7 @@ import { MailboxQuotas } from '../src/quota/quota.ts';
 import { openDatabase } from '../src/sqlite/open.ts';
 import { SqliteQuotaStore } from '../src/sqlite/quotas.ts';
 import { capturingLogger } from './helpers/outbound.ts';
+import { runScriptUntil } from './helpers/process.ts';
 
 // The embedded store holds deliveries' counter moves back for a moment and writes them
 // together (src/sqlite/quotas.ts). A process killed while it holds some must not leave the
@@ -51,16 +51,7 @@ async function deliverInAnotherProcess(dataDir: string, messages: number, ending
       for (;;);
     }
   `;
-  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  child.stdout.on('data', (chunk: Buffer) => {
-    output += chunk.toString();
-    if (ending === 'killed' && output.includes('delivered')) child.kill('SIGKILL');
-  });
-  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((done) => child.on('exit', (c, s) => done([c, s])));
-  if (ending === 'killed') assert.equal(signal, 'SIGKILL', `the delivering process was killed:\n${output}`);
-  else assert.equal(code, 0, `the delivering process ended cleanly:\n${output}`);
+  await runScriptUntil(script, ending, 'the delivering process');
 }
 
 describe('quota counters when a process ends while holding moves back', () => {

@@ -125,3 +125,21 @@ export async function spawnNode(configPath: string, options: { listeners: string
     },
   };
 }
+
+/**
+ * Runs `script` (an ES module's text) in another Node process and lets it end as `ending` says:
+ * killed with SIGKILL as soon as it writes "delivered" (the script then keeps its event loop
+ * busy, so nothing it scheduled runs before the kill), or by itself with exit code 0.
+ */
+export async function runScriptUntil(script: string, ending: 'killed' | 'clean', who: string): Promise<void> {
+  const child = spawn(NODE, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout!.on('data', (chunk: Buffer) => {
+    output += chunk.toString();
+    if (ending === 'killed' && output.includes('delivered')) child.kill('SIGKILL');
+  });
+  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((done) => child.on('exit', (c, s) => done([c, s])));
+  if (ending === 'killed' && signal !== 'SIGKILL') throw new Error(`${who} was to be killed, but ended with ${code ?? signal}:\n${output}`);
+  if (ending === 'clean' && code !== 0) throw new Error(`${who} was to end cleanly, but ended with ${code ?? signal}:\n${output}`);
+}
