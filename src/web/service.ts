@@ -186,7 +186,7 @@ export class WebService {
       // Fixed folder of our own files; @fastify/static refuses paths that leave it.
       await app.register(fastifyStatic, { root: STATIC_DIR, prefix: '/static/', index: false, list: false, dotfiles: 'deny' });
       const sessions = new BrowserSessions(secret!);
-      registerSite(app, { config, addresses: this.#deps.addresses, stores: this.#deps.stores!, sessions, log });
+      registerSite(app, { config, addresses: this.#deps.addresses, stores: this.#deps.stores!, log });
       if (this.#deps.backends) registerAdminConsole(app, { config, backends: this.#deps.backends, secret: secret!, sessions, log });
       if (this.#deps.selfService) registerSelfService(app, { config, sessions, log, ...this.#deps.selfService });
     }
