@@ -51,12 +51,26 @@ const CLIENT_ID = /^[a-z0-9-]{1,40}$/;
 /** The address the pages show as the customer's, in the page's domain. */
 const exampleAddress = (domain: string | undefined) => `you@${domain ?? 'example.com'}`;
 
+/**
+ * The language each Accept-Language header picks: browsers send a handful of distinct ones, and
+ * parsing one costs more than the rest of finding a cached page. Headers are visitor input, so
+ * the map is bounded (cleared when full).
+ */
+const languageByHeader = new Map<string, Lang>();
+const LANGUAGE_HEADERS_LIMIT = 1000;
+
 /** The visitor's language: the switch's cookie, else Accept-Language, else English. */
 export function languageOf(request: FastifyRequest): Lang {
   const chosen = request.cookies[LANG_COOKIE];
   if (chosen === 'en' || chosen === 'ja') return chosen;
-  const negotiated = request.languages([...LANGS]);
-  return negotiated === 'ja' ? 'ja' : 'en';
+  const header = request.headers['accept-language'] ?? '';
+  let lang = languageByHeader.get(header);
+  if (!lang) {
+    lang = request.languages([...LANGS]) === 'ja' ? 'ja' : 'en';
+    if (languageByHeader.size >= LANGUAGE_HEADERS_LIMIT) languageByHeader.clear();
+    languageByHeader.set(header, lang);
+  }
+  return lang;
 }
 
 export function registerSite(app: FastifyInstance, options: SiteOptions): void {
@@ -149,18 +163,26 @@ export function registerSite(app: FastifyInstance, options: SiteOptions): void {
   // costs no template run, and no session either (the language switch needs none). The keys
   // are bounded: a language of two, a local domain (domainOf refuses others) and a route's own
   // path; with many domains the oldest pages make room (about 10 KB each).
-  const renderedPages = new Map<string, Buffer>();
+  const renderedPages = new Map<string, Buffer | Promise<Buffer>>();
   const RENDERED_PAGES_LIMIT = 2000;
+
+  /** The bytes kept under `key`, made (and kept) at its first request. */
+  function rendered<T extends Buffer | Promise<Buffer>>(key: string, make: () => T): T {
+    let body = renderedPages.get(key) as T | undefined;
+    if (!body) {
+      body = make();
+      if (renderedPages.size >= RENDERED_PAGES_LIMIT) renderedPages.delete(renderedPages.keys().next().value!);
+      renderedPages.set(key, body);
+      // A render that fails is not kept: the next request tries again.
+      if (body instanceof Promise) body.catch(() => renderedPages.get(key) === body && renderedPages.delete(key));
+    }
+    return body;
+  }
 
   const helpPage = async (request: FastifyRequest, reply: FastifyReply, path: string, view: string, pageData: (place: Place) => Record<string, unknown>) => {
     const place = await placeOf(request, path);
     const key = `${place.lang} ${place.domain ?? ''} ${place.named ? 'named' : 'host'} ${path}`;
-    let body = renderedPages.get(key);
-    if (!body) {
-      body = Buffer.from(await app.view(view, { ...commonData(place), ...pageData(place) }));
-      if (renderedPages.size >= RENDERED_PAGES_LIMIT) renderedPages.delete(renderedPages.keys().next().value!);
-      renderedPages.set(key, body);
-    }
+    const body = await rendered(key, async () => Buffer.from(await app.view(view, { ...commonData(place), ...pageData(place) })));
     return sendPage(reply, place.lang, body);
   };
 
@@ -234,7 +256,9 @@ export function registerSite(app: FastifyInstance, options: SiteOptions): void {
     }
     const domain = await domainOf(request, asked);
     if (!domain) throw new PageError(404, 'no local mail domain matches this host name: add ?emailaddress=');
-    return reply.type('application/xml; charset=utf-8').header('Cache-Control', 'max-age=3600').send(thunderbirdAutoconfig(settings(), domain));
+    // Like the help pages, the document of a local domain is built once (keyed as they are).
+    const document = rendered(`autoconfig ${domain}`, () => Buffer.from(thunderbirdAutoconfig(settings(), domain)));
+    return reply.type('application/xml; charset=utf-8').header('Cache-Control', 'max-age=3600').send(document);
   };
   app.get('/mail/config-v1.1.xml', autoconfig);
   app.get('/.well-known/autoconfig/mail/config-v1.1.xml', autoconfig);
