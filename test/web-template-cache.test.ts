@@ -35,7 +35,9 @@ describe('web: templates are read once', () => {
   });
 
   it('serves the same pages many times with the templates read from disk only the first time', async () => {
-    const pages = ['/', '/setup/thunderbird', '/troubleshooting'];
+    // "Can I send now?" is rendered for every request (the other help pages only once per
+    // language and domain, src/web/site.ts), so it is what shows whether templates are read again.
+    const pages = ['/', '/setup/thunderbird', '/troubleshooting', '/can-i-send'];
     for (const path of pages) assert.equal((await fetch(base + path)).status, 200);
     const firstRound = viewReads.length;
     assert.ok(firstRound > 0, 'the wrapper sees the template reads (else this test proves nothing)');
