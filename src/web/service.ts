@@ -9,7 +9,6 @@ import fastifyCookie from '@fastify/cookie';
 import fastifyFormbody from '@fastify/formbody';
 import fastifyStatic from '@fastify/static';
 import fastifyView from '@fastify/view';
-import { Eta } from 'eta';
 import Fastify, { type FastifyInstance } from 'fastify';
 import helmet from 'helmet';
 import type { Config } from '../config/schema.ts';
@@ -19,7 +18,7 @@ import { formatListenAddress, parseListenAddress, type ListenAddress } from '../
 import { readProxiedClient, refuseUnproxiedPeer, type ProxyListenerName } from '../net/proxy-admission.ts';
 import { TLS_MIN_VERSION, type TlsFiles } from '../tls/context.ts';
 import { BrowserSessions, loadSiteSecret } from './security.ts';
-import { registerSite, STATIC_DIR, VIEWS_DIR, type SiteStores } from './site.ts';
+import { registerSite, SITE_VIEWS, STATIC_DIR, VIEWS_DIR, type SiteStores } from './site.ts';
 import { registerAdminConsole, type AdminConsoleStores } from './admin/console.ts';
 import { registerSelfService, type SelfServiceOptions } from './account/routes.ts';
 
@@ -197,7 +196,7 @@ export class WebService {
       // production: @fastify/view sets eta's cache from it (NODE_ENV by default) on every render,
       // and without it each page read and compiled its templates again (a quarter of its CPU).
       // They are files shipped with popgate, which do not change while it runs.
-      await app.register(fastifyView, { engine: { eta: new Eta({ views: VIEWS_DIR, autoEscape: true, cache: true }) }, root: VIEWS_DIR, layout: 'layout.eta', viewExt: 'eta', production: true });
+      await app.register(fastifyView, { engine: { eta: SITE_VIEWS }, root: VIEWS_DIR, layout: 'layout.eta', viewExt: 'eta', production: true });
       // Fixed folder of our own files; @fastify/static refuses paths that leave it.
       await app.register(fastifyStatic, { root: STATIC_DIR, prefix: '/static/', index: false, list: false, dotfiles: 'deny' });
       const sessions = new BrowserSessions(secret!);

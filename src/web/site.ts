@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import { Eta } from 'eta';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { normalizeDomain, parseAddress } from '../accounts/address.ts';
 import type { Config } from '../config/schema.ts';
@@ -19,6 +20,12 @@ import { CsrfError } from './security.ts';
 // 404 that names only the domain asked about.
 
 export const VIEWS_DIR = join(import.meta.dirname, 'views');
+/**
+ * The site's templates: escaping by default, each read and compiled once (they ship with
+ * popgate and do not change while it runs). @fastify/view renders the account and error pages
+ * with them (src/web/service.ts); the help pages are rendered here, once per place.
+ */
+export const SITE_VIEWS = new Eta({ views: VIEWS_DIR, autoEscape: true, cache: true });
 export const STATIC_DIR = join(import.meta.dirname, 'static');
 export const LANG_COOKIE = 'popgate_lang';
 
@@ -162,29 +169,40 @@ export function registerSite(app: FastifyInstance, options: SiteOptions): void {
   // popgate runs (see `settings`): each is rendered at its first request and kept, so a visit
   // costs no template run, and no session either (the language switch needs none). The keys
   // are bounded: a language of two, a local domain (domainOf refuses others) and a route's own
-  // path; with many domains the oldest pages make room (about 10 KB each).
-  const renderedPages = new Map<string, Buffer | Promise<Buffer>>();
-  const RENDERED_PAGES_LIMIT = 2000;
+  // path; with many domains the oldest make room (a page is about 3 KB).
+  const kept = new Map<string, unknown>();
+  const KEPT_LIMIT = 2000;
 
-  /** The bytes kept under `key`, made (and kept) at its first request. */
-  function rendered<T extends Buffer | Promise<Buffer>>(key: string, make: () => T): T {
-    let body = renderedPages.get(key) as T | undefined;
-    if (!body) {
-      body = make();
-      if (renderedPages.size >= RENDERED_PAGES_LIMIT) renderedPages.delete(renderedPages.keys().next().value!);
-      renderedPages.set(key, body);
-      // A render that fails is not kept: the next request tries again.
-      if (body instanceof Promise) body.catch(() => renderedPages.get(key) === body && renderedPages.delete(key));
-    }
-    return body;
+  /** What is kept under `key`, made (and kept) at its first request. */
+  function keep<T>(key: string, make: () => T): T {
+    if (kept.has(key)) return kept.get(key) as T;
+    const made = make();
+    if (kept.size >= KEPT_LIMIT) kept.delete(kept.keys().next().value!);
+    kept.set(key, made);
+    return made;
   }
+
+  const placeKey = (place: Place) => `${place.lang} ${place.domain ?? ''} ${place.named ? 'named' : 'host'} ${place.path}`;
+
+  /** A page in the layout, as @fastify/view renders it; the templates are compiled once (SITE_VIEWS). */
+  const renderPage = (view: string, data: Record<string, unknown>): string => SITE_VIEWS.render('layout', { ...data, body: SITE_VIEWS.render(view, data) });
 
   const helpPage = async (request: FastifyRequest, reply: FastifyReply, path: string, view: string, pageData: (place: Place) => Record<string, unknown>) => {
     const place = await placeOf(request, path);
-    const key = `${place.lang} ${place.domain ?? ''} ${place.named ? 'named' : 'host'} ${path}`;
-    const body = await rendered(key, async () => Buffer.from(await app.view(view, { ...commonData(place), ...pageData(place) })));
+    const body = keep(`page ${placeKey(place)}`, () => Buffer.from(renderPage(view, { ...commonData(place), ...pageData(place) })));
     return sendPage(reply, place.lang, body);
   };
+
+  // "Can I send now?" answers each visitor, but around the answer it is a page like the others:
+  // its layout is kept per place, split where the body goes, and only the body is rendered per
+  // request (from its template, escaping by default, as every page).
+  const BODY_SLOT = '\u0000body\u0000';
+  const frameOf = (place: Place, title: string): [string, string] =>
+    keep(`frame ${placeKey(place)}`, () => {
+      const parts = SITE_VIEWS.render('layout', { ...commonData(place), title, body: BODY_SLOT }).split(BODY_SLOT);
+      if (parts.length !== 2) throw new Error('the layout must place the body exactly once');
+      return parts as [string, string];
+    });
 
   app.get('/', (request, reply) => helpPage(request, reply, '/', 'index', ({ lang }) => ({ title: UI[lang].help, clients: CLIENTS, selfService: config.self_service.enabled })));
 
@@ -227,7 +245,8 @@ export function registerSite(app: FastifyInstance, options: SiteOptions): void {
     }
     reply.header('Cache-Control', 'no-store');
     const place = await placeOf(request, '/can-i-send');
-    return sendPage(reply, lang, await app.view('can-i-send', { ...commonData(place), title: UI[lang].canISend, ip, answer, minutesLeft }));
+    const [head, tail] = frameOf(place, UI[lang].canISend);
+    return sendPage(reply, lang, head + SITE_VIEWS.render('can-i-send', { ...commonData(place), ip, answer, minutesLeft }) + tail);
   });
 
   // The language switch: a link that sets a preference cookie, then back to the page. A GET
@@ -257,7 +276,7 @@ export function registerSite(app: FastifyInstance, options: SiteOptions): void {
     const domain = await domainOf(request, asked);
     if (!domain) throw new PageError(404, 'no local mail domain matches this host name: add ?emailaddress=');
     // Like the help pages, the document of a local domain is built once (keyed as they are).
-    const document = rendered(`autoconfig ${domain}`, () => Buffer.from(thunderbirdAutoconfig(settings(), domain)));
+    const document = keep(`autoconfig ${domain}`, () => Buffer.from(thunderbirdAutoconfig(settings(), domain)));
     return reply.type('application/xml; charset=utf-8').header('Cache-Control', 'max-age=3600').send(document);
   };
   app.get('/mail/config-v1.1.xml', autoconfig);
