@@ -194,8 +194,9 @@ export class WebService {
       await app.register(fastifyFormbody, { bodyLimit: 4096 });
       await app.register(fastifyAccepts);
       // production: @fastify/view sets eta's cache from it (NODE_ENV by default) on every render,
-      // and without it each page read and compiled its templates again (a quarter of its CPU).
-      // They are files shipped with popgate, which do not change while it runs.
+      // and without it each page read and compiled its templates again (a quarter of its CPU);
+      // the eta instance is the help pages' too (src/web/site.ts). They are files shipped with
+      // popgate, which do not change while it runs.
       await app.register(fastifyView, { engine: { eta: SITE_VIEWS }, root: VIEWS_DIR, layout: 'layout.eta', viewExt: 'eta', production: true });
       // Fixed folder of our own files; @fastify/static refuses paths that leave it.
       await app.register(fastifyStatic, { root: STATIC_DIR, prefix: '/static/', index: false, list: false, dotfiles: 'deny' });

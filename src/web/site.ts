@@ -169,7 +169,8 @@ export function registerSite(app: FastifyInstance, options: SiteOptions): void {
   // popgate runs (see `settings`): each is rendered at its first request and kept, so a visit
   // costs no template run, and no session either (the language switch needs none). The keys
   // are bounded: a language of two, a local domain (domainOf refuses others) and a route's own
-  // path; with many domains the oldest make room (a page is about 3 KB).
+  // path; with many domains the oldest make room (a page is about 3 KB). The autoconfig
+  // documents and the layout of "Can I send now?" are kept here too, keyed alike.
   const kept = new Map<string, unknown>();
   const KEPT_LIMIT = 2000;
 
