@@ -153,7 +153,7 @@ describe('self-service pages in a real browser', { skip: chromiumMissing }, () =
     await page.getByRole('link', { name: '自動応答（不在通知）' }).first().click();
     await page.waitForURL(`${base}/account/vacation`);
     await shot(page, 'ja_vacation');
-    await page.getByRole('button', { name: 'English' }).click();
+    await page.getByRole('link', { name: 'English' }).click();
     await page.waitForURL(`${base}/account/vacation`);
     assert.equal(await page.locator('html').getAttribute('lang'), 'en');
     assert.equal(await page.locator('h1').textContent(), 'Vacation reply');

@@ -221,27 +221,70 @@ describe('web: automatic setup and bad input (plain HTTP, as the development ser
     assert.doesNotMatch(response.body, /example\.com|example\.org/);
   });
 
-  test('the language form: refused without the session cookie, with a forged token, and with another session\'s token', async () => {
-    const page = await send(web, '/');
-    const cookie = String(page.headers['set-cookie']).split(';')[0];
-    const token = /name="csrf" value="([^"]+)"/.exec(page.body)![1];
-    const form = (body: string, headers: Record<string, string> = {}) =>
-      send(web, '/language', { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers }, body });
-    const noCookie = await form(`csrf=${token}&lang=ja&back=/`);
-    assert.equal(noCookie.status, 403);
-    assert.match(noCookie.body, /no valid session cookie/);
-    const forged = await form(`csrf=${token.slice(0, -2)}xx&lang=ja&back=/`, { cookie });
-    assert.equal(forged.status, 403);
-    assert.equal(forged.headers['set-cookie'], undefined);
-    const other = await send(web, '/');
-    const otherToken = /name="csrf" value="([^"]+)"/.exec(other.body)![1];
-    assert.equal((await form(`csrf=${otherToken}&lang=ja&back=/`, { cookie })).status, 403);
-    // A forged session cookie (a signature that does not check out) is no session.
-    assert.equal((await form(`csrf=${token}&lang=ja`, { cookie: cookie.replace(/.$/, (c) => (c === 'A' ? 'B' : 'A')) })).status, 403);
-    const accepted = await form(`csrf=${encodeURIComponent(token)}&lang=ja&back=${encodeURIComponent('//evil.example/')}`, { cookie });
-    assert.equal(accepted.status, 303);
-    assert.equal(accepted.headers.location, '/', 'no open redirect');
-    assert.match(String(accepted.headers['set-cookie']), /popgate_lang=ja; Max-Age=\d+; Path=\/; HttpOnly; SameSite=Lax/);
+  test('a first visit to any help page sets no cookie: no session, no CSRF token, no form', async () => {
+    for (const path of ['/', '/setup/thunderbird', '/pop-before-smtp', '/port-25', '/troubleshooting', '/can-i-send', '/?domain=example.org']) {
+      const response = await send(web, path);
+      assert.equal(response.status, 200, path);
+      assert.equal(response.headers['set-cookie'], undefined, path);
+      assert.doesNotMatch(response.body, /<form|name="csrf"/, path);
+      assert.equal(response.headers['content-type'], 'text/html; charset=utf-8', path);
+      assert.equal(response.headers.vary, 'Accept-Language, Cookie', path);
+      assert.match(String(response.headers['content-security-policy']), /default-src 'self'/, path);
+      assert.equal(response.headers['x-content-type-options'], 'nosniff', path);
+    }
+    // helmet's headers, worked out once, are on every answer: errors and files too.
+    for (const path of ['/no-such-page', '/static/style.css', '/mail/config-v1.1.xml?emailaddress=alice%40example.com']) {
+      const response = await send(web, path);
+      assert.match(String(response.headers['content-security-policy']), /default-src 'self'/, path);
+      assert.equal(response.headers['x-frame-options'], 'SAMEORIGIN', path);
+      assert.equal(response.headers['strict-transport-security'], undefined, 'no HSTS over plain HTTP');
+    }
+  });
+
+  test('the language switch: links back to the same page, a cookie that sticks, no open redirect', async () => {
+    const english = await send(web, '/setup/thunderbird?domain=example.org', { headers: { 'accept-language': 'en' } });
+    assert.equal(english.headers['content-language'], 'en');
+    const link = /<a href="([^"]+)"[^>]* lang="ja"/.exec(english.body)![1].replaceAll('&amp;', '&');
+    assert.equal(link, `/language?lang=ja&back=${encodeURIComponent('/setup/thunderbird?domain=example.org')}`);
+    const switched = await send(web, link);
+    assert.equal(switched.status, 303);
+    assert.equal(switched.headers.location, '/setup/thunderbird?domain=example.org');
+    assert.match(String(switched.headers['set-cookie']), /^popgate_lang=ja; Max-Age=\d+; Path=\/; HttpOnly; SameSite=Lax$/);
+    const cookie = String(switched.headers['set-cookie']).split(';')[0];
+    // The choice wins over Accept-Language, on this page and the next.
+    for (const path of ['/setup/thunderbird?domain=example.org', '/troubleshooting', '/can-i-send']) {
+      const japanese = await send(web, path, { headers: { 'accept-language': 'en', cookie } });
+      assert.equal(japanese.headers['content-language'], 'ja', path);
+      assert.match(japanese.body, /<html lang="ja">/, path);
+    }
+    // Only a path of this site: another host, a scheme-relative or a backslashed one goes home.
+    for (const back of ['//evil.example/', 'https://evil.example/', '/\\evil.example', '/\r\nX-Injected: yes']) {
+      const answer = await send(web, `/language?lang=en&back=${encodeURIComponent(back)}`);
+      assert.equal(answer.status, 303, back);
+      assert.equal(answer.headers.location, '/', back);
+      assert.equal(answer.headers['x-injected'], undefined);
+    }
+    assert.equal((await send(web, '/language?lang=fr&back=/')).status, 400);
+    assert.equal((await send(web, '/language?lang=ja&back=/', { method: 'POST' })).status, 404, 'the switch is a link now, not a form');
+  });
+
+  test('a help page is the same for every visitor of one place, and differs by language, domain and ?domain=', async () => {
+    const get = (path: string, headers: Record<string, string> = {}) => send(web, path, { headers: { 'accept-language': 'en', ...headers } });
+    const first = await get('/troubleshooting');
+    assert.equal((await get('/troubleshooting')).body, first.body);
+    // The case of the path as sent (the routes are case-insensitive) is not a page of its own.
+    assert.equal((await get('/TroubleShooting')).body, first.body);
+    assert.notEqual((await get('/troubleshooting', { 'accept-language': 'ja' })).body, first.body);
+    const byHost = await get('/troubleshooting', { host: 'mail.example.org' });
+    assert.match(byHost.body, /you@example\.org/);
+    assert.doesNotMatch(byHost.body, /\?domain=/);
+    const named = await get('/troubleshooting?domain=Example.ORG');
+    assert.match(named.body, /you@example\.org/);
+    assert.match(named.body, /href="\/\?domain=example\.org"/);
+    // The host name is visitor input: one that is no local domain gets the page of none, as before.
+    const unknownHost = await get('/troubleshooting', { host: 'unknown.example' });
+    assert.equal(unknownHost.status, 200);
+    assert.match(unknownHost.body, /you@example\.com/);
   });
 
   test('"Can I send now?" answers for the real client: X-Forwarded-For only from a trusted proxy; never a user name', async () => {
@@ -295,7 +338,9 @@ describe('web: HTTPS with the mail certificate, HTTP redirecting to it', () => {
     const secure = await send(https, '/', { https: true });
     assert.equal(secure.status, 200);
     assert.match(secure.headers['strict-transport-security']!, /max-age=/);
-    assert.match(String(secure.headers['set-cookie']), /; Secure/);
+    assert.equal(secure.headers['set-cookie'], undefined);
+    const switched = await send(https, '/language?lang=ja&back=/', { https: true });
+    assert.match(String(switched.headers['set-cookie']), /^popgate_lang=ja;.*; Secure/);
     const redirected = await send(http, '/can-i-send?x=1', { headers: { host: 'mail.example.com' } });
     assert.equal(redirected.status, 301);
     assert.equal(redirected.headers.location, `https://mail.example.com:${https}/can-i-send?x=1`);

@@ -3,8 +3,10 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 
-// The web side's sessions and CSRF tokens, meant to be reused by every page that changes
-// something (the language now; customer self-service and the console later):
+// The web side's sessions and CSRF tokens, for every form that changes something (the
+// customer self-service pages, their login and the admin console's login). The public help
+// pages change nothing and make neither: their language switch is a link (src/web/site.ts
+// says why).
 //
 // - a browser session is a random id in a signed cookie (@fastify/cookie signs with the site
 //   secret): HttpOnly, SameSite=Strict, Secure over HTTPS;

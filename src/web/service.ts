@@ -9,7 +9,6 @@ import fastifyCookie from '@fastify/cookie';
 import fastifyFormbody from '@fastify/formbody';
 import fastifyStatic from '@fastify/static';
 import fastifyView from '@fastify/view';
-import { Eta } from 'eta';
 import Fastify, { type FastifyInstance } from 'fastify';
 import helmet from 'helmet';
 import type { Config } from '../config/schema.ts';
@@ -19,7 +18,7 @@ import { formatListenAddress, parseListenAddress, type ListenAddress } from '../
 import { readProxiedClient, refuseUnproxiedPeer, type ProxyListenerName } from '../net/proxy-admission.ts';
 import { TLS_MIN_VERSION, type TlsFiles } from '../tls/context.ts';
 import { BrowserSessions, loadSiteSecret } from './security.ts';
-import { registerSite, STATIC_DIR, VIEWS_DIR, type SiteStores } from './site.ts';
+import { registerSite, SITE_VIEWS, STATIC_DIR, VIEWS_DIR, type SiteStores } from './site.ts';
 import { registerAdminConsole, type AdminConsoleStores } from './admin/console.ts';
 import { registerSelfService, type SelfServiceOptions } from './account/routes.ts';
 
@@ -74,6 +73,21 @@ const READY_TIMEOUT_MS = 3000;
 
 type Handler = (request: IncomingMessage, response: ServerResponse) => void;
 type ConnectionHandler = (socket: Socket) => void;
+
+/** The headers helmet's middleware sets, recorded from one run of it. */
+function helmetHeaders(kind: 'http' | 'https'): Record<string, string> {
+  const headers: Record<string, string> = {};
+  const middleware = helmet({
+    // HSTS only where the page came over HTTPS: a development server on plain HTTP must not pin it.
+    strictTransportSecurity: kind === 'https' ? { maxAge: 180 * 24 * 3600 } : false,
+    contentSecurityPolicy: { directives: { 'upgrade-insecure-requests': null } },
+  });
+  const recorder = { setHeader: (name: string, value: string) => (headers[name.toLowerCase()] = value), removeHeader: () => {} };
+  let failed: unknown;
+  middleware({} as IncomingMessage, recorder as unknown as ServerResponse, (error?: unknown) => (failed = error));
+  if (failed || Object.keys(headers).length === 0) throw new Error(`helmet gave no security headers: ${String(failed)}`);
+  return headers;
+}
 
 export class WebService {
   readonly addresses: { http: string[]; https: string[]; metrics: string[] } = { http: [], https: [], metrics: [] };
@@ -166,27 +180,28 @@ export class WebService {
           return reply.redirect(`https://${host}${httpsPort === 443 ? '' : `:${httpsPort}`}${request.url}`, 301);
         });
       }
-      // Security headers from helmet, its middleware built once here: @fastify/helmet builds it
-      // again for every request (parsing the content security policy each time), about a tenth
-      // of what a help page cost (docs/benchmarks.md, "Web pages beside mail").
-      const securityHeaders = helmet({
-        // HSTS only where the page came over HTTPS: a development server on plain HTTP must not pin it.
-        strictTransportSecurity: kind === 'https' ? { maxAge: 180 * 24 * 3600 } : false,
-        contentSecurityPolicy: { directives: { 'upgrade-insecure-requests': null } },
+      // Security headers from helmet, worked out once here: with a fixed policy (no per-request
+      // nonce) they are the same on every answer, and handing them to fastify as one object
+      // spares each page helmet's dozen res.setHeader calls, each validating its header before
+      // fastify's writeHead validates them all again (docs/benchmarks.md, "Web pages beside mail").
+      const securityHeaders = helmetHeaders(kind);
+      app.addHook('onRequest', (_request, reply, done) => {
+        reply.headers(securityHeaders);
+        done();
       });
-      app.addHook('onRequest', (request, reply, done) => securityHeaders(request.raw, reply.raw, (error?: unknown) => done(error as Error | undefined)));
       // Signed cookies and CSRF tokens share the site secret (src/web/security.ts).
       await app.register(fastifyCookie, { secret: secret! });
       await app.register(fastifyFormbody, { bodyLimit: 4096 });
       await app.register(fastifyAccepts);
       // production: @fastify/view sets eta's cache from it (NODE_ENV by default) on every render,
-      // and without it each page read and compiled its templates again (a quarter of its CPU).
-      // They are files shipped with popgate, which do not change while it runs.
-      await app.register(fastifyView, { engine: { eta: new Eta({ views: VIEWS_DIR, autoEscape: true, cache: true }) }, root: VIEWS_DIR, layout: 'layout.eta', viewExt: 'eta', production: true });
+      // and without it each page read and compiled its templates again (a quarter of its CPU);
+      // the eta instance is the help pages' too (src/web/site.ts). They are files shipped with
+      // popgate, which do not change while it runs.
+      await app.register(fastifyView, { engine: { eta: SITE_VIEWS }, root: VIEWS_DIR, layout: 'layout.eta', viewExt: 'eta', production: true });
       // Fixed folder of our own files; @fastify/static refuses paths that leave it.
       await app.register(fastifyStatic, { root: STATIC_DIR, prefix: '/static/', index: false, list: false, dotfiles: 'deny' });
       const sessions = new BrowserSessions(secret!);
-      registerSite(app, { config, addresses: this.#deps.addresses, stores: this.#deps.stores!, sessions, log });
+      registerSite(app, { config, addresses: this.#deps.addresses, stores: this.#deps.stores!, log });
       if (this.#deps.backends) registerAdminConsole(app, { config, backends: this.#deps.backends, secret: secret!, sessions, log });
       if (this.#deps.selfService) registerSelfService(app, { config, sessions, log, ...this.#deps.selfService });
     }
