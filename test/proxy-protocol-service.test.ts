@@ -1,12 +1,10 @@
 import assert from 'node:assert/strict';
 import { connect, type Socket } from 'node:net';
-import { Duplex } from 'node:stream';
-import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { after, before, describe, test } from 'node:test';
 import { ConfigError, parseConfig } from '../src/config/load.ts';
 import { capturingLogger } from './helpers/outbound.ts';
 import { Pop3Client } from './helpers/pop3-client.ts';
-import { proxyV1, proxyV2, proxyV2Local, proxyV2Raw } from './helpers/proxy-header.ts';
+import { proxyV1, proxyV2, proxyV2Local, proxyV2Raw, tlsAfterProxyHeader } from './helpers/proxy-header.ts';
 import { message, PASSWORD, startTestServer, type TestServer } from './helpers/server.ts';
 import { SmtpClient } from './helpers/smtp-client.ts';
 import { LineReader, sleep, waitFor } from './helpers/wire.ts';
@@ -35,33 +33,7 @@ async function rawConnect(port: number, localAddress = BALANCER): Promise<Socket
 
 /** A TLS client whose first write (the ClientHello) leaves in one segment with `header` before it. */
 async function tlsAfterHeader(port: number, header: Buffer, together: boolean): Promise<LineReader> {
-  const raw = await rawConnect(port);
-  let transport: Socket | Duplex = raw;
-  if (together) {
-    let prefix: Buffer | undefined = header;
-    transport = new Duplex({
-      write(chunk: Buffer, _encoding, callback) {
-        raw.write(prefix ? Buffer.concat([prefix, chunk]) : chunk, callback);
-        prefix = undefined;
-      },
-      read() {},
-      final(callback) {
-        raw.end();
-        callback();
-      },
-    });
-    raw.on('data', (chunk) => (transport as Duplex).push(chunk));
-    raw.on('end', () => (transport as Duplex).push(null));
-  } else {
-    raw.write(header);
-    await sleep(30);
-  }
-  const secure: TLSSocket = tlsConnect({ socket: transport as Socket, rejectUnauthorized: false });
-  await new Promise<void>((resolve, reject) => {
-    secure.once('secureConnect', resolve);
-    secure.once('error', reject);
-  });
-  return new LineReader(secure);
+  return new LineReader(await tlsAfterProxyHeader(await rawConnect(port), header, together));
 }
 
 /** Whether the server closed the socket without sending a single byte. */

@@ -6,13 +6,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Duplex } from 'node:stream';
-import { connect as tlsConnect } from 'node:tls';
 import { after, before, describe, test } from 'node:test';
 import { ConfigError, parseConfig } from '../src/config/load.ts';
 import { freePort, missingEngine, startHaproxy, type RunningHaproxy } from './helpers/engines.ts';
 import { capturingLogger } from './helpers/outbound.ts';
 import { Pop3Client } from './helpers/pop3-client.ts';
-import { proxyV1, proxyV2, proxyV2Local } from './helpers/proxy-header.ts';
+import { proxyV1, proxyV2, proxyV2Local, tlsAfterProxyHeader } from './helpers/proxy-header.ts';
 import { MAIN, NODE } from './helpers/process.ts';
 import { PASSWORD, startTestServer, type TestServer } from './helpers/server.ts';
 import { sleep, waitFor } from './helpers/wire.ts';
@@ -102,34 +101,7 @@ function canISend(response: RawResponse): { ip: string | undefined; answer: stri
 
 /** Over TLS: the header in the clear, then the handshake (its ClientHello in the same segment as the header when `together`). */
 async function httpsThroughBalancer(port: number, header: Buffer, path: string, together: boolean, localAddress = BALANCER): Promise<RawResponse> {
-  const raw = await rawConnect(port, localAddress);
-  let transport: Socket | Duplex = raw;
-  if (together) {
-    let prefix: Buffer | undefined = header;
-    transport = new Duplex({
-      write(chunk: Buffer, _encoding, callback) {
-        raw.write(prefix ? Buffer.concat([prefix, chunk]) : chunk, callback);
-        prefix = undefined;
-      },
-      read() {},
-      final(callback) {
-        raw.end();
-        callback();
-      },
-    });
-    raw.on('data', (chunk) => (transport as Duplex).push(chunk));
-    raw.on('close', () => (transport as Duplex).destroy());
-  } else {
-    raw.write(header);
-    await sleep(20);
-  }
-  const secure = tlsConnect({ socket: transport as Socket, rejectUnauthorized: false, servername: 'mail.example.test' });
-  secure.on('error', () => {});
-  await new Promise<void>((resolve, reject) => {
-    secure.once('secureConnect', resolve);
-    secure.once('error', reject);
-    secure.once('close', () => reject(new Error('the server closed the connection before the handshake was done')));
-  });
+  const secure = await tlsAfterProxyHeader(await rawConnect(port, localAddress), header, together, 'mail.example.test');
   const response = readResponse(secure);
   secure.write(request(path));
   return response;

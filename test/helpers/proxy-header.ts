@@ -1,4 +1,6 @@
-import { isIPv6 } from 'node:net';
+import { isIPv6, type Socket } from 'node:net';
+import { Duplex } from 'node:stream';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 
 // PROXY protocol headers (HAProxy's doc/proxy-protocol.txt) as a load balancer sends them,
 // built by hand for tests: well-formed ones for the service tests, and the raw v2 layout for
@@ -38,4 +40,42 @@ export function proxyV2(source: string, sourcePort = 40000, destination = '192.0
 /** Version 2, LOCAL command: the balancer's own connection (a health check). */
 export function proxyV2Local(): Buffer {
   return proxyV2Raw(0x20, 0x00, Buffer.alloc(0));
+}
+
+/**
+ * A TLS client over `raw` that a balancer would make: `header` first, then the handshake; its
+ * ClientHello in the same segment as the header when `together`, else after a pause. Resolves
+ * once the handshake is done; rejects when the server closes first.
+ */
+export async function tlsAfterProxyHeader(raw: Socket, header: Buffer, together: boolean, servername?: string): Promise<TLSSocket> {
+  let transport: Socket | Duplex = raw;
+  if (together) {
+    let prefix: Buffer | undefined = header;
+    transport = new Duplex({
+      write(chunk: Buffer, _encoding, callback) {
+        raw.write(prefix ? Buffer.concat([prefix, chunk]) : chunk, callback);
+        prefix = undefined;
+      },
+      read() {},
+      final(callback) {
+        raw.end();
+        callback();
+      },
+    });
+    raw.on('data', (chunk) => (transport as Duplex).push(chunk));
+    raw.on('end', () => (transport as Duplex).push(null));
+    raw.on('close', () => (transport as Duplex).destroy());
+  } else {
+    raw.write(header);
+    await new Promise((resolve) => setTimeout(resolve, 30));
+  }
+  const secure = tlsConnect({ socket: transport as Socket, rejectUnauthorized: false, servername });
+  let failure: Error | undefined;
+  secure.on('error', (error) => (failure ??= error));
+  await new Promise<void>((resolve, reject) => {
+    secure.once('secureConnect', resolve);
+    // However the end shows first (an error, or only the close), it says the same.
+    secure.once('close', () => reject(new Error(`the server closed the connection before the handshake was done${failure ? ` (${failure.message})` : ''}`)));
+  });
+  return secure;
 }
