@@ -18,14 +18,16 @@ import { openSqlite, statementCache } from './open.ts';
 // (docs/benchmarks.md, "Quotas"). So deliveries' moves are held back for a moment and written
 // together in one transaction; this instance's reads write them first, so through one store
 // nothing is ever missing, and other processes see them within COUNTER_WRITE_DELAY_MS. A
-// process that dies holding moves (kill -9) would leave counters short: while it holds any it
-// has a row in counter_writers, written before the first held move returns and removed in the
-// transaction that writes them. A store that finds the row of a dead process on its machine
-// forgets every counter, and each mailbox is counted from its folder at its next use, as after
-// a crash of PostgreSQL (src/postgres/quotas.ts).
+// process that dies holding moves (kill -9) would leave counters short: from its first held
+// move until it closes the store (flush()), it has a row in counter_writers. A store that finds
+// the row of a dead process on its machine forgets every counter, and each mailbox is counted
+// from its folder at its next use, as after a crash of PostgreSQL (src/postgres/quotas.ts).
+// The row stays while the process runs rather than coming and going with each batch: a commit
+// of its own per batch, and the checkpoints (with their fsyncs) that the extra commits brought
+// on, cost as much again as the batch.
 
 /** How long a delivery's counter move is held back, to be written with the others of that moment. */
-export const COUNTER_WRITE_DELAY_MS = 20;
+export const COUNTER_WRITE_DELAY_MS = 100;
 /**
  * A counter value this instance wrote or read within this long is trusted to answer a held-back
  * move; an older one is read again by writing the move at once. Matches how long MailboxQuotas
@@ -64,8 +66,9 @@ export class SqliteQuotaStore implements QuotaStore {
   /** Each mailbox's counter as this instance last wrote or read it, held moves included. */
   readonly #known = new Map<string, { used: number; at: number }>();
   #writeTimer: NodeJS.Timeout | undefined;
-  /** This store's row in counter_writers while it holds moves: the machine, the process, and which store of it. */
+  /** This store's row in counter_writers once it has held a move: the machine, the process, and which store of it. */
   readonly #writer = [hostname(), process.pid, randomUUID()] as const;
+  #writerRowWritten = false;
 
   /** `db`: popgate.sqlite (fully synced); `usage`: the counters' own file (openUsageDatabase). */
   constructor(db: DatabaseSync, usage: DatabaseSync) {
@@ -90,9 +93,13 @@ export class SqliteQuotaStore implements QuotaStore {
     });
   }
 
-  /** Writes the counter moves held back; before closing the database, and for readers elsewhere. */
+  /** Writes the counter moves held back, and takes this store off counter_writers; before closing the database, and for readers elsewhere. */
   async flush(): Promise<void> {
     this.#writeHeld();
+    if (this.#writerRowWritten) {
+      this.#counters('DELETE FROM counter_writers WHERE host = ? AND pid = ? AND instance = ?').run(...this.#writer);
+      this.#writerRowWritten = false;
+    }
   }
 
   #writeHeld(): void {
@@ -107,7 +114,6 @@ export class SqliteQuotaStore implements QuotaStore {
         if (row) this.#know(address, row.used, now);
         else this.#known.delete(address);
       }
-      this.#counters('DELETE FROM counter_writers WHERE host = ? AND pid = ? AND instance = ?').run(...this.#writer);
     });
     this.#held.clear();
     clearTimeout(this.#writeTimer);
@@ -176,9 +182,12 @@ export class SqliteQuotaStore implements QuotaStore {
     // Deliveries to a counter seen a moment ago are held back; a deletion (which the floor at
     // zero must judge against the real value) or a counter not seen lately is written now.
     if (delta >= 0 && known && now - known.at < KNOWN_FOR_MS) {
-      if (this.#held.size === 0) {
+      if (!this.#writerRowWritten) {
         // Before the first held move returns: a crash from here on is seen by the next store.
         this.#counters('INSERT OR IGNORE INTO counter_writers (host, pid, instance) VALUES (?, ?, ?)').run(...this.#writer);
+        this.#writerRowWritten = true;
+      }
+      if (this.#held.size === 0) {
         this.#writeTimer = setTimeout(() => this.#writeHeldInBackground(), COUNTER_WRITE_DELAY_MS);
         this.#writeTimer.unref();
       }
