@@ -71,22 +71,26 @@ async function startPopgate(quotas: boolean, cpuProfDir: string | undefined): Pr
   return { server, port, dataDir };
 }
 
-/** `runs` alternating runs of `messages` 1 KB messages each, without and with quotas. */
+/** `runs` runs of `messages` 1 KB messages each, without and with quotas, each run on a fresh pair of servers. */
 export async function runQuotaRows(options: { runs: number; messages: number; progress: (text: string) => void; cpuProfDir?: string }): Promise<QuotaRows> {
-  const started: { server: PopgateChild; port: number; dataDir: string }[] = [];
-  try {
-    const off = await startPopgate(false, options.cpuProfDir);
-    started.push(off);
-    const on = await startPopgate(true, options.cpuProfDir);
-    started.push(on);
-    const messages = new MessageSet({ size: 1024, from: 'sender@remote.example', to: SINK, tag: 'quota' });
-    const accept = (port: number, total: number) =>
-      runAccept({ endpoint: { host: '127.0.0.1', port }, clients: CLIENTS, total, messages, from: 'sender@remote.example', to: SINK, pipelining: false });
-    // Warm-up, not measured: the JIT, the page cache, SQLite's statements.
-    await accept(off.port, Math.min(200, options.messages));
-    await accept(on.port, Math.min(200, options.messages));
-    const rows: QuotaRows = { off: [], on: [], cpuOff: [], cpuOn: [] };
-    for (let run = 0; run < options.runs; run++) {
+  const messages = new MessageSet({ size: 1024, from: 'sender@remote.example', to: SINK, tag: 'quota' });
+  const accept = (port: number, total: number) =>
+    runAccept({ endpoint: { host: '127.0.0.1', port }, clients: CLIENTS, total, messages, from: 'sender@remote.example', to: SINK, pipelining: false });
+  const rows: QuotaRows = { off: [], on: [], cpuOff: [], cpuOn: [] };
+  for (let run = 0; run < options.runs; run++) {
+    // A fresh pair of servers for every run: one long-lived process can run 15 % faster or
+    // slower than another of the same build for its whole life (measured: the same two
+    // processes kept their order over fifteen runs, and the order flipped with the next pair),
+    // which would come out as a difference between quotas on and off.
+    const started: { server: PopgateChild; port: number; dataDir: string }[] = [];
+    try {
+      const off = await startPopgate(false, options.cpuProfDir);
+      started.push(off);
+      const on = await startPopgate(true, options.cpuProfDir);
+      started.push(on);
+      // Warm-up as long as a run, not measured: the JIT, the page cache, SQLite's statements.
+      await accept(off.port, options.messages);
+      await accept(on.port, options.messages);
       // Alternating which goes first, so neither always runs on a machine warmed by the other.
       const order = run % 2 === 0 ? (['off', 'on'] as const) : (['on', 'off'] as const);
       for (const which of order) {
@@ -101,12 +105,12 @@ export async function runQuotaRows(options: { runs: number; messages: number; pr
           `  SMTP accept 1 KB, quotas ${which}, run ${run + 1}/${options.runs}: ${result.messagesPerSecond.toFixed(0)} msg/s${cpu !== undefined ? `, ${cpu.toFixed(0)} µs CPU/msg` : ''}`,
         );
       }
-    }
-    return rows;
-  } finally {
-    for (const { server, dataDir } of started) {
-      await server.stop().catch(() => {});
-      rmSync(dataDir, { recursive: true, force: true });
+    } finally {
+      for (const { server, dataDir } of started) {
+        await server.stop().catch(() => {});
+        rmSync(dataDir, { recursive: true, force: true });
+      }
     }
   }
+  return rows;
 }
