@@ -7,7 +7,7 @@ import { Pop3Client } from './helpers/pop3-client.ts';
 import { proxyV1, proxyV2, proxyV2Local, proxyV2Raw, tlsAfterProxyHeader } from './helpers/proxy-header.ts';
 import { message, PASSWORD, startTestServer, type TestServer } from './helpers/server.ts';
 import { SmtpClient } from './helpers/smtp-client.ts';
-import { LineReader, sleep, waitFor } from './helpers/wire.ts';
+import { closedInSilence, LineReader, sleep, waitFor } from './helpers/wire.ts';
 
 // Listeners behind a load balancer: a connection from a balancer listed in
 // proxy_protocol_from starts with a PROXY header (written here by hand; the HAProxy test
@@ -34,22 +34,6 @@ async function rawConnect(port: number, localAddress = BALANCER): Promise<Socket
 /** A TLS client whose first write (the ClientHello) leaves in one segment with `header` before it. */
 async function tlsAfterHeader(port: number, header: Buffer, together: boolean): Promise<LineReader> {
   return new LineReader(await tlsAfterProxyHeader(await rawConnect(port), header, together));
-}
-
-/** Whether the server closed the socket without sending a single byte. */
-async function closedInSilence(socket: Socket, timeoutMs = 3000): Promise<boolean> {
-  let received = 0;
-  socket.on('data', (chunk: Buffer) => (received += chunk.length));
-  if (!socket.destroyed && socket.readyState !== 'closed') {
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('the server kept the connection open')), timeoutMs);
-      socket.once('close', () => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
-  }
-  return received === 0;
 }
 
 describe('PROXY protocol: listeners behind a load balancer', () => {

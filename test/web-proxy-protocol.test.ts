@@ -14,7 +14,7 @@ import { Pop3Client } from './helpers/pop3-client.ts';
 import { proxyV1, proxyV2, proxyV2Local, tlsAfterProxyHeader } from './helpers/proxy-header.ts';
 import { MAIN, NODE } from './helpers/process.ts';
 import { PASSWORD, startTestServer, type TestServer } from './helpers/server.ts';
-import { sleep, waitFor } from './helpers/wire.ts';
+import { closedInSilence, sleep, waitFor } from './helpers/wire.ts';
 
 // The web listeners behind a load balancer in TCP mode: with [http]/[https]
 // proxy_protocol_from, a connection from a listed balancer starts with a PROXY header
@@ -76,22 +76,6 @@ async function sendThroughBalancer(port: number, chunks: Buffer[], localAddress 
     socket.write(chunk);
   }
   return response;
-}
-
-/** Whether the server closed the socket without sending a single byte. */
-async function closedInSilence(socket: Socket, timeoutMs = 3000): Promise<boolean> {
-  let received = 0;
-  socket.on('data', (chunk: Buffer) => (received += chunk.length));
-  if (!socket.destroyed && socket.readyState !== 'closed') {
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('the server kept the connection open')), timeoutMs);
-      socket.once('close', () => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
-  }
-  return received === 0;
 }
 
 /** The address the "Can I send now?" page names, and its answer. */

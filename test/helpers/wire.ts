@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 
 // Small tools for tests that work below Pop3Client: reading lines from any stream (a raw
@@ -127,4 +128,20 @@ export class Xorshift32 {
     for (let i = 0; i < length; i++) out[i] = this.next() & 0xff;
     return out;
   }
+}
+
+/** Whether the server closed the socket without sending a single byte. */
+export async function closedInSilence(socket: Socket, timeoutMs = 3000): Promise<boolean> {
+  let received = 0;
+  socket.on('data', (chunk: Buffer) => (received += chunk.length));
+  if (!socket.destroyed && socket.readyState !== 'closed') {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('the server kept the connection open')), timeoutMs);
+      socket.once('close', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+  return received === 0;
 }
