@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import { parseConfig } from '../src/config/load.ts';
 import { silentLogger } from '../src/log/logger.ts';
 import { openBackends } from '../src/server/app.ts';
-import { MAIN, NODE } from './helpers/process.ts';
+import { runPopgate } from './helpers/cli.ts';
 
 // `popgate admin add/passwd/remove/list` as an operator runs them, and the audit entries the
 // CLI's changes leave (actor "cli", never a password).
@@ -19,17 +18,8 @@ describe('popgate admin commands', () => {
   before(() => writeFileSync(config, toml));
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  function popgate(args: string[], input = ''): Promise<{ code: number; stdout: string; stderr: string }> {
-    return new Promise((resolve) => {
-      const child = spawn(NODE, [MAIN, '--config', config, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d) => (stdout += d));
-      child.stderr.on('data', (d) => (stderr += d));
-      child.stdin.end(input);
-      child.on('exit', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-    });
-  }
+  const popgate = (args: string[], input = '') => runPopgate(config, args, {}, input);
+
 
   const withBackends = async <T>(fn: (backends: Awaited<ReturnType<typeof openBackends>>) => Promise<T>): Promise<T> => {
     const backends = await openBackends(parseConfig({ data_dir: join(dir, 'data'), hostname: 'mail.example.test' }, 'test'), silentLogger());

@@ -4,7 +4,7 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { Pop3Client } from './helpers/pop3-client.ts';
+import { pop3LoginAnswer } from './helpers/pop3-client.ts';
 import { spawnNode, writeConfig, type NodeProcess } from './helpers/process.ts';
 import { PASSWORD, startTestServer, type TestServer } from './helpers/server.ts';
 import { SmtpClient } from './helpers/smtp-client.ts';
@@ -51,15 +51,6 @@ function observations(families: Map<string, Family>, name: string): number {
   return family.metrics.reduce((sum, sample) => sum + Number(sample.buckets?.['+Inf'] ?? 0), 0);
 }
 
-async function pop3Login(port: number, user: string, password: string, localAddress = '127.0.0.1'): Promise<string> {
-  const client = await Pop3Client.connect(port, { localAddress });
-  await client.line();
-  const answer = await client.login(user, password);
-  await client.command('QUIT');
-  client.close();
-  return answer;
-}
-
 describe('metrics of one process', () => {
   let server: TestServer;
   let metricsUrl: string;
@@ -104,24 +95,24 @@ describe('metrics of one process', () => {
 
   test('a POP3 login raises the login counter and the grant gauge; a wrong password the failures, then a lockout', async () => {
     const before = await scrape(metricsUrl);
-    assert.match(await pop3Login(server.pop3Port, 'alice@example.com', PASSWORD), /^\+OK/);
+    assert.match(await pop3LoginAnswer(server.pop3Port, 'alice@example.com', PASSWORD), /^\+OK/);
     const afterLogin = await scrape(metricsUrl);
     assert.equal(value(afterLogin, 'popgate_logins_total', { protocol: 'pop3', result: 'success' }), value(before, 'popgate_logins_total', { protocol: 'pop3', result: 'success' }) + 1);
     assert.equal(value(afterLogin, 'popgate_pop_before_smtp_grants'), 1);
     assert.ok(value(afterLogin, 'popgate_connections_total', { listener: 'pop3' }) >= 1);
     assert.equal(observations(afterLogin, 'popgate_login_duration_seconds'), observations(before, 'popgate_login_duration_seconds') + 1);
     // Two failures from one address reach lockout_threshold = 2.
-    for (let i = 0; i < 2; i++) assert.match(await pop3Login(server.pop3Port, 'alice@example.com', 'wrong', '127.0.0.4'), /^-ERR \[AUTH\]/);
+    for (let i = 0; i < 2; i++) assert.match(await pop3LoginAnswer(server.pop3Port, 'alice@example.com', 'wrong', '127.0.0.4'), /^-ERR \[AUTH\]/);
     const afterFailures = await scrape(metricsUrl);
     assert.equal(value(afterFailures, 'popgate_logins_total', { protocol: 'pop3', result: 'failed' }), 2);
     assert.equal(value(afterFailures, 'popgate_lockouts_total'), 1);
-    assert.match(await pop3Login(server.pop3Port, 'alice@example.com', PASSWORD, '127.0.0.4'), /^-ERR \[AUTH\] Too many failed logins/);
+    assert.match(await pop3LoginAnswer(server.pop3Port, 'alice@example.com', PASSWORD, '127.0.0.4'), /^-ERR \[AUTH\] Too many failed logins/);
     assert.equal(value(await scrape(metricsUrl), 'popgate_logins_total', { protocol: 'pop3', result: 'locked' }), 1);
   });
 
   test('relay decisions by result, accepted messages, and the queue they leave behind', async () => {
     // 127.0.0.1 holds the grant of the previous test; 127.0.0.5 holds none.
-    if (value(await scrape(metricsUrl), 'popgate_pop_before_smtp_grants') === 0) await pop3Login(server.pop3Port, 'alice@example.com', PASSWORD);
+    if (value(await scrape(metricsUrl), 'popgate_pop_before_smtp_grants') === 0) await pop3LoginAnswer(server.pop3Port, 'alice@example.com', PASSWORD);
     const granted = await SmtpClient.connect(server.smtpPort);
     await granted.hello();
     assert.match(await granted.send('alice@example.com', ['someone@remote.example'], 'Subject: out\r\n\r\nhello\r\n'), /^250/);
@@ -174,7 +165,7 @@ describe('delivery metrics', () => {
   });
 
   test('a relayed message delivered raises the delivery counter and empties the queue gauge', async () => {
-    assert.match(await pop3Login(server.pop3Port, 'alice@example.com', PASSWORD), /^\+OK/);
+    assert.match(await pop3LoginAnswer(server.pop3Port, 'alice@example.com', PASSWORD), /^\+OK/);
     const smtp = await SmtpClient.connect(server.smtpPort);
     await smtp.hello();
     assert.match(await smtp.send('alice@example.com', ['bob@remote.example'], 'Subject: out\r\n\r\nhello\r\n'), /^250/);
@@ -238,7 +229,7 @@ describe('metrics of two worker processes, merged by their primary', () => {
     for (let i = 0; i < 4; i++) assert.equal((await fetch(`${web}/`)).status, 200);
     // 16 connections: the kernel's spread leaves one worker without any once in 30,000 runs.
     const logins = 16;
-    for (let i = 0; i < logins; i++) assert.match(await pop3Login(node.ports.pop3, 'alice@example.test', PASSWORD), /^\+OK/);
+    for (let i = 0; i < logins; i++) assert.match(await pop3LoginAnswer(node.ports.pop3, 'alice@example.test', PASSWORD), /^\+OK/);
     const servedBy = new Set(node.log.filter((e) => e.event === 'login').map((e) => e.pid));
     const metrics = `http://127.0.0.1:${node.ports.metrics}`;
     const families = await scrape(`${metrics}/metrics`);

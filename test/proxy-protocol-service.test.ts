@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { ConfigError, parseConfig } from '../src/config/load.ts';
 import { capturingLogger } from './helpers/outbound.ts';
@@ -7,7 +7,7 @@ import { Pop3Client } from './helpers/pop3-client.ts';
 import { proxyV1, proxyV2, proxyV2Local, proxyV2Raw, tlsAfterProxyHeader } from './helpers/proxy-header.ts';
 import { message, PASSWORD, startTestServer, type TestServer } from './helpers/server.ts';
 import { SmtpClient } from './helpers/smtp-client.ts';
-import { closedInSilence, LineReader, sleep, waitFor } from './helpers/wire.ts';
+import { closedInSilence, connectFrom, LineReader, sleep, waitFor } from './helpers/wire.ts';
 
 // Listeners behind a load balancer: a connection from a balancer listed in
 // proxy_protocol_from starts with a PROXY header (written here by hand; the HAProxy test
@@ -21,15 +21,7 @@ function portOf(address: string): number {
   return Number(address.split(':').pop());
 }
 
-async function rawConnect(port: number, localAddress = BALANCER): Promise<Socket> {
-  const socket = connect({ host: '127.0.0.1', port, localAddress });
-  socket.on('error', () => {});
-  await new Promise<void>((resolve, reject) => {
-    socket.once('connect', resolve);
-    socket.once('error', reject);
-  });
-  return socket;
-}
+const rawConnect = (port: number, localAddress = BALANCER): Promise<Socket> => connectFrom(port, localAddress);
 
 /** A TLS client whose first write (the ClientHello) leaves in one segment with `header` before it. */
 async function tlsAfterHeader(port: number, header: Buffer, together: boolean): Promise<LineReader> {

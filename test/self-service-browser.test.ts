@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { chromiumMissing, launchChromium, screenshots, seriousViolations } from './helpers/browser.ts';
-import { Pop3Client } from './helpers/pop3-client.ts';
+import { pop3LoginAnswer } from './helpers/pop3-client.ts';
 import { PASSWORD, startTestServer, type TestServer } from './helpers/server.ts';
 
 // The customers' self-service pages in a real browser (Debian's chromium, as in
@@ -13,19 +13,6 @@ import { PASSWORD, startTestServer, type TestServer } from './helpers/server.ts'
 const portOf = (address: string) => Number(address.split(':').pop());
 
 const shot = screenshots('account');
-
-/** A POP3 login over a real socket, as a mail program makes it: the server's answer to PASS. */
-async function pop3Login(port: number, user: string, password: string): Promise<string> {
-  const client = await Pop3Client.connect(port);
-  try {
-    await client.line();
-    const answer = await client.login(user, password);
-    await client.command('QUIT').catch(() => {});
-    return answer;
-  } finally {
-    client.close();
-  }
-}
 
 describe('self-service pages in a real browser', { skip: chromiumMissing }, () => {
   let browser: Browser;
@@ -56,7 +43,7 @@ describe('self-service pages in a real browser', { skip: chromiumMissing }, () =
     const address = 'erin@example.com';
     await server.addUser(address);
     await server.deliver(address, `Subject: hello\r\n\r\n${'x'.repeat(100_000)}\r\n`);
-    assert.match(await pop3Login(server.pop3Port, address, PASSWORD), /^\+OK/);
+    assert.match(await pop3LoginAnswer(server.pop3Port, address, PASSWORD), /^\+OK/);
     const ctx = await context();
     const page = await ctx.newPage();
     await logIn(page, address, PASSWORD);
@@ -77,8 +64,8 @@ describe('self-service pages in a real browser', { skip: chromiumMissing }, () =
     assert.match((await page.locator('#notice').textContent())!, /Your password has been changed/);
     await shot(page, 'en_password_changed');
 
-    assert.match(await pop3Login(server.pop3Port, address, 'a brand new secret'), /^\+OK/, 'the new password works for POP3');
-    assert.match(await pop3Login(server.pop3Port, address, PASSWORD), /^-ERR/, 'the old one does not');
+    assert.match(await pop3LoginAnswer(server.pop3Port, address, 'a brand new secret'), /^\+OK/, 'the new password works for POP3');
+    assert.match(await pop3LoginAnswer(server.pop3Port, address, PASSWORD), /^-ERR/, 'the old one does not');
 
     // Logged out: the overview sends the browser back to the login page.
     await page.getByRole('button', { name: 'Log out' }).click();

@@ -3,7 +3,7 @@ import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { after, before, describe, test } from 'node:test';
 import { runPopgate } from './helpers/cli.ts';
-import { Pop3Client } from './helpers/pop3-client.ts';
+import { pop3LoginAnswer } from './helpers/pop3-client.ts';
 import { writeConfig } from './helpers/process.ts';
 import { PASSWORD, startTestServer, type TestServer } from './helpers/server.ts';
 import { SmtpClient } from './helpers/smtp-client.ts';
@@ -89,18 +89,6 @@ const portOf = (address: string) => Number(address.split(':').pop());
 function textOf(html: string, id: string): string | undefined {
   const match = new RegExp(`id="${id}"[^>]*>([\\s\\S]*?)</`).exec(html);
   return match?.[1].replace(/<[^>]+>/g, '').replace(/&quot;/g, '"').replace(/&#39;/g, "'").replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&').trim();
-}
-
-async function pop3Login(port: number, user: string, password: string): Promise<string> {
-  const client = await Pop3Client.connect(port);
-  try {
-    await client.line();
-    const answer = await client.login(user, password);
-    await client.command('QUIT').catch(() => {});
-    return answer;
-  } finally {
-    client.close();
-  }
 }
 
 const ALICE = 'alice@example.com';
@@ -368,7 +356,7 @@ describe('self-service: one lockout for the web and POP3', () => {
   test('wrong passwords on the web lock POP3 out for that address, and POP3 failures lock the web out', async () => {
     const web = new WebClient(port);
     for (let i = 0; i < 3; i++) await web.login(ALICE, `wrong ${i}`);
-    const pop3 = await pop3Login(server.pop3Port, ALICE, PASSWORD);
+    const pop3 = await pop3LoginAnswer(server.pop3Port, ALICE, PASSWORD);
     assert.match(pop3, /^-ERR/);
     assert.match(pop3, /locked|too many/i);
     // Locked out on the web too, right password or not, with the time to wait.
@@ -381,7 +369,7 @@ describe('self-service: one lockout for the web and POP3', () => {
     await server.app.backends.guard.reset();
     assert.equal((await web.login(ALICE, PASSWORD)).status, 303, 'free again after the reset');
     const fresh = new WebClient(port);
-    for (let i = 0; i < 3; i++) assert.match(await pop3Login(server.pop3Port, ALICE, `wrong ${i}`), /^-ERR/);
+    for (let i = 0; i < 3; i++) assert.match(await pop3LoginAnswer(server.pop3Port, ALICE, `wrong ${i}`), /^-ERR/);
     const afterPop3 = await fresh.login(ALICE, PASSWORD);
     assert.equal(afterPop3.status, 429);
   });

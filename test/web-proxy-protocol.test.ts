@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -14,7 +14,7 @@ import { Pop3Client } from './helpers/pop3-client.ts';
 import { proxyV1, proxyV2, proxyV2Local, tlsAfterProxyHeader } from './helpers/proxy-header.ts';
 import { MAIN, NODE } from './helpers/process.ts';
 import { PASSWORD, startTestServer, type TestServer } from './helpers/server.ts';
-import { closedInSilence, sleep, waitFor } from './helpers/wire.ts';
+import { closedInSilence, connectFrom, sleep, waitFor } from './helpers/wire.ts';
 
 // The web listeners behind a load balancer in TCP mode: with [http]/[https]
 // proxy_protocol_from, a connection from a listed balancer starts with a PROXY header
@@ -27,15 +27,7 @@ const OUTSIDER = '127.0.0.5';
 
 const portOf = (address: string) => Number(address.split(':').pop());
 
-async function rawConnect(port: number, localAddress = BALANCER): Promise<Socket> {
-  const socket = connect({ host: '127.0.0.1', port, localAddress });
-  socket.on('error', () => {});
-  await new Promise<void>((resolve, reject) => {
-    socket.once('connect', resolve);
-    socket.once('error', reject);
-  });
-  return socket;
-}
+const rawConnect = (port: number, localAddress = BALANCER): Promise<Socket> => connectFrom(port, localAddress);
 
 interface RawResponse {
   status: number;

@@ -7,14 +7,15 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs `popgate --config FILE ARGS…` as its own process, as an operator would. */
-export function runPopgate(config: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+/** Runs `popgate --config FILE ARGS…` as its own process, as an operator would; `input`, if given, is its standard input. */
+export function runPopgate(config: string, args: string[], env: NodeJS.ProcessEnv = {}, input?: string): Promise<CliResult> {
   return new Promise((resolve) => {
-    const child = spawn(NODE, [MAIN, '--config', config, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    const child = spawn(NODE, [MAIN, '--config', config, ...args], { stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (chunk) => (stdout += chunk));
-    child.stderr.on('data', (chunk) => (stderr += chunk));
+    child.stdout!.on('data', (chunk) => (stdout += chunk));
+    child.stderr!.on('data', (chunk) => (stderr += chunk));
+    child.stdin?.end(input);
     child.on('exit', (code) => resolve({ code: code ?? -1, stdout, stderr }));
   });
 }

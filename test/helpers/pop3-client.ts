@@ -140,3 +140,16 @@ export class Pop3Client {
     this.socket.destroy();
   }
 }
+
+/** One POP3 login over a real socket, as a mail program makes it (then QUIT): the server's answer to PASS. */
+export async function pop3LoginAnswer(port: number, user: string, password: string, localAddress?: string): Promise<string> {
+  const client = await Pop3Client.connect(port, { localAddress });
+  try {
+    await client.line();
+    const answer = await client.login(user, password);
+    await client.command('QUIT').catch(() => {});
+    return answer;
+  } finally {
+    client.close();
+  }
+}

@@ -1,4 +1,4 @@
-import type { Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 
 // Small tools for tests that work below Pop3Client: reading lines from any stream (a raw
@@ -144,4 +144,15 @@ export async function closedInSilence(socket: Socket, timeoutMs = 3000): Promise
     });
   }
   return received === 0;
+}
+
+/** A plain TCP connection to 127.0.0.1:`port` from `localAddress` (another 127.x address plays another client or a balancer). */
+export async function connectFrom(port: number, localAddress: string): Promise<Socket> {
+  const socket = connect({ host: '127.0.0.1', port, localAddress });
+  socket.on('error', () => {});
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', resolve);
+    socket.once('error', reject);
+  });
+  return socket;
 }
