@@ -69,6 +69,7 @@ describe('popgate user forward, vacation and quota', () => {
     await refused(['user', 'vacation', 'bob@example.test', '--subject', 'Away', '--body-file', huge], /huge\.txt is 3 MB: a vacation reply is at most 16 KB/);
     await refused(['user', 'vacation', 'bob@example.test', '--subject', 'Away', '--body-file', body, '--until', '2001-01-01'], /--until 2001-01-01 is in the past/);
     await refused(['user', 'vacation', 'bob@example.test', '--subject', 'Away', '--body-file', body, '--until', 'next week'], /--until "next week" is not a date/);
+    await refused(['user', 'vacation', 'bob@example.test', '--subject', 'Away', '--body-file', body, '--until', '2099-02-31'], /--until "2099-02-31" is not a date/);
     await refused(['user', 'vacation', 'bob@example.test', '--subject', 'Away'], /needs both --subject and --body-file/);
     await refused(['user', 'vacation', 'bob@example.test', '--subject', 'x'.repeat(300), '--body-file', body], /subject is longer than 200 characters/);
     assert.equal((await popgate(['user', 'vacation', 'bob@example.test'])).stdout, 'bob@example.test has no vacation reply\n');

@@ -38,6 +38,8 @@ export function parseVacationUntil(text: string): number | undefined {
   const day = /^(\d{4})-(\d{2})-(\d{2})$/.exec(text);
   const at = day ? Date.UTC(Number(day[1]), Number(day[2]) - 1, Number(day[3]), 23, 59, 59, 999) : Date.parse(text);
   if (!Number.isFinite(at) || (!day && !/[zZ]|[+-]\d{2}:?\d{2}$/.test(text))) return undefined;
+  // Date.UTC rolls 2026-02-31 over into March: only a day of the calendar is a date.
+  if (day && new Date(at).toISOString().slice(0, 10) !== text) return undefined;
   return at;
 }
 

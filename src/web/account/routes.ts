@@ -358,8 +358,7 @@ export function registerSelfService(app: FastifyInstance, options: SelfServiceOp
         if (untilText !== '') {
           if (!/^\d{4}-\d{2}-\d{2}$/.test(untilText)) return again(a.untilInvalid);
           until = parseVacationUntil(untilText);
-          // Date.UTC rolls 2026-02-31 over into March: only a day of the calendar is a date.
-          if (until === undefined || new Date(until).toISOString().slice(0, 10) !== untilText) return again(a.untilInvalid);
+          if (until === undefined) return again(a.untilInvalid);
           if (until < Date.now()) return again(a.untilPast);
         }
         await stores.vacations.set(address, { subject, body, since: Date.now(), until });
