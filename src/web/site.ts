@@ -259,7 +259,7 @@ export function registerSite(app: FastifyInstance, options: SiteOptions): void {
     const query = request.query as Record<string, unknown>;
     const lang = query.lang;
     if (lang !== 'en' && lang !== 'ja') throw new PageError(400, 'lang must be "en" or "ja"');
-    const back = typeof query.back === 'string' && /^\/(?!\/)[A-Za-z0-9\-._~/?=&%]{0,200}$/.test(query.back) && !query.back.includes('\\') ? query.back : '/';
+    const back = typeof query.back === 'string' && /^\/(?!\/)[A-Za-z0-9\-._~/?=&%]{0,200}$/.test(query.back) ? query.back : '/';
     reply.setCookie(LANG_COOKIE, lang, { path: '/', httpOnly: true, sameSite: 'lax', secure: request.protocol === 'https', maxAge: 365 * 24 * 3600 });
     return reply.header('Cache-Control', 'no-store').redirect(back, 303);
   });
