@@ -1,5 +1,5 @@
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
-import { statementCache } from './open.ts';
+import { statementCache, writeTransaction } from './open.ts';
 import { parseAddress } from '../accounts/address.ts';
 import { refusal, requireAddress, requireDomain, requirePassword, requireStoredHash } from '../accounts/checks.ts';
 import { schemeOf } from '../accounts/legacy-hash.ts';
@@ -220,14 +220,9 @@ export class SqliteAccountStore implements AccountStore {
     const targets = targetInputs.map((t) => requireAddress(t).address);
     if (targets.includes(alias.address)) throw refusal.aliasToItself(alias.address);
     const insert = this.#sql('INSERT OR IGNORE INTO aliases (alias, domain, target) VALUES (?, ?, ?)');
-    this.#db.exec('BEGIN IMMEDIATE');
-    try {
+    writeTransaction(this.#db, () => {
       for (const target of targets) insert.run(alias.address, alias.domain, target);
-      this.#db.exec('COMMIT');
-    } catch (error) {
-      this.#db.exec('ROLLBACK');
-      throw error;
-    }
+    });
   }
 
   async removeAlias(input: string, targetInputs?: string[]): Promise<void> {

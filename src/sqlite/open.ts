@@ -47,3 +47,21 @@ export function statementCache(db: DatabaseSync): (sql: string) => StatementSync
     return statement;
   };
 }
+
+/**
+ * Runs `work` in one write transaction, taken at once (BEGIN IMMEDIATE: another process's write
+ * waits for it rather than failing halfway), committed, or rolled back when `work` throws.
+ */
+export function writeTransaction(db: DatabaseSync, work: () => void): void {
+  db.exec('BEGIN IMMEDIATE');
+  try {
+    work();
+    db.exec('COMMIT');
+  } catch (error) {
+    // SQLite rolls some errors back itself (SQLITE_FULL, SQLITE_IOERR: "automatically rolled
+    // back", sqlite.org/lang_transaction.html); a ROLLBACK then fails with "no transaction
+    // is active" and would hide the real error.
+    if (db.isTransaction) db.exec('ROLLBACK');
+    throw error;
+  }
+}

@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
-import { openSqlite, statementCache } from './open.ts';
+import { openSqlite, statementCache, writeTransaction } from './open.ts';
 import type { Envelope, NextAttempt, QueuedMessage, QueuedRecipient, QueueStore, RecipientState, RecipientUpdate } from '../queue/store.ts';
 
 interface MessageRow {
@@ -98,7 +98,7 @@ export class SqliteQueueStore implements QueueStore {
   }
 
   async add(envelope: Envelope, size: number): Promise<void> {
-    this.#transaction(() => {
+    writeTransaction(this.#db, () => {
       this.#insertMessage.run(envelope.id, envelope.from, envelope.receivedAt, envelope.clientIp, envelope.authorizedUser ?? null, size, envelope.receivedAt);
       for (const address of envelope.to) this.#insertRecipient.run(envelope.id, address);
     });
@@ -110,7 +110,7 @@ export class SqliteQueueStore implements QueueStore {
 
   async claim(now: number, limit: number, leaseMs: number, owner: string): Promise<QueuedMessage[]> {
     let rows: MessageRow[] = [];
-    this.#transaction(() => {
+    writeTransaction(this.#db, () => {
       rows = this.#claim.all(now + leaseMs, now, limit, owner) as unknown as MessageRow[];
     });
     return rows.sort((a, b) => a.received_at - b.received_at).map((row) => this.#toMessage(row));
@@ -135,7 +135,7 @@ export class SqliteQueueStore implements QueueStore {
   }
 
   async recordAttempt(id: string, updates: RecipientUpdate[], next: NextAttempt, now: number): Promise<void> {
-    this.#transaction(() => {
+    writeTransaction(this.#db, () => {
       for (const u of updates) this.#updateRecipient.run(u.state, u.status ?? null, u.diagnostic ?? null, u.remoteMta ?? null, now, id, u.address);
       this.#sql('UPDATE queue_messages SET attempts = ?, next_attempt_at = ?, last_error = ?, warned = ?, lease_owner = NULL WHERE id = ?')
         .run(next.attempts, next.nextAttemptAt, next.lastError ?? null, next.warned ? 1 : 0, id);
@@ -185,19 +185,6 @@ export class SqliteQueueStore implements QueueStore {
     };
   }
 
-  #transaction(work: () => void): void {
-    this.#db.exec('BEGIN IMMEDIATE');
-    try {
-      work();
-      this.#db.exec('COMMIT');
-    } catch (error) {
-      // SQLite rolls some errors back itself (SQLITE_FULL, SQLITE_IOERR: "automatically rolled
-      // back", sqlite.org/lang_transaction.html); a ROLLBACK then fails with "no transaction
-      // is active" and would hide the real error.
-      if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
-      throw error;
-    }
-  }
 }
 
 /**
@@ -208,16 +195,11 @@ export class SqliteQueueStore implements QueueStore {
  * lease would have ended, as the leases of a process that is gone do.
  */
 function addLeaseOwners(db: DatabaseSync): void {
-  db.exec('BEGIN IMMEDIATE');
-  try {
+  writeTransaction(db, () => {
     const columns = (db.prepare("SELECT name FROM pragma_table_info('queue_messages')").all() as { name: string }[]).map((c) => c.name);
     if (!columns.includes('lease_owner')) {
       db.exec('ALTER TABLE queue_messages ADD COLUMN lease_owner TEXT');
       db.exec('ALTER TABLE queue_messages DROP COLUMN leased');
     }
-    db.exec('COMMIT');
-  } catch (error) {
-    db.exec('ROLLBACK');
-    throw error;
-  }
+  });
 }

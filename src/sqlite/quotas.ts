@@ -4,7 +4,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import type { MailboxUsage, QuotaLimit, QuotaStore } from '../quota/store.ts';
-import { openSqlite, statementCache } from './open.ts';
+import { openSqlite, statementCache, writeTransaction } from './open.ts';
 
 // Quotas in the embedded database. Limits are settings and live in popgate.sqlite beside the
 // accounts. The usage counters move with every delivery and deletion and live in a file of
@@ -87,7 +87,7 @@ export class SqliteQuotaStore implements QuotaStore {
     // Another machine's processes cannot be checked from here: their rows are left alone.
     const dead = writers.filter((writer) => writer.pid !== process.pid && !processAlive(writer.pid));
     if (dead.length === 0) return;
-    this.#transaction(() => {
+    writeTransaction(this.#usageDb, () => {
       this.#counters('DELETE FROM mailbox_usage').run();
       for (const writer of dead) this.#counters('DELETE FROM counter_writers WHERE host = ? AND pid = ?').run(host, writer.pid);
     });
@@ -106,7 +106,7 @@ export class SqliteQuotaStore implements QuotaStore {
     if (this.#held.size === 0) return;
     const held = [...this.#held];
     const now = Date.now();
-    this.#transaction(() => {
+    writeTransaction(this.#usageDb, () => {
       for (const [address, delta] of held) {
         const row = this.#counters('UPDATE mailbox_usage SET used = max(0, used + ?) WHERE address = ? RETURNING used').get(delta, address) as { used: number } | undefined;
         // No counter any more (forgotten, or a dead writer's cleared them all): the folder,
@@ -120,16 +120,6 @@ export class SqliteQuotaStore implements QuotaStore {
     this.#writeTimer = undefined;
   }
 
-  #transaction(work: () => void): void {
-    this.#usageDb.exec('BEGIN IMMEDIATE');
-    try {
-      work();
-      this.#usageDb.exec('COMMIT');
-    } catch (error) {
-      if (this.#usageDb.isTransaction) this.#usageDb.exec('ROLLBACK');
-      throw error;
-    }
-  }
 
   #know(address: string, used: number, now: number): void {
     if (this.#known.size >= KNOWN_MAX && !this.#known.has(address)) this.#known.clear();
