@@ -2,6 +2,7 @@ import { closeSync, fsync, mkdirSync, openSync, writevSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
 
 // The two halves of "on disk before we say so" (RFC 5321 §6.1): the file's bytes, and the
 // directory entry that names it. A rename is durable only once its folder is fsync'd.
@@ -173,4 +174,138 @@ export class StagingFolders {
   forget(): void {
     this.#made.clear();
   }
+}
+
+/** One job for OffLoopWriter: files to create, then renames, then folders to fsync. */
+export interface DurableJob {
+  /** Each created (it must not exist), written whole, fsync'd and closed, in order. */
+  writes: { path: string; data: Buffer | Buffer[] }[];
+  /** After every write: [from, to], in order. */
+  renames: [string, string][];
+  /** After the renames: folders whose entries must be on disk before the job resolves. */
+  sync: string[];
+}
+
+/** A job as posted to a thread: the bytes of each write copied into a buffer of its own. */
+export interface DurableJobMessage {
+  id: number;
+  writes: { path: string; data: ArrayBuffer; offset: number; length: number }[];
+  renames: [string, string][];
+  sync: string[];
+}
+
+export interface DurableJobReply {
+  id: number;
+  error?: { message: string; code?: string };
+}
+
+/** Jobs whose bytes are larger than this take the call-by-call path (their copy would be felt). */
+export const OFF_LOOP_JOB_LIMIT = 1024 * 1024;
+/** Threads at most: as many file calls at once as libuv's own pool allows by default. */
+const OFF_LOOP_THREADS = 4;
+/** Jobs a thread is given before the next one is used (see OffLoopWriter). */
+const OFF_LOOP_DEPTH = 6;
+
+/**
+ * Writes, renames and folder fsyncs for storage where no file call may run on the event loop
+ * (a network file system), as one hand-off per job instead of one per call. Every call through
+ * libuv's thread pool (open, writev, fsync, close, rename, and the folder's open, fsync and
+ * close) wakes a pool thread and then the event loop again, and those wake-ups and context
+ * switches, with the promise and FileHandle of each call, cost a node about a third of its CPU
+ * per delivered message (docs/cluster.md). Here a job goes to a thread of its own
+ * (src/fs/durable-worker.ts) that makes the calls synchronously, and the jobs that reach a
+ * busy thread are done as one batch with one fsync per folder.
+ *
+ * A job goes to the first thread with fewer than OFF_LOOP_DEPTH jobs in hand, so on fast
+ * storage one thread takes most of them in batches, and on slow storage (where jobs pile up)
+ * up to OFF_LOOP_THREADS threads work at once. Threads start when first needed and do not
+ * keep the process alive when idle; one that dies fails its jobs and is started again.
+ */
+export class OffLoopWriter {
+  readonly #threads: ({ worker: Worker; pending: Map<number, Waiting> } | undefined)[] = new Array(OFF_LOOP_THREADS).fill(undefined);
+  #nextId = 0;
+
+  run(job: DurableJob): Promise<void> {
+    let slot = -1;
+    for (let i = 0; i < OFF_LOOP_THREADS && slot === -1; i++) if ((this.#threads[i]?.pending.size ?? 0) < OFF_LOOP_DEPTH) slot = i;
+    if (slot === -1) {
+      slot = 0;
+      for (let i = 1; i < OFF_LOOP_THREADS; i++) if (this.#threads[i]!.pending.size < this.#threads[slot]!.pending.size) slot = i;
+    }
+    const thread = this.#threads[slot] ?? this.#start(slot);
+    const id = this.#nextId++;
+    const transfer: ArrayBuffer[] = [];
+    const message: DurableJobMessage = {
+      id,
+      writes: job.writes.map(({ path, data }) => {
+        const bytes = copyOf(Array.isArray(data) ? data : [data]);
+        transfer.push(bytes.buffer as ArrayBuffer);
+        return { path, data: bytes.buffer as ArrayBuffer, offset: 0, length: bytes.length };
+      }),
+      renames: job.renames,
+      sync: job.sync,
+    };
+    return new Promise<void>((resolve, reject) => {
+      if (thread.pending.size === 0) thread.worker.ref();
+      thread.pending.set(id, { resolve, reject });
+      thread.worker.postMessage(message, transfer);
+    });
+  }
+
+  /** Stops the threads (jobs under way are failed). */
+  async close(): Promise<void> {
+    const threads = this.#threads.splice(0, OFF_LOOP_THREADS, ...new Array(OFF_LOOP_THREADS).fill(undefined));
+    await Promise.all(threads.map((thread) => thread?.worker.terminate()));
+  }
+
+  #start(slot: number): { worker: Worker; pending: Map<number, Waiting> } {
+    const worker = new Worker(new URL('./durable-worker.ts', import.meta.url));
+    const thread = { worker, pending: new Map<number, Waiting>() };
+    worker.unref();
+    worker.on('message', (replies: DurableJobReply[]) => {
+      for (const reply of replies) {
+        const waiting = thread.pending.get(reply.id);
+        if (!waiting) continue;
+        thread.pending.delete(reply.id);
+        if (reply.error === undefined) waiting.resolve();
+        else waiting.reject(Object.assign(new Error(reply.error.message), reply.error.code === undefined ? {} : { code: reply.error.code }));
+      }
+      // Idle, it must not keep the process alive.
+      if (thread.pending.size === 0) worker.unref();
+    });
+    const lost = (why: string) => {
+      if (this.#threads[slot] === thread) this.#threads[slot] = undefined;
+      for (const waiting of thread.pending.values()) waiting.reject(new Error(`the file writer thread stopped: ${why}`));
+      thread.pending.clear();
+    };
+    worker.on('error', (error) => lost(error.message));
+    worker.on('exit', (code) => lost(`exit code ${code}`));
+    this.#threads[slot] = thread;
+    return thread;
+  }
+}
+
+interface Waiting {
+  resolve: () => void;
+  reject: (error: Error) => void;
+}
+
+/** The pieces in one new buffer of their own, which can be handed to a thread. */
+function copyOf(pieces: Buffer[]): Uint8Array {
+  let size = 0;
+  for (const piece of pieces) size += piece.length;
+  const bytes = new Uint8Array(size);
+  let at = 0;
+  for (const piece of pieces) {
+    bytes.set(piece, at);
+    at += piece.length;
+  }
+  return bytes;
+}
+
+let sharedWriter: OffLoopWriter | undefined;
+
+/** The process's OffLoopWriter, shared by every store (its threads are started when needed). */
+export function offLoopWriter(): OffLoopWriter {
+  return (sharedWriter ??= new OffLoopWriter());
 }

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, createReadStream, openSync, readSync, renameSync } from 'node:fs';
 import { mkdir, readdir, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DirectorySyncer, StagingFolders, writeDurably } from '../fs/durable.ts';
+import { DirectorySyncer, OFF_LOOP_JOB_LIMIT, offLoopWriter, StagingFolders, writeDurably } from '../fs/durable.ts';
 import { randomHex } from '../mail/random.ts';
 import type { Mailstore, RemoveResult, StoredMessage } from './store.ts';
 
@@ -112,16 +112,6 @@ export class MaildirStore implements Mailstore {
     const pieces = Array.isArray(message) ? message : [message];
     const path = await this.ensure(address);
     const unique = this.#uniqueName();
-    const staging = this.#staging.acquire(join(path, 'tmp'));
-    const tmpPath = join(staging.dir, unique);
-    try {
-      await writeDurably(tmpPath, pieces, { network: this.#shared });
-    } catch (error) {
-      await unlink(tmpPath).catch(() => {});
-      throw error;
-    } finally {
-      staging.release();
-    }
     let size = 0;
     let virtual = 0;
     let previous = -1;
@@ -132,11 +122,32 @@ export class MaildirStore implements Mailstore {
     }
     virtual += terminatorSize(previous);
     const name = `${unique},S=${size}${virtual === size ? '' : `,W=${virtual}`}`;
+    const staging = this.#staging.acquire(join(path, 'tmp'));
+    const tmpPath = join(staging.dir, unique);
+    const newDir = join(path, 'new');
+    if (this.#shared && size <= OFF_LOOP_JOB_LIMIT) {
+      // Shared storage: the write, the rename and the folder's fsync in one hand-off to a
+      // thread (src/fs/durable.ts), which removes the staged file if the write fails.
+      try {
+        await offLoopWriter().run({ writes: [{ path: tmpPath, data: pieces }], renames: [[tmpPath, join(newDir, name)]], sync: [newDir] });
+      } finally {
+        staging.release();
+      }
+      return name;
+    }
+    try {
+      await writeDurably(tmpPath, pieces, { network: this.#shared });
+    } catch (error) {
+      await unlink(tmpPath).catch(() => {});
+      throw error;
+    } finally {
+      staging.release();
+    }
     // Synchronous for the same reason as the write (src/fs/durable.ts): a rename within one
     // folder tree is a metadata update in memory; the directory fsync below makes it durable.
-    if (this.#shared) await rename(tmpPath, join(path, 'new', name));
-    else renameSync(tmpPath, join(path, 'new', name));
-    await this.#directories.sync(join(path, 'new'));
+    if (this.#shared) await rename(tmpPath, join(newDir, name));
+    else renameSync(tmpPath, join(newDir, name));
+    await this.#directories.sync(newDir);
     return name;
   }
 

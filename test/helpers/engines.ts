@@ -9,12 +9,13 @@ import { join } from 'node:path';
 // PostgreSQL (initdb in a temporary folder, run as the postgres user when the tests run as
 // root), HAProxy, the rspamd popgate's inbound filter asks (see startRspamd), and Dovecot's POP3
 // server (an old server to migrate from, see startDovecot); and the tools the operations tests
-// run on popgate's contrib/ files (systemd-analyze, fail2ban-regex). `.ci/run` installs them.
+// run on popgate's contrib/ files (systemd-analyze, fail2ban-regex), and strace, which shows the
+// order of a delivery's file calls (test/durable-off-loop.test.ts). `.ci/run` installs them.
 // Without an engine a test is skipped with the reason, except under CI (the CI environment
 // variable set), where a missing engine is a failure: a test that silently does not run proves
 // nothing.
 
-export type EngineName = 'redis-server' | 'postgres' | 'haproxy' | 'rspamd' | 'dovecot' | 'nmap' | 'systemd-analyze' | 'fail2ban-regex';
+export type EngineName = 'redis-server' | 'postgres' | 'haproxy' | 'rspamd' | 'dovecot' | 'nmap' | 'systemd-analyze' | 'fail2ban-regex' | 'strace';
 
 /** The Debian package of each engine, for the skip reason. */
 const PACKAGES: Record<EngineName, string> = {
@@ -26,6 +27,7 @@ const PACKAGES: Record<EngineName, string> = {
   nmap: 'nmap',
   'systemd-analyze': 'systemd',
   'fail2ban-regex': 'fail2ban',
+  strace: 'strace',
 };
 
 
