@@ -6,6 +6,7 @@ import { join, resolve } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { OffLoopWriter } from '../src/fs/durable.ts';
 import { MaildirStore } from '../src/mailstore/maildir.ts';
+import { Spool } from '../src/queue/spool.ts';
 import { findEngine, missingEngine } from './helpers/engines.ts';
 
 // Shared storage (a cluster's data_dir on a network file system): a delivery's file calls run
@@ -128,6 +129,16 @@ describe('OffLoopWriter', () => {
     assert.equal(run.stdout, 'written\n');
     assert.ok(existsSync(join(dir, 'new', 'm')));
   });
+});
+
+test('a spool shared by several nodes stores each entry in one hand-off, the envelope renamed last', async () => {
+  const data = folder();
+  const spool = new Spool(data, 'node-a');
+  const envelope = { id: Spool.newId(), from: 'a@example.test', to: ['x@remote.example'], receivedAt: 1, clientIp: '192.0.2.1' };
+  await spool.enqueue(envelope, [Buffer.from('Subject: 1\r\n'), Buffer.from('\r\nbody\r\n')]);
+  assert.deepEqual(await spool.list(), [envelope]);
+  assert.equal((await spool.read(envelope.id)).toString(), 'Subject: 1\r\n\r\nbody\r\n');
+  assert.deepEqual(readdirSync(join(data, 'queue', 'tmp', 'node-a')), [], 'nothing is left in the node\'s staging folder');
 });
 
 // The order of the system calls, as strace sees them: what "250 only once the message and its

@@ -1,6 +1,6 @@
 import { mkdir, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DirectorySyncer, StagingFolders, writeDurably } from '../fs/durable.ts';
+import { DirectorySyncer, OFF_LOOP_JOB_LIMIT, offLoopWriter, StagingFolders, writeDurably } from '../fs/durable.ts';
 import { randomHex } from '../mail/random.ts';
 
 // The outbound spool: messages accepted for remote recipients, written durably before the
@@ -64,17 +64,37 @@ export class Spool {
     await (this.#ready ??= mkdir(this.#tmp, { recursive: true, mode: 0o700 }).then(() => undefined));
     const staging = this.#staging.acquire(this.#tmp);
     const tmp = staging.dir;
+    const files = { eml: join(tmp, `${envelope.id}.eml`), json: join(tmp, `${envelope.id}.json`) };
+    const named = { eml: join(this.dir, `${envelope.id}.eml`), json: join(this.dir, `${envelope.id}.json`) };
+    const envelopeBytes = Buffer.from(JSON.stringify(envelope));
+    if (this.#shared && sizeOf(message) + envelopeBytes.length <= OFF_LOOP_JOB_LIMIT) {
+      // Shared storage: both writes, both renames (the envelope last) and the spool folder's
+      // fsync in one hand-off to a thread (src/fs/durable.ts).
+      try {
+        await offLoopWriter().run({
+          writes: [
+            { path: files.eml, data: message },
+            { path: files.json, data: envelopeBytes },
+          ],
+          renames: [
+            [files.eml, named.eml],
+            [files.json, named.json],
+          ],
+          sync: [this.dir],
+        });
+      } finally {
+        staging.release();
+      }
+      return;
+    }
     try {
       // Both files are on disk before either is named in the spool, so their writes may overlap.
-      await Promise.all([
-        writeDurably(join(tmp, `${envelope.id}.eml`), message, { network: this.#shared }),
-        writeDurably(join(tmp, `${envelope.id}.json`), Buffer.from(JSON.stringify(envelope)), { network: this.#shared }),
-      ]);
+      await Promise.all([writeDurably(files.eml, message, { network: this.#shared }), writeDurably(files.json, envelopeBytes, { network: this.#shared })]);
     } finally {
       staging.release();
     }
-    await rename(join(tmp, `${envelope.id}.eml`), join(this.dir, `${envelope.id}.eml`));
-    await rename(join(tmp, `${envelope.id}.json`), join(this.dir, `${envelope.id}.json`));
+    await rename(files.eml, named.eml);
+    await rename(files.json, named.json);
     await this.#directory.sync(this.dir);
   }
 
@@ -166,6 +186,13 @@ export class Spool {
     this.#ready = undefined;
     return { complete: envelopes, dropped };
   }
+}
+
+function sizeOf(message: Buffer | Buffer[]): number {
+  if (!Array.isArray(message)) return message.length;
+  let size = 0;
+  for (const piece of message) size += piece.length;
+  return size;
 }
 
 async function unlinkIfThere(path: string): Promise<void> {
