@@ -18,8 +18,14 @@ import { statement } from './pool.ts';
 // is counted from its folder at its next use, as after a crash of PostgreSQL (the counters'
 // table is unlogged and starts empty). Forgetting too much costs a recount, never a wrong count.
 
-/** How long a delivery's counter move is held back, to be written with the others of that moment. */
-export const COUNTER_WRITE_DELAY_MS = 20;
+/**
+ * How long a delivery's counter move is held back, to be written with the others of that moment:
+ * as long as in the embedded store (src/sqlite/quotas.ts). Each batch costs two statements (its
+ * writer row, then the moves); at 20 ms a node of `npm run bench`'s cluster wrote a batch per
+ * few messages and PostgreSQL spent about twice the CPU per delivered message (docs/cluster.md).
+ * Other nodes trust a counter they read for up to a second (KNOWN_FOR_MS) anyway.
+ */
+export const COUNTER_WRITE_DELAY_MS = 100;
 /**
  * A counter value this store wrote or read within this long is trusted to answer a held-back
  * move; an older one is read again by writing the move at once (as in src/sqlite/quotas.ts).
