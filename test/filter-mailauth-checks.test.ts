@@ -6,7 +6,7 @@ import { dkimSign } from 'mailauth/lib/dkim/sign.js';
 import { Authenticator } from '../src/filter/authentication.ts';
 import { DkimKeyCache } from '../src/filter/dkim-keys.ts';
 import { FilterDns } from '../src/filter/dns.ts';
-import { authenticateMessage } from '../src/filter/mailauth-checks.ts';
+import { authenticateMessage, CheckMemos } from '../src/filter/mailauth-checks.ts';
 import { startDns, type TestDns } from './helpers/dns.ts';
 
 // popgate runs mailauth's checks from its pieces, with DKIM keys parsed once for all messages
@@ -14,7 +14,9 @@ import { startDns, type TestDns } from './helpers/dns.ts';
 // mailauth's authenticate() and through popgate's path, with the same resolver against a real
 // DNS server on loopback, and the verdicts and the header fields must be the same, octet for
 // octet, the first time a key is seen and when it comes from the shared cache. Then the cache
-// against the DNS: a key rotated or revoked is used once the cached DNS answer expires.
+// against the DNS: a key rotated or revoked is used once the cached DNS answer expires. SPF and
+// DMARC results remembered while their DNS answers stand (src/filter/answer-memo.ts) are the
+// same too, and give way to new answers as soon as the DNS cache has them.
 
 const ALLOWED = '127.0.0.30';
 const HOSTNAME = 'mx.popgate.test';
@@ -77,11 +79,13 @@ function verdicts(result: AuthenticateResult) {
 describe('mailauth checks as popgate runs them', () => {
   let dns: TestDns;
   let resolver: FilterDns;
+  let memos: CheckMemos;
   const keys = new DkimKeyCache();
 
   before(async () => {
     dns = await startDns(structuredClone(ZONE));
     resolver = new FilterDns([dns.address], 1000);
+    memos = new CheckMemos(resolver);
   });
   after(() => dns?.close());
 
@@ -93,6 +97,10 @@ describe('mailauth checks as popgate runs them', () => {
     const again = await authenticateMessage({ ...input, message: buffer, hostname: HOSTNAME, resolver: resolver.resolve, keys });
     assert.deepEqual(verdicts(first), verdicts(theirs), 'the same verdicts and header fields as authenticate()');
     assert.deepEqual(verdicts(again), verdicts(theirs), 'the same again with the key from the shared cache');
+    const evaluated = await authenticateMessage({ ...input, message: buffer, hostname: HOSTNAME, resolver: resolver.resolve, keys, memos });
+    const remembered = await authenticateMessage({ ...input, message: buffer, hostname: HOSTNAME, resolver: resolver.resolve, keys, memos });
+    assert.deepEqual(verdicts(evaluated), verdicts(theirs), 'the same with SPF and DMARC remembered');
+    assert.deepEqual(verdicts(remembered), verdicts(theirs), 'the same with SPF and DMARC from the memo');
     return verdicts(first);
   }
 
@@ -221,5 +229,98 @@ describe('the shared DKIM key cache against the DNS', () => {
     assert.equal(keys.size, 2, 'the oldest let go');
     const result = await run(await sign(text('news@one.example', 'after eviction'), A));
     assert.equal(result.dkim.results[0].status.result, 'pass', 'parsed again');
+  });
+});
+
+describe('SPF and DMARC results remembered against the DNS', () => {
+  let dns: TestDns;
+  let now = Date.parse('2026-06-01T00:00:00Z');
+  let resolver: FilterDns;
+  let memos: CheckMemos;
+  const keys = new DkimKeyCache();
+
+  before(async () => {
+    dns = await startDns({ ...structuredClone(ZONE), 'macro.example': { TXT: [`v=spf1 ip4:${ALLOWED} exp=why.macro.example -all`] }, 'why.macro.example': { TXT: ['Refused at %{t}'] } });
+  });
+  after(() => dns?.close());
+
+  /** A fresh DNS cache and memo for each test, on the test's clock. */
+  function fresh() {
+    resolver = new FilterDns([dns.address], 1000, () => now);
+    memos = new CheckMemos(resolver);
+  }
+  const input = (sender = 'news@one.example', ip = ALLOWED) => ({ ip, helo: 'client.one.example', sender });
+  const run = async (message: string, sender?: string, ip?: string) => authenticateMessage({ ...input(sender, ip), message: Buffer.from(message, 'latin1'), hostname: HOSTNAME, resolver: resolver.resolve, keys, memos });
+  /** What authenticate() says now, through the same DNS cache. */
+  const theirs = async (message: string, sender?: string, ip?: string) => authenticate(Buffer.from(message, 'latin1'), { ...input(sender, ip), mta: HOSTNAME, resolver: resolver.resolve as DNSResolver, disableBimi: true, strict: true });
+  async function changing(name: keyof typeof ZONE, entry: (typeof ZONE)[keyof typeof ZONE], body: () => Promise<void>): Promise<void> {
+    const old = dns.zone[name];
+    dns.zone[name] = entry;
+    try {
+      await body();
+    } finally {
+      dns.zone[name] = old;
+      now += 61_000;
+    }
+  }
+
+  test('an SPF result is used again while its DNS answer stands, and a changed record once the answer expires', async () => {
+    fresh();
+    const first = await run(await sign(text('news@one.example', 'spf memo 1'), A));
+    const second = await run(await sign(text('news@one.example', 'spf memo 2'), A));
+    assert.equal(first.spf && first.spf.status.result, 'pass');
+    assert.equal(second.spf, first.spf, 'the remembered result');
+    await changing('one.example', { TXT: ['v=spf1 -all'] }, async () => {
+      const cached = await run(await sign(text('news@one.example', 'spf memo 3'), A));
+      assert.equal(cached.spf, first.spf, 'the DNS answer is still the cached one');
+      now += 61_000; // popgate keeps DNS answers for a minute (src/filter/dns.ts)
+      const message = await sign(text('news@one.example', 'spf memo 4'), A);
+      const changed = await run(message);
+      assert.equal(changed.spf && changed.spf.status.result, 'fail');
+      assert.deepEqual(verdicts(changed), verdicts(await theirs(message)));
+    });
+  });
+
+  test('a DMARC result is used again while its DNS answers stand, and a changed policy once they expire', async () => {
+    fresh();
+    const first = await run(await sign(text('news@one.example', 'dmarc memo 1'), A));
+    const second = await run(await sign(text('news@one.example', 'dmarc memo 2'), A));
+    assert.deepEqual(first.dmarc && [first.dmarc.status.result, first.dmarc.policy], ['pass', 'reject']);
+    assert.equal(second.dmarc, first.dmarc, 'the remembered result');
+    await changing('_dmarc.one.example', { TXT: ['v=DMARC1; p=quarantine'] }, async () => {
+      assert.equal((await run(await sign(text('news@one.example', 'dmarc memo 3'), A))).dmarc, first.dmarc, 'the DNS answer is still the cached one');
+      now += 61_000;
+      const message = await sign(text('news@one.example', 'dmarc memo 4'), A);
+      const changed = await run(message);
+      assert.deepEqual(changed.dmarc && [changed.dmarc.status.result, changed.dmarc.policy], ['pass', 'quarantine']);
+      assert.deepEqual(verdicts(changed), verdicts(await theirs(message)));
+    });
+  });
+
+  test('a DNS failure is never the basis of a remembered result: SPF passes as soon as the DNS answers again', async () => {
+    fresh();
+    const message = await sign(text('news@one.example', 'spf servfail'), A);
+    await changing('one.example', { servfail: true }, async () => {
+      const failed = await run(message);
+      assert.equal(failed.spf && failed.spf.status.result, 'temperror');
+      assert.deepEqual(verdicts(failed), verdicts(await theirs(message)));
+    });
+    now -= 61_000; // no time passes: SERVFAIL is never cached (src/filter/dns.ts)
+    const answered = await run(message);
+    assert.equal(answered.spf && answered.spf.status.result, 'pass');
+  });
+
+  test('an SPF evaluation that read the %{t} macro (the current time, in an explanation) is evaluated every time', async () => {
+    fresh();
+    const message = await sign(text('news@macro.example', 'time macro'), A);
+    const first = await run(message, 'news@macro.example', '127.0.0.31');
+    assert.equal(first.spf && first.spf.status.result, 'fail');
+    assert.match(String((first.spf as { explanation?: string }).explanation), /^Refused at \d+$/);
+    assert.deepEqual(verdicts(first), verdicts(await theirs(message, 'news@macro.example', '127.0.0.31')));
+    const second = await run(message, 'news@macro.example', '127.0.0.31');
+    assert.notEqual(second.spf, first.spf, 'evaluated again');
+    assert.equal(memos.spf.size, 0);
+    await run(message, 'news@macro.example');
+    assert.equal(memos.spf.size, 1, 'a pass reads no explanation: remembered');
   });
 });

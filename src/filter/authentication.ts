@@ -1,7 +1,7 @@
 import type { AuthenticateResult } from 'mailauth';
 import { DkimKeyCache } from './dkim-keys.ts';
 import type { MailauthResolver } from './dns.ts';
-import { authenticateMessage } from './mailauth-checks.ts';
+import { authenticateMessage, CheckMemos } from './mailauth-checks.ts';
 
 // Sender authentication of a message for local mailboxes, with mailauth: SPF (RFC 7208),
 // DKIM verification (RFC 6376), DMARC (RFC 7489) and ARC (RFC 8617), through our resolver and
@@ -10,7 +10,8 @@ import { authenticateMessage } from './mailauth-checks.ts';
 // temperror as the RFCs say. What comes back is data: the results, the Authentication-Results
 // and Received-SPF header fields to add, and the facts the policy needs. mailauth's
 // authenticate() is run as src/filter/mailauth-checks.ts puts it together, with DKIM keys
-// parsed once for all messages (src/filter/dkim-keys.ts).
+// parsed once for all messages (src/filter/dkim-keys.ts), and SPF and DMARC results used again
+// while the DNS answers they came from stand (src/filter/answer-memo.ts).
 
 /** A result keyword of RFC 8601 (and "temperror" for a lookup that timed out or failed). */
 export type AuthResult = 'pass' | 'fail' | 'softfail' | 'neutral' | 'none' | 'temperror' | 'permerror' | 'policy';
@@ -61,9 +62,13 @@ const DKIM_RANK: AuthResult[] = ['pass', 'temperror', 'fail', 'permerror', 'poli
 export class Authenticator {
   readonly #settings: AuthenticationSettings;
   readonly #keys = new DkimKeyCache();
+  /** Only with a resolver that says what its cache holds (src/filter/dns.ts). */
+  readonly #memos: CheckMemos | undefined;
 
   constructor(settings: AuthenticationSettings) {
     this.#settings = settings;
+    const { cached } = settings.resolver;
+    this.#memos = cached ? new CheckMemos({ cached }) : undefined;
   }
 
   /** Never throws: a failure or the deadline is a temperror for every check. */
@@ -73,7 +78,7 @@ export class Authenticator {
     const deadline = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), deadlineMs)));
     // mailauth's strict mode: the RFCs as written (a body hash mismatch is dkim=fail, RFC 8601
     // §2.7.1; rsa-sha1 is not trusted, RFC 8301 §3.1; malformed signatures and records are told apart).
-    const checks = authenticateMessage({ message: input.message, ip: input.ip, helo: input.helo, sender: input.sender, hostname, resolver, keys: this.#keys });
+    const checks = authenticateMessage({ message: input.message, ip: input.ip, helo: input.helo, sender: input.sender, hostname, resolver, keys: this.#keys, memos: this.#memos });
     checks.catch(() => {}); // settled later than the deadline: nobody waits for it any more
     let result: AuthenticateResult | 'timeout' | 'error';
     try {

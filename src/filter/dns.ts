@@ -17,7 +17,10 @@ const CACHE_LIMIT = 10_000;
 
 type Answer = { records: unknown[]; expires: number } | { error: NodeJS.ErrnoException; expires: number };
 
-export type MailauthResolver = (name: string, rrtype: string) => Promise<unknown[]>;
+export type MailauthResolver = ((name: string, rrtype: string) => Promise<unknown[]>) & {
+  /** The answer a lookup would get now from the cache (the same records array or error object each time), if the resolver has one (src/filter/answer-memo.ts). */
+  cached?: (name: string, rrtype: string) => object | undefined;
+};
 
 export class FilterDns {
   readonly #resolver: Resolver;
@@ -34,7 +37,16 @@ export class FilterDns {
 
   /** The resolver function mailauth takes. */
   get resolve(): MailauthResolver {
-    return (name, rrtype) => this.lookup(name, rrtype);
+    const resolve: MailauthResolver = (name, rrtype) => this.lookup(name, rrtype);
+    resolve.cached = (name, rrtype) => this.cached(name, rrtype);
+    return resolve;
+  }
+
+  /** The records array (or the error) `lookup(name, rrtype)` would answer with now without asking the DNS, or undefined. */
+  cached(name: string, rrtype: string): object | undefined {
+    const cached = this.#cache.get(`${rrtype} ${name.toLowerCase()}`);
+    if (!cached || cached.expires <= this.#now()) return undefined;
+    return 'error' in cached ? cached.error : cached.records;
   }
 
   /** A lookup as `dns.promises.resolve(name, rrtype)` answers it, cached. */

@@ -4,6 +4,7 @@ import type { AuthenticateResult, DKIMVerifyResult, DNSResolver } from 'mailauth
 import { arc } from 'mailauth/lib/arc/index.js';
 import { evaluateDmarc } from 'mailauth/lib/dmarc/index.js';
 import { spf } from 'mailauth/lib/spf/index.js';
+import { AnswerBoundMemo, type CachedAnswers } from './answer-memo.ts';
 import type { DkimKeyCache, MessageKeyLookup } from './dkim-keys.ts';
 import type { MailauthResolver } from './dns.ts';
 
@@ -23,6 +24,10 @@ import type { MailauthResolver } from './dns.ts';
 //     popgate does not use, is not parsed.
 //
 // DMARC and ARC need the DKIM results, so they follow as in mailauth.
+//
+// With `memos` (the Authenticator's, for a resolver that can say what its cache holds), SPF and
+// DMARC results are used again while the DNS answers they came from stand
+// (src/filter/answer-memo.ts), with their Authentication-Results lines already folded.
 
 const requireFromHere = createRequire(import.meta.url);
 
@@ -97,7 +102,26 @@ export interface MessageChecks {
   hostname: string;
   resolver: MailauthResolver;
   keys: DkimKeyCache;
+  memos?: CheckMemos;
 }
+
+type SpfResult = Awaited<ReturnType<typeof spf>>;
+type DmarcEvaluation = Awaited<ReturnType<typeof evaluateDmarc>>;
+
+/** SPF and DMARC results of one hostname (the authserv-id and SPF's receiver), each with its Authentication-Results line folded. */
+export class CheckMemos {
+  readonly spf: AnswerBoundMemo<{ result: SpfResult; line: string | undefined }>;
+  readonly dmarc: AnswerBoundMemo<{ evaluated: DmarcEvaluation; line: string | undefined }>;
+
+  constructor(answers: CachedAnswers, limit?: number) {
+    this.spf = new AnswerBoundMemo(answers, limit);
+    this.dmarc = new AnswerBoundMemo(answers, limit);
+  }
+}
+
+/** SPF's %{t} macro (RFC 7208 §7.3) expands to the current time: a record using it is evaluated every time. */
+const TIME_MACRO = /%\{t/i;
+const usesTimeMacro = (answers: readonly { rrtype: string; answer: object }[]) => answers.some(({ rrtype, answer }) => rrtype === 'TXT' && Array.isArray(answer) && answer.some((record) => TIME_MACRO.test(String(record))));
 
 /** authenticate(message, { ip, helo, sender, mta: hostname, resolver, strict: true, disableBimi: true }), as described above. */
 export async function authenticateMessage(checks: MessageChecks): Promise<AuthenticateResult> {
@@ -105,32 +129,51 @@ export async function authenticateMessage(checks: MessageChecks): Promise<Authen
   // RFC 8601 §2.5: a hostname that is not a token is quoted (or throws) before any work is done.
   const authservId = tools.formatAuthservId(checks.hostname, true);
   const helo = bracketed(checks.helo || ip);
-  const spfCheck = spf({ sender, ip, helo, mta: checks.hostname, resolver: resolver as DNSResolver, strict: true } as Parameters<typeof spf>[0]);
+  const evaluateSpf = async (through: MailauthResolver) => {
+    const result = await spf({ sender, ip, helo, mta: checks.hostname, resolver: through as DNSResolver, strict: true } as Parameters<typeof spf>[0]);
+    return { result, line: result ? libmime.foldLines(result.info, 160) : undefined };
+  };
+  const spfCheck = checks.memos
+    ? checks.memos.spf.get(JSON.stringify([sender, ip, helo, checks.hostname]), resolver, evaluateSpf, (_, answers) => !usesTimeMacro(answers))
+    : evaluateSpf(resolver);
   spfCheck.catch(() => {}); // awaited below, after DKIM
   const dkim = await verifyDkim(message, resolver, sender, checks.keys);
-  const spfResult = await spfCheck;
+  const { result: spfResult, line: spfLine } = await spfCheck;
 
   const arcResult = await arc(dkim.arcData as Parameters<typeof arc>[0], { resolver: resolver as DNSResolver, strict: true, ip } as Parameters<typeof arc>[1]);
 
   const resultLines: string[] = [];
   for (const row of dkim.result.results) resultLines.push(libmime.foldLines((row as { info: string }).info, 160));
-  if (spfResult) resultLines.push(libmime.foldLines(spfResult.info, 160));
+  if (spfLine !== undefined) resultLines.push(spfLine);
   if (arcResult?.info) resultLines.push(libmime.foldLines(arcResult.info, 160));
 
   let dmarcResult: AuthenticateResult['dmarc'] = false;
   if (dkim.result.headerFrom) {
     const dkimResults = dkim.result.results as (DKIMVerifyResult['results'][number] & { status: { aligned?: string | false } })[];
-    const evaluated = await evaluateDmarc({
-      headerFrom: dkim.result.headerFrom,
-      fromFields: dkim.fromFields,
-      spfDomains: spfResult && spfResult.status.result === 'pass' && spfResult.domain ? [spfResult.domain] : [],
-      dkimDomains: dkimResults.filter((r) => r.status.result === 'pass').map((r) => ({ id: r.id, domain: r.signingDomain, aligned: r.status.aligned, underSized: r.status.underSized })),
-      arcResult,
-      resolver: resolver as DNSResolver,
-      strict: true,
-    } as Parameters<typeof evaluateDmarc>[0]);
+    const passing = dkimResults.filter((r) => r.status.result === 'pass');
+    const spfDomains = spfResult && spfResult.status.result === 'pass' && spfResult.domain ? [spfResult.domain] : [];
+    const evaluate = async (through: MailauthResolver) => {
+      const evaluated = await evaluateDmarc({
+        headerFrom: dkim.result.headerFrom,
+        fromFields: dkim.fromFields,
+        spfDomains,
+        dkimDomains: passing.map((r) => ({ id: r.id, domain: r.signingDomain, aligned: r.status.aligned, underSized: r.status.underSized })),
+        arcResult,
+        resolver: through as DNSResolver,
+        strict: true,
+      } as Parameters<typeof evaluateDmarc>[0]);
+      return { evaluated, line: evaluated.response && evaluated.response.info ? libmime.foldLines(evaluated.response.info, 160) : undefined };
+    };
+    // evaluateDmarc reads of a signature its domain and underSized (the id and aligned only pass through), and of ARC the result.
+    const { evaluated, line: dmarcLine } = checks.memos
+      ? await checks.memos.dmarc.get(
+          JSON.stringify([dkim.result.headerFrom, dkim.fromFields, spfDomains, passing.map((r) => [r.signingDomain, r.status.underSized]), arcResult ? arcResult.status?.result : null]),
+          resolver,
+          evaluate,
+        )
+      : await evaluate(resolver);
     dmarcResult = evaluated.response;
-    if (dmarcResult && dmarcResult.info) resultLines.push(libmime.foldLines(dmarcResult.info, 160));
+    if (dmarcLine !== undefined) resultLines.push(dmarcLine);
     if (evaluated.dkimAligned && dmarcResult) {
       // As authenticate() does: passing signatures take the DMARC verdict on alignment,
       // failing ones the record's alignment mode.
