@@ -5,6 +5,7 @@ import { authenticate, type AuthenticateResult, type DNSResolver } from 'mailaut
 import { dkimSign } from 'mailauth/lib/dkim/sign.js';
 import { Authenticator } from '../src/filter/authentication.ts';
 import { DkimKeyCache } from '../src/filter/dkim-keys.ts';
+import { passingDkim } from '../src/filter/dkim-pass.ts';
 import { FilterDns } from '../src/filter/dns.ts';
 import { authenticateMessage, CheckMemos } from '../src/filter/mailauth-checks.ts';
 import { startDns, type TestDns } from './helpers/dns.ts';
@@ -42,6 +43,9 @@ const ZONE = {
   'junk._domainkey.one.example': { TXT: ['v=DKIM1; k=rsa; p=AAAAnotakey'] },
   'broken._domainkey.one.example': { servfail: true },
   '_dmarc.one.example': { TXT: ['v=DMARC1; p=reject'] },
+  'testing._domainkey.one.example': { TXT: [`${KEY_A.record}; t=y`] },
+  'sameonly._domainkey.one.example': { TXT: [`${KEY_A.record}; t=s`] },
+  'sha1._domainkey.one.example': { TXT: [KEY_A.record.replace('k=rsa;', 'k=rsa; h=sha1;')] },
   'two.example': { TXT: ['v=spf1 ip4:192.0.2.1 ~all'] },
   'b._domainkey.two.example': { TXT: [KEY_B.record] },
   '_dmarc.two.example': { TXT: ['v=DMARC1; p=quarantine; adkim=s'] },
@@ -52,11 +56,19 @@ function text(from: string, subject: string, body = 'Hello.\r\n', extra = ''): s
   return `From: Sender <${from}>\r\nTo: alice@example.test\r\nSubject: ${subject}\r\nMessage-ID: <${subject.replace(/\W/g, '')}@example>\r\nDate: Thu, 01 Jan 2026 00:00:00 +0000\r\n${extra}\r\n${body}`;
 }
 
-async function sign(message: string, signer: { domain: string; selector: string; privatePem: string }, canonicalization = 'relaxed/relaxed', algorithm?: string): Promise<string> {
+async function sign(
+  message: string,
+  signer: { domain: string; selector: string; privatePem: string },
+  canonicalization = 'relaxed/relaxed',
+  algorithm?: string,
+  options: { maxBodyLength?: number; expires?: Date; headerList?: string[] } = {},
+): Promise<string> {
   const result = await dkimSign(message, {
     canonicalization,
     signTime: new Date('2026-01-01T00:00:00Z'),
-    signatureData: [{ signingDomain: signer.domain, selector: signer.selector, privateKey: signer.privatePem, ...(algorithm ? { algorithm } : {}) }],
+    ...(options.expires ? { expires: options.expires } : {}),
+    ...(options.headerList ? { headerList: options.headerList } : {}),
+    signatureData: [{ signingDomain: signer.domain, selector: signer.selector, privateKey: signer.privatePem, ...(algorithm ? { algorithm } : {}), ...(options.maxBodyLength !== undefined ? { maxBodyLength: options.maxBodyLength } : {}) }],
   } as Parameters<typeof dkimSign>[1]);
   assert.ok(result.signatures, 'the test message was signed');
   return result.signatures + message;
@@ -104,36 +116,68 @@ describe('mailauth checks as popgate runs them', () => {
     return verdicts(first);
   }
 
-  const cases: [string, () => Promise<string>, string[], object?][] = [
-    ['relaxed/relaxed, RSA', () => sign(text('news@one.example', 'relaxed'), A), ['pass']],
-    ['simple/simple', () => sign(text('news@one.example', 'simple'), A, 'simple/simple'), ['pass']],
-    ['relaxed/simple', () => sign(text('news@one.example', 'relaxed simple'), A, 'relaxed/simple'), ['pass']],
-    ['Ed25519 (RFC 8463)', () => sign(text('news@one.example', 'ed'), { ...A, selector: 'ed', privatePem: ED25519.privatePem }, 'relaxed/relaxed', 'ed25519-sha256'), ['pass']],
-    ['two signatures by two keys of two domains', async () => sign(await sign(text('news@one.example', 'two'), B), A), ['pass', 'pass']],
-    ['a body changed after signing', async () => (await sign(text('news@one.example', 'changed'), A)).replace('Hello.', 'Hellp.'), ['fail']],
-    ['a header field changed after signing', async () => (await sign(text('news@one.example', 'subject changed'), A)).replace('Subject: subject changed', 'Subject: other'), ['fail']],
-    ['signed with a key the domain does not publish', () => sign(text('news@one.example', 'wrong key'), { ...A, privatePem: KEY_UNPUBLISHED.privatePem }), ['fail']],
-    ['a revoked key (p=)', () => sign(text('news@one.example', 'revoked'), { ...A, selector: 'revoked' }), ['neutral']],
-    ['a record that is not a key', () => sign(text('news@one.example', 'junk'), { ...A, selector: 'junk' }), ['neutral']],
-    ['no key record', () => sign(text('news@one.example', 'nokey'), { ...A, selector: 'missing' }), ['neutral']],
-    ['the key server failing', () => sign(text('news@one.example', 'servfail'), { ...A, selector: 'broken' }), ['temperror']],
-    ['not signed', async () => text('news@one.example', 'unsigned'), ['none']],
-    ['signed by another domain than From (strict alignment)', () => sign(text('news@two.example', 'unaligned'), A), ['pass']],
-    ['bare LFs in the header and body', async () => (await sign(text('news@one.example', 'bare'), A)).replace(/\r\n/g, '\n'), ['pass']],
-    ['an empty first line (no header section)', async () => `\r\n${await sign(text('news@one.example', 'empty'), A)}`, ['none']],
-    ['no body at all', async () => (await sign(text('news@one.example', 'headers only'), A)).replace(/\r\n\r\nHello\.\r\n$/, '\r\n'), ['fail']],
-    ['a body of several pieces (over 64 KiB)', () => sign(text('news@one.example', 'large', 'x'.repeat(76) + '\r\n'.repeat(1) + `${'y'.repeat(998)}\r\n`.repeat(100)), A), ['pass']],
-    ['two From fields', async () => sign(text('news@one.example', 'two from', undefined, 'From: other@two.example\r\n'), A), ['pass']],
+  // The last column: whether src/filter/dkim-pass.ts answers by itself (every signature passes
+  // and nothing is unusual), or the message goes through mailauth's verifier.
+  const cases: [string, () => Promise<string>, string[], boolean][] = [
+    ['relaxed/relaxed, RSA', () => sign(text('news@one.example', 'relaxed'), A), ['pass'], true],
+    ['simple/simple', () => sign(text('news@one.example', 'simple'), A, 'simple/simple'), ['pass'], true],
+    ['relaxed/simple', () => sign(text('news@one.example', 'relaxed simple'), A, 'relaxed/simple'), ['pass'], true],
+    ['Ed25519 (RFC 8463)', () => sign(text('news@one.example', 'ed'), { ...A, selector: 'ed', privatePem: ED25519.privatePem }, 'relaxed/relaxed', 'ed25519-sha256'), ['pass'], true],
+    ['two signatures by two keys of two domains', async () => sign(await sign(text('news@one.example', 'two'), B), A), ['pass', 'pass'], true],
+    ['a body changed after signing', async () => (await sign(text('news@one.example', 'changed'), A)).replace('Hello.', 'Hellp.'), ['fail'], false],
+    ['a header field changed after signing', async () => (await sign(text('news@one.example', 'subject changed'), A)).replace('Subject: subject changed', 'Subject: other'), ['fail'], false],
+    ['signed with a key the domain does not publish', () => sign(text('news@one.example', 'wrong key'), { ...A, privatePem: KEY_UNPUBLISHED.privatePem }), ['fail'], false],
+    ['a revoked key (p=)', () => sign(text('news@one.example', 'revoked'), { ...A, selector: 'revoked' }), ['neutral'], false],
+    ['a record that is not a key', () => sign(text('news@one.example', 'junk'), { ...A, selector: 'junk' }), ['neutral'], false],
+    ['no key record', () => sign(text('news@one.example', 'nokey'), { ...A, selector: 'missing' }), ['neutral'], false],
+    ['the key server failing', () => sign(text('news@one.example', 'servfail'), { ...A, selector: 'broken' }), ['temperror'], false],
+    ['not signed', async () => text('news@one.example', 'unsigned'), ['none'], true],
+    ['signed by another domain than From (strict alignment)', () => sign(text('news@two.example', 'unaligned'), A), ['pass'], true],
+    ['bare LFs in the header and body', async () => (await sign(text('news@one.example', 'bare'), A)).replace(/\r\n/g, '\n'), ['pass'], false],
+    ['an empty first line (no header section)', async () => `\r\n${await sign(text('news@one.example', 'empty'), A)}`, ['none'], false],
+    ['no body at all', async () => (await sign(text('news@one.example', 'headers only'), A)).replace(/\r\n\r\nHello\.\r\n$/, '\r\n'), ['fail'], false],
+    ['a body of several pieces (over 64 KiB)', () => sign(text('news@one.example', 'large', 'x'.repeat(76) + '\r\n'.repeat(1) + `${'y'.repeat(998)}\r\n`.repeat(100)), A), ['pass'], false],
+    ['two From fields', async () => sign(text('news@one.example', 'two from', undefined, 'From: other@two.example\r\n'), A), ['pass'], true],
+    ['simple/relaxed', () => sign(text('news@one.example', 'simple relaxed'), A, 'simple/relaxed'), ['pass'], true],
+    ['a folded header field and runs of white space, relaxed', () => sign(text('news@one.example', 'folded  \t subject', undefined, 'X-Folded:   one\r\n \t two  \r\n'), A, 'relaxed/relaxed', undefined, { headerList: ['from', 'subject', 'x-folded', 'to'] }), ['pass'], true],
+    ['the same folded field, simple', () => sign(text('news@one.example', 'folded  \t simple', undefined, 'X-Folded:   one\r\n \t two  \r\n'), A, 'simple/simple', undefined, { headerList: ['from', 'subject', 'x-folded', 'to'] }), ['pass'], true],
+    ['a body with trailing white space and empty lines, relaxed', () => sign(text('news@one.example', 'body ws', 'line one  \r\n\tline\t two \r\n\r\n\r\n'), A), ['pass'], true],
+    ['a body with trailing empty lines, simple', () => sign(text('news@one.example', 'body simple', 'line one  \r\n\r\n\r\n'), A, 'simple/simple'), ['pass'], true],
+    ['an empty body', async () => sign(text('news@one.example', 'empty body', ''), A), ['pass'], true],
+    ['a body length limit (l=)', () => sign(text('news@one.example', 'length'), A, 'relaxed/relaxed', undefined, { maxBodyLength: 3 }), ['pass'], false],
+    ['a body length limit with unsigned text after it', async () => (await sign(text('news@one.example', 'length more'), A, 'relaxed/relaxed', undefined, { maxBodyLength: 3 })).replace('Hello.', 'Hello. And more'), ['pass'], false],
+    ['an expiry (x=) in the future', () => sign(text('news@one.example', 'expires'), A, 'relaxed/relaxed', undefined, { expires: new Date('2099-01-01T00:00:00Z') }), ['pass'], false],
+    ['an expiry (x=) in the past', () => sign(text('news@one.example', 'expired'), A, 'relaxed/relaxed', undefined, { expires: new Date('2026-01-02T00:00:00Z') }), ['neutral'], false],
+    ['From not signed (h= without it)', async () => (await sign(text('news@one.example', 'no from'), A)).replace(/(h=[^;]*)\bFrom\b/, '$1Sender'), ['neutral'], false],
+    ['rsa-sha1', () => sign(text('news@one.example', 'sha1'), { ...A, selector: 'sha1' }, 'relaxed/relaxed', 'rsa-sha1'), ['policy'], false],
+    ['a key in testing mode (t=y)', () => sign(text('news@one.example', 'testing'), { ...A, selector: 'testing' }), ['pass'], false],
+    ['a key for the domain itself only (t=s)', () => sign(text('news@one.example', 'same only'), { ...A, selector: 'sameonly' }), ['pass'], false],
+    ['three signatures', async () => sign(await sign(await sign(text('news@one.example', 'three'), B), A), { ...A, selector: 'ed', privatePem: ED25519.privatePem }, 'relaxed/relaxed', 'ed25519-sha256'), ['pass', 'pass', 'pass'], false],
+    ['one signature passing and one failing', async () => sign(await sign(text('news@one.example', 'pass and fail'), { ...B, privatePem: KEY_A.privatePem }), A), ['pass', 'fail'], false],
+    ['a tag name in capitals (strict: an unknown tag)', async () => (await sign(text('news@one.example', 'capital'), A)).replace('; s=a;', '; s=a; Q=x;'), ['fail'], false],
+    ['a broken ARC set', async () => `ARC-Seal: i=x; a=rsa-sha256; cv=none; d=one.example; s=a; b=AAAA\r\n${await sign(text('news@one.example', 'arc junk'), A)}`, ['pass'], false],
+    ['a bare CR in the body', () => sign(text('news@one.example', 'bare cr', 'Hello.\rWorld.\r\n'), A), ['pass'], false],
+    ['a group and an encoded display name in From', () => sign(text('news@one.example', 'group').replace('From: Sender <news@one.example>', 'From: =?utf-8?q?S=C3=A9nder?= <news@one.example>, Team: news@one.example;'), A), ['pass'], true],
   ];
-  for (const [name, build, dkim] of cases) {
+  for (const [name, build, dkim, own] of cases) {
     test(name, async () => {
-      const result = await both(await build());
+      const message = await build();
+      const result = await both(message);
       assert.deepEqual(
         result.dkim.map((r) => r.result),
         dkim,
       );
+      const answered = await passingDkim(Buffer.from(message, 'latin1'), resolver.resolve, 'news@one.example', keys);
+      assert.equal(answered !== undefined, own, own ? 'answered by popgate\'s own pass path' : 'left to mailauth\'s verifier');
     });
   }
+
+  test('the null sender: the envelope address is the last Return-Path, as the verifier reads it', async () => {
+    const message = `Return-Path: <first@one.example>\r\nReturn-Path: <bounces@one.example>\r\n${await sign(text('news@one.example', 'null sender'), A)}`;
+    await both(message, { sender: '', helo: 'helo.example' });
+    const own = await passingDkim(Buffer.from(message, 'latin1'), resolver.resolve, '', keys);
+    assert.equal(own?.result.envelopeFrom, 'bounces@one.example');
+  });
 
   test('SPF: a client the record does not name, the null sender (HELO checked), an address literal as HELO', async () => {
     const message = await sign(text('news@one.example', 'spf'), A);
