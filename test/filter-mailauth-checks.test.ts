@@ -167,15 +167,29 @@ describe('mailauth checks as popgate runs them', () => {
         result.dkim.map((r) => r.result),
         dkim,
       );
-      const answered = await passingDkim(Buffer.from(message, 'latin1'), resolver.resolve, 'news@one.example', keys);
+      const answered = await passingDkim(Buffer.from(message, 'latin1'), 'news@one.example', keys.forMessage(resolver.resolve));
       assert.equal(answered !== undefined, own, own ? 'answered by popgate\'s own pass path' : 'left to mailauth\'s verifier');
     });
   }
 
+  test('a key lookup that fails is asked of the DNS as often as authenticate() asks it (not again by the verifier after the pass path)', async () => {
+    const message = Buffer.from(await sign(text('news@one.example', 'servfail count'), { ...A, selector: 'broken' }), 'latin1');
+    const asked = () => dns.queries.filter((query) => query === 'TXT broken._domainkey.one.example').length;
+    const input = { ip: ALLOWED, helo: 'client.one.example', sender: 'news@one.example' };
+    let before = asked();
+    await authenticate(message, { ...input, mta: HOSTNAME, resolver: resolver.resolve as DNSResolver, disableBimi: true, strict: true });
+    const theirs = asked() - before;
+    before = asked();
+    const ours = await authenticateMessage({ ...input, message, hostname: HOSTNAME, resolver: resolver.resolve, keys, memos });
+    assert.equal(ours.dkim.results[0].status.result, 'temperror');
+    assert.ok(theirs > 0);
+    assert.equal(asked() - before, theirs);
+  });
+
   test('the null sender: the envelope address is the last Return-Path, as the verifier reads it', async () => {
     const message = `Return-Path: <first@one.example>\r\nReturn-Path: <bounces@one.example>\r\n${await sign(text('news@one.example', 'null sender'), A)}`;
     await both(message, { sender: '', helo: 'helo.example' });
-    const own = await passingDkim(Buffer.from(message, 'latin1'), resolver.resolve, '', keys);
+    const own = await passingDkim(Buffer.from(message, 'latin1'), '', keys.forMessage(resolver.resolve));
     assert.equal(own?.result.envelopeFrom, 'bounces@one.example');
   });
 

@@ -1,8 +1,7 @@
 import { createHash, verify, type KeyObject } from 'node:crypto';
 import { createRequire } from 'node:module';
 import type { DKIMVerifyResult } from 'mailauth';
-import type { DkimKeyCache } from './dkim-keys.ts';
-import type { MailauthResolver } from './dns.ts';
+import type { MessageKeyLookup } from './dkim-keys.ts';
 
 // DKIM verification of the common message without mailauth's verifier: one or two
 // DKIM-Signature fields that pass, rsa-sha256 or ed25519-sha256, relaxed or simple
@@ -91,7 +90,11 @@ export interface DkimOutcome {
 }
 
 /** The verifier's outcome for a message whose every signature passes (or that has none), else undefined. */
-export async function passingDkim(message: Buffer, resolver: MailauthResolver, sender: string, keys: DkimKeyCache): Promise<DkimOutcome | undefined> {
+/**
+ * `lookups` is the message's key lookup, which mailauth's verifier then uses too: a key whose
+ * lookup failed here is not asked of the DNS a second time (a timeout would be waited for twice).
+ */
+export async function passingDkim(message: Buffer, sender: string, lookups: MessageKeyLookup): Promise<DkimOutcome | undefined> {
   if (message.length > SIZE_LIMIT || message.length < 4 || (message[0] === 0x0d && message[1] === 0x0a)) return undefined;
   const blank = message.indexOf('\r\n\r\n');
   if (blank === -1 || !crlfOnly(message)) return undefined;
@@ -149,7 +152,6 @@ export async function passingDkim(message: Buffer, resolver: MailauthResolver, s
     const status = { result: 'none', comment: 'message not signed' };
     results.push({ status, info: tools.formatAuthHeaderRow('dkim', status, STRICT) } as unknown as DKIMVerifyResult['results'][number]);
   } else {
-    const lookups = keys.forMessage(resolver);
     const bodyHashes = new Map<string, string>();
     for (const signature of signatures) {
       let bodyHash = bodyHashes.get(signature.bodyCanon);

@@ -66,9 +66,9 @@ const PIECE = 64 * 1024;
  * header section; the body hash, the signatures and the results are its own.
  */
 class SharedKeyDkimVerifier extends DkimVerifier {
-  constructor(resolver: MailauthResolver, sender: string, keys: DkimKeyCache) {
+  constructor(resolver: MailauthResolver, sender: string, lookups: MessageKeyLookup) {
     super({ resolver, sender, strict: true });
-    this.keyCache = keys.forMessage(resolver);
+    this.keyCache = lookups;
     this.arc.keyCache = this.keyCache; // ARC validation reuses the message's lookups through it
   }
 
@@ -200,9 +200,11 @@ function bracketed(helo: string): string {
 
 async function verifyDkim(message: Buffer, resolver: MailauthResolver, sender: string, keys: DkimKeyCache) {
   // Most mail: every signature passes, and src/filter/dkim-pass.ts says so with mailauth's pieces alone.
-  const passing = await passingDkim(message, resolver, sender, keys);
+  // The same key lookups for both: what one asked the DNS, the other does not ask again.
+  const lookups = keys.forMessage(resolver);
+  const passing = await passingDkim(message, sender, lookups);
   if (passing) return passing;
-  const verifier = new SharedKeyDkimVerifier(resolver, sender, keys);
+  const verifier = new SharedKeyDkimVerifier(resolver, sender, lookups);
   for (let offset = 0; offset < message.length; offset += PIECE) {
     if (offset > 0) await new Promise((resolve) => setImmediate(resolve));
     await verifier.writeAsync(message.subarray(offset, offset + PIECE));
