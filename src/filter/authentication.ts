@@ -42,6 +42,12 @@ export interface AuthenticationInput {
   sender: string;
 }
 
+/** Who checks a message's sender authentication: an Authenticator here, or on a thread (src/filter/check-thread.ts). */
+export interface SenderChecks {
+  /** Never throws: a failure or the deadline is a temperror for every check. */
+  check(input: AuthenticationInput): Promise<SenderAuthentication>;
+}
+
 export interface AuthenticationSettings {
   /** popgate's hostname: the authserv-id of Authentication-Results (RFC 8601 §2.5). */
   hostname: string;
@@ -59,7 +65,7 @@ function keyword(result: string | undefined): AuthResult {
 /** The order in which a signature's result matters: one pass is enough. */
 const DKIM_RANK: AuthResult[] = ['pass', 'temperror', 'fail', 'permerror', 'policy', 'neutral', 'softfail', 'none'];
 
-export class Authenticator {
+export class Authenticator implements SenderChecks {
   readonly #settings: AuthenticationSettings;
   readonly #keys = new DkimKeyCache();
   /** Only with a resolver that says what its cache holds (src/filter/dns.ts). */
@@ -88,7 +94,7 @@ export class Authenticator {
     } finally {
       clearTimeout(timer);
     }
-    if (result === 'timeout' || result === 'error') return this.#failed(input, result === 'timeout');
+    if (result === 'timeout' || result === 'error') return uncheckedResult(hostname, input, result === 'timeout');
     return this.#summarize(result);
   }
 
@@ -112,20 +118,21 @@ export class Authenticator {
     };
   }
 
-  /** Checks that could not be made are temperror (RFC 8601 §2.7), never a refusal. */
-  #failed(input: AuthenticationInput, timedOut: boolean): SenderAuthentication {
-    const why = timedOut ? 'checks did not finish in time' : 'checks failed';
-    const smtpMailfrom = input.sender === '' ? `smtp.helo=${input.helo}` : `smtp.mailfrom=${input.sender}`;
-    return {
-      spf: 'temperror',
-      dkim: 'temperror',
-      dmarc: 'temperror',
-      arc: 'none',
-      alignedDkim: false,
-      headers: `Authentication-Results: ${this.#settings.hostname};\r\n spf=temperror (${why}) ${smtpMailfrom};\r\n dkim=temperror (${why});\r\n dmarc=temperror (${why})\r\n`,
-      timedOut,
-    };
-  }
+}
+
+/** Checks that could not be made are temperror (RFC 8601 §2.7), never a refusal. */
+export function uncheckedResult(hostname: string, input: AuthenticationInput, timedOut: boolean): SenderAuthentication {
+  const why = timedOut ? 'checks did not finish in time' : 'checks failed';
+  const smtpMailfrom = input.sender === '' ? `smtp.helo=${input.helo}` : `smtp.mailfrom=${input.sender}`;
+  return {
+    spf: 'temperror',
+    dkim: 'temperror',
+    dmarc: 'temperror',
+    arc: 'none',
+    alignedDkim: false,
+    headers: `Authentication-Results: ${hostname};\r\n spf=temperror (${why}) ${smtpMailfrom};\r\n dkim=temperror (${why});\r\n dmarc=temperror (${why})\r\n`,
+    timedOut,
+  };
 }
 
 /**

@@ -4,7 +4,7 @@ import type { RspamdClient, RspamdVerdict } from './rspamd.ts';
 import type { AccountEvents } from '../accounts/events.ts';
 import type { Logger } from '../log/logger.ts';
 import { NetworkList } from '../net/ip.ts';
-import { headerEnd, withoutFields, withoutForgedResults, type Authenticator, type SenderAuthentication } from './authentication.ts';
+import { headerEnd, withoutFields, withoutForgedResults, type SenderAuthentication, type SenderChecks } from './authentication.ts';
 import type { DomainSettings, DomainSettingsStore } from './domain-settings.ts';
 
 // Inbound filtering of mail for local mailboxes on the port 25 role, in the order the SMTP
@@ -51,7 +51,8 @@ export interface FilterSettings {
 }
 
 export interface FilterDependencies {
-  authenticator: Authenticator;
+  /** In this thread or on a thread of its own (src/filter/check-thread.ts). */
+  authenticator: SenderChecks;
   lists?: ListLookup;
   greylisting?: GreylistCheck;
   rspamd?: RspamdCheck;

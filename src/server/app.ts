@@ -53,7 +53,7 @@ import type { DomainSettingsStore } from '../filter/domain-settings.ts';
 import { SqliteDomainSettingsStore } from '../sqlite/domain-settings.ts';
 import { PostgresDomainSettingsStore } from '../postgres/domain-settings.ts';
 import { InboundFilter } from '../filter/filter.ts';
-import { Authenticator } from '../filter/authentication.ts';
+import { CheckThread } from '../filter/check-thread.ts';
 import { FilterDns } from '../filter/dns.ts';
 import { DnsLists, type ListZone } from '../filter/dns-lists.ts';
 import { Greylisting, type GreylistStore } from '../filter/greylist.ts';
@@ -600,6 +600,8 @@ export function createInboundFilter(config: Config, backends: Backends, log: Log
   // Made even when off by default: `popgate domain set D greylisting=true` turns it on per domain.
   const greylisting = new Greylisting(backends.greylist, { delayMs: settings.greylist_delay, retryWindowMs: settings.greylist_retry_window, rememberMs: settings.greylist_remember }, log);
   const rspamd = settings.rspamd.url === '' ? undefined : new RspamdClient({ url: settings.rspamd.url, timeoutMs: settings.rspamd.timeout }, log);
+  // SPF, DKIM, DMARC and ARC on a thread of their own, beside the sessions (src/filter/check-thread.ts).
+  const checks = new CheckThread({ hostname: config.hostname, dnsServers: config.dns.servers, dnsTimeoutMs: config.dns.timeout, deadlineMs: settings.deadline });
   const filter = new InboundFilter(
     {
       hostname: config.hostname,
@@ -614,7 +616,7 @@ export function createInboundFilter(config: Config, backends: Backends, log: Log
       rspamd: rspamd === undefined ? undefined : { onFailure: settings.rspamd.on_failure, outbound: settings.rspamd.outbound },
     },
     {
-      authenticator: new Authenticator({ hostname: config.hostname, resolver: dns.resolve, deadlineMs: settings.deadline }),
+      authenticator: checks,
       lists,
       greylisting,
       rspamd,
@@ -623,7 +625,14 @@ export function createInboundFilter(config: Config, backends: Backends, log: Log
       log,
     },
   );
-  return { filter, sweep: () => greylisting.sweep(), close: () => rspamd?.close() };
+  return {
+    filter,
+    sweep: () => greylisting.sweep(),
+    close: () => {
+      rspamd?.close();
+      void checks.close();
+    },
+  };
 }
 
 /** A [filter] dnsbl/dnswl entry: a zone name alone takes the list's usual action. */
