@@ -1,12 +1,15 @@
 import { parentPort } from 'node:worker_threads';
+import type { ThreadReply } from '../threads/request-thread.ts';
 import { verifyLegacyHashHere } from './legacy-hash.ts';
 
 // The worker thread of LegacyHashVerifier (legacy-hash.ts): one verification at a time, in order.
 
 parentPort!.on('message', async ({ id, password, stored }: { id: number; password: string; stored: string }) => {
+  let reply: ThreadReply<boolean>;
   try {
-    parentPort!.postMessage({ id, ok: await verifyLegacyHashHere(password, stored) });
+    reply = { id, value: await verifyLegacyHashHere(password, stored) };
   } catch (error) {
-    parentPort!.postMessage({ id, error: (error as Error).message });
+    reply = { id, error: { message: `carried-over password check failed: ${(error as Error).message}` } };
   }
+  parentPort!.postMessage(reply);
 });

@@ -1,5 +1,5 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { Worker } from 'node:worker_threads';
+import { RequestThread } from '../threads/request-thread.ts';
 
 // Password hashes carried over from another server (Dovecot, Courier, vpopmail ...), kept until
 // the user's first successful login, which replaces them with popgate's scrypt (see
@@ -237,49 +237,15 @@ const MAX_WAITING = 256;
  * a guesser from filling the line.
  */
 export class LegacyHashVerifier {
-  #worker: Worker | undefined;
-  #nextId = 0;
-  readonly #waiting = new Map<number, { resolve: (ok: boolean) => void; reject: (error: Error) => void }>();
+  readonly #thread = new RequestThread<{ password: string; stored: string }, boolean>(new URL('./legacy-hash-worker.ts', import.meta.url), { name: 'the password check worker' });
 
   verify(password: string, stored: string): Promise<boolean> {
-    if (this.#waiting.size >= MAX_WAITING) return Promise.reject(new Error(`${MAX_WAITING} carried-over password checks are already waiting`));
-    const worker = this.#start();
-    const id = this.#nextId++;
-    return new Promise((resolve, reject) => {
-      this.#waiting.set(id, { resolve, reject });
-      worker.postMessage({ id, password, stored });
-      worker.ref();
-    });
+    if (this.#thread.waiting >= MAX_WAITING) return Promise.reject(new Error(`${MAX_WAITING} carried-over password checks are already waiting`));
+    return this.#thread.request({ password, stored });
   }
 
   /** Stops the worker (verifications under way are rejected). */
-  async close(): Promise<void> {
-    const worker = this.#worker;
-    this.#worker = undefined;
-    if (worker) await worker.terminate();
-  }
-
-  #start(): Worker {
-    if (this.#worker) return this.#worker;
-    const worker = new Worker(new URL('./legacy-hash-worker.ts', import.meta.url));
-    worker.unref();
-    worker.on('message', (reply: { id: number; ok?: boolean; error?: string }) => {
-      const waiting = this.#waiting.get(reply.id);
-      if (!waiting) return;
-      this.#waiting.delete(reply.id);
-      if (reply.error !== undefined) waiting.reject(new Error(`carried-over password check failed: ${reply.error}`));
-      else waiting.resolve(reply.ok === true);
-      // Idle, it must not keep the process alive.
-      if (this.#waiting.size === 0) worker.unref();
-    });
-    const lost = (why: string) => {
-      if (this.#worker === worker) this.#worker = undefined;
-      for (const waiting of this.#waiting.values()) waiting.reject(new Error(`the password check worker stopped: ${why}`));
-      this.#waiting.clear();
-    };
-    worker.on('error', (error) => lost(error.message));
-    worker.on('exit', (code) => lost(`exit code ${code}`));
-    this.#worker = worker;
-    return worker;
+  close(): Promise<void> {
+    return this.#thread.close();
   }
 }

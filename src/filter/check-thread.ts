@@ -1,4 +1,4 @@
-import { Worker } from 'node:worker_threads';
+import { RequestThread, ThreadStopped } from '../threads/request-thread.ts';
 import { Authenticator, uncheckedResult, type AuthenticationInput, type SenderAuthentication, type SenderChecks } from './authentication.ts';
 import { FilterDns } from './dns.ts';
 
@@ -31,98 +31,58 @@ export interface CheckThreadSettings {
 export type CheckWorkerData = CheckThreadSettings;
 
 export interface CheckRequest {
-  id: number;
   message: ArrayBuffer;
   ip: string;
   helo: string;
   sender: string;
 }
 
-export interface CheckReply {
-  id: number;
-  result: SenderAuthentication;
-}
-
 /** A thread that does not answer this long after the checks' own deadline is given up on. */
 const GRACE_MS = 1000;
 
-interface Waiting {
-  input: AuthenticationInput;
-  resolve: (result: SenderAuthentication) => void;
-  timer: NodeJS.Timeout;
-}
-
 export class CheckThread implements SenderChecks {
   readonly #settings: CheckThreadSettings;
-  #worker: Worker | undefined;
-  readonly #waiting = new Map<number, Waiting>();
-  #nextId = 0;
+  readonly #thread: RequestThread<CheckRequest, SenderAuthentication>;
   #local: Authenticator | undefined;
   /** Checks answered by the thread, and made in this thread instead because it had stopped (for tests and logs). */
   readonly counts = { thread: 0, local: 0 };
 
   constructor(settings: CheckThreadSettings) {
     this.#settings = settings;
+    const workerData: CheckWorkerData = { ...settings, dnsServers: [...settings.dnsServers] };
+    this.#thread = new RequestThread(new URL('./check-worker.ts', import.meta.url), { name: 'the sender checks thread', workerData });
   }
 
-  check(input: AuthenticationInput): Promise<SenderAuthentication> {
-    const worker = this.#worker ?? this.#start();
-    const id = this.#nextId++;
+  async check(input: AuthenticationInput): Promise<SenderAuthentication> {
     // A copy of its own, handed over (transferred) rather than copied again by postMessage.
     const bytes = new Uint8Array(input.message.length);
     bytes.set(input.message);
-    return new Promise<SenderAuthentication>((resolve) => {
-      const timer = setTimeout(() => this.#settle(id, uncheckedResult(this.#settings.hostname, input, true)), this.#settings.deadlineMs + GRACE_MS);
-      if (this.#waiting.size === 0) worker.ref();
-      this.#waiting.set(id, { input, resolve, timer });
-      const request: CheckRequest = { id, message: bytes.buffer, ip: input.ip, helo: input.helo, sender: input.sender };
-      worker.postMessage(request, [bytes.buffer]);
+    const answer = this.#thread.request({ message: bytes.buffer, ip: input.ip, helo: input.helo, sender: input.sender }, [bytes.buffer]).then(
+      (result) => {
+        this.counts.thread++;
+        return result;
+      },
+      (error: unknown) => {
+        if (!(error instanceof ThreadStopped)) throw error;
+        this.counts.local++;
+        this.#local ??= checksInThisThread(this.#settings);
+        return this.#local.check(input);
+      },
+    );
+    let timer: NodeJS.Timeout | undefined;
+    const givenUp = new Promise<SenderAuthentication>((resolve) => {
+      timer = setTimeout(() => resolve(uncheckedResult(this.#settings.hostname, input, true)), this.#settings.deadlineMs + GRACE_MS);
     });
+    try {
+      return await Promise.race([answer, givenUp]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** Stops the thread; checks under way are made in this thread. */
-  async close(): Promise<void> {
-    const worker = this.#worker;
-    if (worker) await worker.terminate();
-  }
-
-  #settle(id: number, result: SenderAuthentication): void {
-    const waiting = this.#waiting.get(id);
-    if (!waiting) return;
-    this.#waiting.delete(id);
-    clearTimeout(waiting.timer);
-    if (this.#waiting.size === 0) this.#worker?.unref(); // idle, it must not keep the process alive
-    waiting.resolve(result);
-  }
-
-  #start(): Worker {
-    const workerData: CheckWorkerData = { ...this.#settings, dnsServers: [...this.#settings.dnsServers] };
-    const worker = new Worker(new URL('./check-worker.ts', import.meta.url), { workerData });
-    worker.unref();
-    worker.on('message', (reply: CheckReply) => {
-      this.counts.thread++;
-      this.#settle(reply.id, reply.result);
-    });
-    const lost = () => {
-      if (this.#worker !== worker) return;
-      this.#worker = undefined;
-      for (const [id, waiting] of [...this.#waiting]) {
-        this.#waiting.delete(id);
-        clearTimeout(waiting.timer);
-        this.counts.local++;
-        void this.#checkHere(waiting.input).then(waiting.resolve);
-      }
-    };
-    worker.on('error', lost);
-    worker.on('exit', lost);
-    this.#worker = worker;
-    return worker;
-  }
-
-  /** The same checks in this thread, with a resolver and caches made the first time they are needed. */
-  #checkHere(input: AuthenticationInput): Promise<SenderAuthentication> {
-    this.#local ??= checksInThisThread(this.#settings);
-    return this.#local.check(input);
+  close(): Promise<void> {
+    return this.#thread.close();
   }
 }
 

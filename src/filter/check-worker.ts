@@ -1,5 +1,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
-import { checksInThisThread, type CheckReply, type CheckRequest, type CheckWorkerData } from './check-thread.ts';
+import type { ThreadReply } from '../threads/request-thread.ts';
+import type { SenderAuthentication } from './authentication.ts';
+import { checksInThisThread, type CheckRequest, type CheckWorkerData } from './check-thread.ts';
 
 // The thread of src/filter/check-thread.ts: one Authenticator with its own resolver and caches,
 // checking each message it is sent and answering with the plain result. Authenticator.check
@@ -7,9 +9,9 @@ import { checksInThisThread, type CheckReply, type CheckRequest, type CheckWorke
 
 const authenticator = checksInThisThread(workerData as CheckWorkerData);
 
-parentPort!.on('message', (request: CheckRequest) => {
-  void authenticator.check({ message: Buffer.from(request.message), ip: request.ip, helo: request.helo, sender: request.sender }).then((result) => {
-    const reply: CheckReply = { id: request.id, result };
+parentPort!.on('message', (request: CheckRequest & { id: number }) => {
+  void authenticator.check({ message: Buffer.from(request.message), ip: request.ip, helo: request.helo, sender: request.sender }).then((value) => {
+    const reply: ThreadReply<SenderAuthentication> = { id: request.id, value };
     parentPort!.postMessage(reply);
   });
 });

@@ -1,6 +1,9 @@
 import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writevSync } from 'node:fs';
 import { parentPort, receiveMessageOnPort } from 'node:worker_threads';
-import type { DurableJobMessage, DurableJobReply } from './durable.ts';
+import type { ThreadReply } from '../threads/request-thread.ts';
+import type { DurableJobMessage } from './durable.ts';
+
+type DurableJobReply = ThreadReply<undefined>;
 
 // A thread of OffLoopWriter (durable.ts): runs each job's file calls synchronously, off the
 // main thread's event loop, so a delivery to shared storage is one hand-off instead of one per
@@ -65,7 +68,7 @@ function run(job: DurableJobMessage): void {
       const fd = openSync(write.path, 'wx', 0o600);
       created.push(write.path);
       try {
-        const bytes = new Uint8Array(write.data, write.offset, write.length);
+        const bytes = new Uint8Array(write.data);
         let done = 0;
         while (done < bytes.length) done += writevSync(fd, [bytes.subarray(done)]);
         fsyncSync(fd);

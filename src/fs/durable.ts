@@ -2,7 +2,7 @@ import { closeSync, fsync, mkdirSync, openSync, writevSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
-import { Worker } from 'node:worker_threads';
+import { RequestThread } from '../threads/request-thread.ts';
 
 // The two halves of "on disk before we say so" (RFC 5321 §6.1): the file's bytes, and the
 // directory entry that names it. A rename is durable only once its folder is fsync'd.
@@ -186,17 +186,12 @@ export interface DurableJob {
   sync: string[];
 }
 
-/** A job as posted to a thread: the bytes of each write copied into a buffer of its own. */
+/** A job as posted to a thread (src/threads/request-thread.ts adds the id): the bytes of each write in a buffer of its own. */
 export interface DurableJobMessage {
   id: number;
-  writes: { path: string; data: ArrayBuffer; offset: number; length: number }[];
+  writes: { path: string; data: ArrayBuffer }[];
   renames: [string, string][];
   sync: string[];
-}
-
-export interface DurableJobReply {
-  id: number;
-  error?: { message: string; code?: string };
 }
 
 /** Jobs whose bytes are larger than this take the call-by-call path (their copy would be felt). */
@@ -222,72 +217,25 @@ const OFF_LOOP_DEPTH = 6;
  * keep the process alive when idle; one that dies fails its jobs and is started again.
  */
 export class OffLoopWriter {
-  readonly #threads: ({ worker: Worker; pending: Map<number, Waiting> } | undefined)[] = new Array(OFF_LOOP_THREADS).fill(undefined);
-  #nextId = 0;
+  readonly #threads = Array.from({ length: OFF_LOOP_THREADS }, () => new RequestThread<Omit<DurableJobMessage, 'id'>, undefined>(new URL('./durable-worker.ts', import.meta.url), { name: 'the file writer thread' }));
 
-  run(job: DurableJob): Promise<void> {
-    let slot = -1;
-    for (let i = 0; i < OFF_LOOP_THREADS && slot === -1; i++) if ((this.#threads[i]?.pending.size ?? 0) < OFF_LOOP_DEPTH) slot = i;
-    if (slot === -1) {
-      slot = 0;
-      for (let i = 1; i < OFF_LOOP_THREADS; i++) if (this.#threads[i]!.pending.size < this.#threads[slot]!.pending.size) slot = i;
-    }
-    const thread = this.#threads[slot] ?? this.#start(slot);
-    const id = this.#nextId++;
+  async run(job: DurableJob): Promise<void> {
+    // The first thread with room, else the least busy.
+    let thread = this.#threads.find((candidate) => candidate.waiting < OFF_LOOP_DEPTH);
+    thread ??= this.#threads.reduce((least, candidate) => (candidate.waiting < least.waiting ? candidate : least));
     const transfer: ArrayBuffer[] = [];
-    const message: DurableJobMessage = {
-      id,
-      writes: job.writes.map(({ path, data }) => {
-        const bytes = copyOf(Array.isArray(data) ? data : [data]);
-        transfer.push(bytes.buffer as ArrayBuffer);
-        return { path, data: bytes.buffer as ArrayBuffer, offset: 0, length: bytes.length };
-      }),
-      renames: job.renames,
-      sync: job.sync,
-    };
-    return new Promise<void>((resolve, reject) => {
-      if (thread.pending.size === 0) thread.worker.ref();
-      thread.pending.set(id, { resolve, reject });
-      thread.worker.postMessage(message, transfer);
+    const writes = job.writes.map(({ path, data }) => {
+      const bytes = copyOf(Array.isArray(data) ? data : [data]);
+      transfer.push(bytes.buffer as ArrayBuffer);
+      return { path, data: bytes.buffer as ArrayBuffer };
     });
+    await thread.request({ writes, renames: job.renames, sync: job.sync }, transfer);
   }
 
   /** Stops the threads (jobs under way are failed). */
   async close(): Promise<void> {
-    const threads = this.#threads.splice(0, OFF_LOOP_THREADS, ...new Array(OFF_LOOP_THREADS).fill(undefined));
-    await Promise.all(threads.map((thread) => thread?.worker.terminate()));
+    await Promise.all(this.#threads.map((thread) => thread.close()));
   }
-
-  #start(slot: number): { worker: Worker; pending: Map<number, Waiting> } {
-    const worker = new Worker(new URL('./durable-worker.ts', import.meta.url));
-    const thread = { worker, pending: new Map<number, Waiting>() };
-    worker.unref();
-    worker.on('message', (replies: DurableJobReply[]) => {
-      for (const reply of replies) {
-        const waiting = thread.pending.get(reply.id);
-        if (!waiting) continue;
-        thread.pending.delete(reply.id);
-        if (reply.error === undefined) waiting.resolve();
-        else waiting.reject(Object.assign(new Error(reply.error.message), reply.error.code === undefined ? {} : { code: reply.error.code }));
-      }
-      // Idle, it must not keep the process alive.
-      if (thread.pending.size === 0) worker.unref();
-    });
-    const lost = (why: string) => {
-      if (this.#threads[slot] === thread) this.#threads[slot] = undefined;
-      for (const waiting of thread.pending.values()) waiting.reject(new Error(`the file writer thread stopped: ${why}`));
-      thread.pending.clear();
-    };
-    worker.on('error', (error) => lost(error.message));
-    worker.on('exit', (code) => lost(`exit code ${code}`));
-    this.#threads[slot] = thread;
-    return thread;
-  }
-}
-
-interface Waiting {
-  resolve: () => void;
-  reject: (error: Error) => void;
 }
 
 /** The pieces in one new buffer of their own, which can be handed to a thread. */
