@@ -7,7 +7,7 @@ import { SqliteAccountStore } from '../src/sqlite/accounts.ts';
 import { openDatabase } from '../src/sqlite/open.ts';
 import { MaildirStore } from '../src/mailstore/maildir.ts';
 import { renderChart, type ChartRow } from './chart.ts';
-import { processMemory, runIdle, type IdleResult } from './idle-load.ts';
+import { processMemory, processTree, runIdle, type IdleResult } from './idle-load.ts';
 import { fillMaildir, runLargeMailbox } from './mailbox-load.ts';
 import { fillMailboxes } from './messages.ts';
 import { installPeers, startDovecot, startHaraka, startPostfix, type PeerMailbox, type RunningPeer } from './peers/index.ts';
@@ -32,6 +32,8 @@ export interface CompareOptions {
   only?: string;
   progress: (text: string) => void;
   cpuProfDir?: string;
+  /** `[server] workers` of popgate in this table (1 by default, as the table has always measured). */
+  workers?: number;
 }
 
 type ServerName = 'popgate' | 'Postfix' | 'Dovecot' | 'Haraka';
@@ -158,9 +160,9 @@ export async function runComparison(options: CompareOptions): Promise<Comparison
         data_dir: dataDir,
         shutdown_grace: '1s',
         log: { level: 'warn' },
-        // One process (the default is one worker per core): these rows measure one, and the
-        // memory and CPU figures read its pid alone.
-        server: { workers: 1 },
+        // One process unless --comparison-workers says more (the default of `serve` is one
+        // worker per core); the memory and CPU figures read every process of popgate's tree.
+        server: { workers: options.workers ?? 1 },
         // The peers check no sender authentication as configured here, so neither does popgate
         // in these rows; what filtering costs is its own row (bench/filter.ts).
         filter: { enabled: false },
@@ -176,7 +178,7 @@ export async function runComparison(options: CompareOptions): Promise<Comparison
     const pop3Endpoint: Endpoint = { host: '127.0.0.1', port: ports.pop3 };
     const smtpEndpoint: Endpoint = { host: '127.0.0.1', port: ports.smtp };
     popgate = await PopgateChild.start({ configPath, endpoint: pop3Endpoint, cpuProfDir: options.cpuProfDir });
-    versions.popgate = `popgate ${process.env.npm_package_version ?? ''}`.trim() + ` (Node ${process.version})`;
+    versions.popgate = `popgate ${process.env.npm_package_version ?? ''}`.trim() + ` (Node ${process.version}${(options.workers ?? 1) > 1 ? `, [server] workers = ${options.workers}` : ''})`;
     progress(`server: popgate pid ${popgate.pid}, POP3 ${ports.pop3}, SMTP ${ports.smtp}`);
     const postfix = options.peers ? await startPostfix({ workDir: workDir('postfix'), domain: DOMAIN, recipients: postfixRecipients }) : undefined;
     if (postfix) peers.push(postfix);
@@ -189,7 +191,7 @@ export async function runComparison(options: CompareOptions): Promise<Comparison
       progress(`server: ${peer.version}${peer.smtp ? `, SMTP ${peer.smtp.port}` : ''}${peer.pop3 ? `, POP3 ${peer.pop3.port}` : ''}`);
     }
     const popgateChild = popgate;
-    const popgatePids = () => [popgateChild.pid];
+    const popgatePids = () => processTree(popgateChild.pid);
 
     const maildirNew = {
       popgate: (address: string) => join(mailstore.pathOf(address), 'new'),
@@ -406,7 +408,7 @@ export async function runComparison(options: CompareOptions): Promise<Comparison
     }
 
     // What popgate holds once every workload has run (the heap keeps what it grew to).
-    const after = processMemory([popgateChild.pid]);
+    const after = processMemory(popgatePids());
     rows.push({ workload: 'popgate RSS after all the workloads above, idle', unit: 'MB', higherIsBetter: false, runs: { popgate: [after.rssBytes / 1e6] } });
     return { versions, settings, rows };
   } finally {

@@ -52,7 +52,9 @@ import { runQuotaRows } from './quota.ts';
 // --cpu-prof; a profile's name carries the pid the progress lines give), --queue-messages N
 // (messages per outbound queue run), --filtering-workers N (`[server] workers` of both popgates
 // of the filtering row; 1 by default, like every row), --comparison-only (with --peers: the comparison table
-// alone, without the scale-out, filtering and web rows that follow it).
+// alone, without the scale-out, filtering and web rows that follow it), --comparison-workers N
+// (`[server] workers` of popgate in the comparison table, 1 by default; its memory is then the sum over
+// the primary and the workers).
 //
 // Outbound queue: a popgate child starts with N 1 KB messages queued and delivers them through
 // the transport map to a local sink SMTP server (bench/queue-load.ts); messages/s from the
@@ -82,7 +84,7 @@ import { runQuotaRows } from './quota.ts';
 
 const USAGE = `usage: node bench/run.ts [--quick] [--json] [--runs N] [--pipeline N] [--messages N] [--logins N]
                          [--smtp-messages N] [--lag-samples N] [--queue-messages N] [--only TEXT] [--cpu-prof DIR]
-                         [--peers [--chart FILE.svg] [--comparison-only]] [--filtering-workers N]
+                         [--peers [--chart FILE.svg] [--comparison-only] [--comparison-workers N]] [--filtering-workers N]
                          [--target HOST:PORT [--user ADDRESS ...] [--password PASSWORD] [--large]]
                          [--smtp-target HOST:PORT --smtp-to ADDRESS [--smtp-from ADDRESS]]
                          [--idle-connections N [--server-pid PID]]`;
@@ -106,6 +108,7 @@ const { values: args } = parseArgs({
     'cpu-prof': { type: 'string' },
     'comparison-only': { type: 'boolean' },
     'filtering-workers': { type: 'string' },
+    'comparison-workers': { type: 'string' },
     peers: { type: 'boolean', default: false },
     chart: { type: 'string' },
     'idle-connections': { type: 'string' },
@@ -751,6 +754,7 @@ async function runComparisonRows(peers: boolean): Promise<ComparisonResult> {
     only: args.only,
     progress,
     cpuProfDir: args['cpu-prof'],
+    workers: positive('comparison-workers', args['comparison-workers'], 1),
   });
 }
 
