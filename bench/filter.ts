@@ -3,7 +3,7 @@ import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dkimSign } from 'mailauth/lib/dkim/sign.js';
-import { Authenticator } from '../src/filter/authentication.ts';
+import { Authenticator } from '../src/filter/authenticator.ts';
 import { FilterDns } from '../src/filter/dns.ts';
 import { startDns, type TestDns, type ZoneEntry } from '../test/helpers/dns.ts';
 import { startPostfix, type RunningPeer } from './peers/index.ts';

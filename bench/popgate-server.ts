@@ -35,7 +35,7 @@ export class PopgateChild {
   static async start(options: { configPath: string; endpoint: Endpoint; cpuProfDir?: string; nodeFlags?: string[] }): Promise<PopgateChild> {
     // As bin/popgate.js and the npm scripts run it (the young-generation size is explained there).
     const nodeFlags = ['--max-semi-space-size=1', ...(options.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${resolve(options.cpuProfDir)}`] : []), ...(options.nodeFlags ?? [])];
-    const child = spawn('/bin/sh', ['-c', RAISE_FD_LIMIT, process.execPath, ...nodeFlags, join(ROOT, 'src/cli/main.ts'), 'serve', '--config', options.configPath], {
+    const child = spawn('/bin/sh', ['-c', RAISE_FD_LIMIT, process.execPath, ...nodeFlags, join(ROOT, 'bin/popgate.js'), 'serve', '--config', options.configPath], {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
     });

@@ -80,7 +80,7 @@ export async function runQueueDelivery(options: QueueRunOptions): Promise<QueueR
     // The log goes to a file, as in production; one line per attempt is part of the work.
     const logFd = openSync(logPath, 'w');
     const nodeFlags = options.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${resolve(options.cpuProfDir)}`] : [];
-    const child = spawn(process.execPath, [...nodeFlags, join(root, 'src/cli/main.ts'), 'serve', '--config', configPath], { cwd: root, stdio: ['ignore', logFd, logFd] });
+    const child = spawn(process.execPath, [...nodeFlags, join(root, 'bin/popgate.js'), 'serve', '--config', configPath], { cwd: root, stdio: ['ignore', logFd, logFd] });
     closeSync(logFd);
     try {
       const started = await waitFor(() => readFileSync(logPath, 'utf8').includes('"listener":"pop3"'), 30_000, 'popgate to start', child);

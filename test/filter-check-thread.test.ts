@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { dkimSign } from 'mailauth/lib/dkim/sign.js';
 import type { AuthenticationInput } from '../src/filter/authentication.ts';
-import { CheckThread, checksInThisThread, type CheckThreadSettings } from '../src/filter/check-thread.ts';
+import { checksInThisThread } from '../src/filter/authenticator.ts';
+import { CheckThread, type CheckThreadSettings } from '../src/filter/check-thread.ts';
 import { startDns, type TestDns } from './helpers/dns.ts';
 
 // Sender authentication runs on a thread of its own (src/filter/check-thread.ts): it must answer

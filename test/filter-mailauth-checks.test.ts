@@ -3,7 +3,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { authenticate, type AuthenticateResult, type DNSResolver } from 'mailauth';
 import { dkimSign } from 'mailauth/lib/dkim/sign.js';
-import { Authenticator } from '../src/filter/authentication.ts';
+import { Authenticator } from '../src/filter/authenticator.ts';
 import { DkimKeyCache } from '../src/filter/dkim-keys.ts';
 import { passingDkim } from '../src/filter/dkim-pass.ts';
 import { FilterDns } from '../src/filter/dns.ts';

@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
 import type { Config } from '../config/schema.ts';
-import { migrateDatabase } from '../postgres/migrate.ts';
 import { UsageError } from './password.ts';
 
 // `popgate db`: the shared PostgreSQL database of a cluster. `migrate` brings its schema up to
@@ -15,6 +14,7 @@ export function registerDbCommands(program: Command, loadConfig: () => Config): 
       const url = loadConfig().database.url;
       if (url === '') throw new UsageError('no database configured: set url in the [database] section of the config file (for example url = "postgres://popgate@db.example.net/popgate")');
       try {
+        const { migrateDatabase } = await import('../postgres/backends.ts');
         await migrateDatabase(url, (line) => console.log(line));
       } catch (error) {
         // The URL is not repeated: it may hold a password.

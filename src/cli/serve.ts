@@ -3,6 +3,7 @@ import type { Config } from '../config/schema.ts';
 import { createLogger, type Logger } from '../log/logger.ts';
 import { prepareData, releaseWorkerLocks, startApp, type App } from '../server/app.ts';
 import cluster from 'node:cluster';
+import { flushCompileCache } from 'node:module';
 import type { WebService } from '../web/service.ts';
 import { superviseWorkers, tellPrimary, workerAssignment, type WorkerAssignment } from '../server/workers.ts';
 
@@ -11,6 +12,9 @@ export async function serve(config: Config, options: { dev: boolean; source: str
   if (assignment) return serveAsWorker(assignment);
   const log = createLogger(config.log.level);
   log.info({ event: 'start', config: options.source, data_dir: config.data_dir, pid: process.pid, workers: config.server.workers }, 'popgate starting');
+  // The sources loaded so far, stripped and compiled, go to the compile cache now rather than at
+  // exit (bin/popgate.js): the workers started next, and a start after a crash, find them there.
+  flushCompileCache();
   if (config.server.workers > 1) {
     const metrics = config.metrics.listen.length > 0 ? await serveWorkersMetrics(config, log) : undefined;
     try {
@@ -29,6 +33,7 @@ export async function serve(config: Config, options: { dev: boolean; source: str
   // and a SIGTERM in that moment must still shut down gracefully, not kill the process.
   const stopOnSignal = stopper(log);
   const app = await startApp(config, log);
+  flushCompileCache(); // with what startApp() loaded for this config
   stopOnSignal.started(app);
   if (options.dev) await bootstrapDemo(app);
   reloadOnHangup(app, log);

@@ -1,4 +1,4 @@
-import { dkimSign } from 'mailauth/lib/dkim/sign.js';
+import type { dkimSign as DkimSign } from 'mailauth/lib/dkim/sign.js';
 import { domainOf, headerSection, parseHeaderFrom } from './header-from.ts';
 import type { DkimKeyring } from './keys.ts';
 
@@ -7,7 +7,12 @@ import type { DkimKeyring } from './keys.ts';
 // A signature vouches for the From: address, so a message is signed only for the domain its
 // sender was checked for when it was accepted (recorded with the queued message): a customer
 // writing another hosted domain into From:, or mail from outside forwarded by an alias, leaves
-// unsigned rather than with that domain's signature.
+// unsigned rather than with that domain's signature. mailauth's signer is loaded at the first
+// message with a key: a process that signs nothing (most workers, with the queue on one) never
+// loads it.
+
+let loadSigner: Promise<typeof DkimSign> | undefined;
+const signer = () => (loadSigner ??= import('mailauth/lib/dkim/sign.js').then((module) => module.dkimSign));
 
 export type SignResult =
   | { signed: true; domain: string; selector: string; message: Buffer }
@@ -37,10 +42,11 @@ export class DkimSigner {
     }
     if (!key) return { signed: false, reason: 'no key' };
     try {
+      const dkimSign = await signer();
       const result = await dkimSign(message, {
         canonicalization: 'relaxed/relaxed',
         signatureData: [{ signingDomain: key.domain, selector: key.selector, privateKey: key.privateKey, canonicalization: 'relaxed/relaxed' }],
-      } as Parameters<typeof dkimSign>[1]);
+      } as Parameters<typeof DkimSign>[1]);
       // mailauth reports a key it cannot use in `errors` and returns no signature: never
       // treat an empty result as success.
       if (!result.signatures || !result.signatures.startsWith('DKIM-Signature:')) {

@@ -1,7 +1,4 @@
-import type { AuthenticateResult } from 'mailauth';
-import { DkimKeyCache } from './dkim-keys.ts';
 import type { MailauthResolver } from './dns.ts';
-import { authenticateMessage, CheckMemos } from './mailauth-checks.ts';
 
 // Sender authentication of a message for local mailboxes, with mailauth: SPF (RFC 7208),
 // DKIM verification (RFC 6376), DMARC (RFC 7489) and ARC (RFC 8617), through our resolver and
@@ -11,7 +8,10 @@ import { authenticateMessage, CheckMemos } from './mailauth-checks.ts';
 // and Received-SPF header fields to add, and the facts the policy needs. mailauth's
 // authenticate() is run as src/filter/mailauth-checks.ts puts it together, with DKIM keys
 // parsed once for all messages (src/filter/dkim-keys.ts), and SPF and DMARC results used again
-// while the DNS answers they came from stand (src/filter/answer-memo.ts).
+// while the DNS answers they came from stand (src/filter/answer-memo.ts). This module holds what
+// the sessions need of it (the results' shape, the header fields' handling); the checks
+// themselves are in src/filter/authenticator.ts, loaded only where they run (the checks' thread,
+// and this one only if that thread stops), so a process does not load mailauth to accept mail.
 
 /** A result keyword of RFC 8601 (and "temperror" for a lookup that timed out or failed). */
 export type AuthResult = 'pass' | 'fail' | 'softfail' | 'neutral' | 'none' | 'temperror' | 'permerror' | 'policy';
@@ -53,71 +53,6 @@ export interface AuthenticationSettings {
   hostname: string;
   resolver: MailauthResolver;
   deadlineMs: number;
-}
-
-const KEYWORDS = new Set<AuthResult>(['pass', 'fail', 'softfail', 'neutral', 'none', 'temperror', 'permerror', 'policy']);
-
-function keyword(result: string | undefined): AuthResult {
-  if (result === 'temperr') return 'temperror';
-  return result && KEYWORDS.has(result as AuthResult) ? (result as AuthResult) : 'none';
-}
-
-/** The order in which a signature's result matters: one pass is enough. */
-const DKIM_RANK: AuthResult[] = ['pass', 'temperror', 'fail', 'permerror', 'policy', 'neutral', 'softfail', 'none'];
-
-export class Authenticator implements SenderChecks {
-  readonly #settings: AuthenticationSettings;
-  readonly #keys = new DkimKeyCache();
-  /** Only with a resolver that says what its cache holds (src/filter/dns.ts). */
-  readonly #memos: CheckMemos | undefined;
-
-  constructor(settings: AuthenticationSettings) {
-    this.#settings = settings;
-    const { cached } = settings.resolver;
-    this.#memos = cached ? new CheckMemos({ cached }) : undefined;
-  }
-
-  /** Never throws: a failure or the deadline is a temperror for every check. */
-  async check(input: AuthenticationInput): Promise<SenderAuthentication> {
-    const { hostname, resolver, deadlineMs } = this.#settings;
-    let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), deadlineMs)));
-    // mailauth's strict mode: the RFCs as written (a body hash mismatch is dkim=fail, RFC 8601
-    // §2.7.1; rsa-sha1 is not trusted, RFC 8301 §3.1; malformed signatures and records are told apart).
-    const checks = authenticateMessage({ message: input.message, ip: input.ip, helo: input.helo, sender: input.sender, hostname, resolver, keys: this.#keys, memos: this.#memos });
-    checks.catch(() => {}); // settled later than the deadline: nobody waits for it any more
-    let result: AuthenticateResult | 'timeout' | 'error';
-    try {
-      result = await Promise.race([checks, deadline]);
-    } catch {
-      result = 'error';
-    } finally {
-      clearTimeout(timer);
-    }
-    if (result === 'timeout' || result === 'error') return uncheckedResult(hostname, input, result === 'timeout');
-    return this.#summarize(result);
-  }
-
-  #summarize(result: AuthenticateResult): SenderAuthentication {
-    const spf = result.spf ? keyword(result.spf.status.result) : 'none';
-    const signatures = result.dkim.results.map((r) => keyword(r.status.result));
-    const dkim = DKIM_RANK.find((rank) => signatures.includes(rank)) ?? 'none';
-    const dmarc = result.dmarc ? keyword(result.dmarc.status.result) : 'none';
-    const arc = result.arc ? keyword(result.arc.status.result) : 'none';
-    const policy = result.dmarc ? result.dmarc.policy : undefined;
-    return {
-      spf,
-      dkim,
-      dmarc,
-      arc,
-      dmarcPolicy: policy === 'none' || policy === 'quarantine' || policy === 'reject' ? policy : undefined,
-      fromDomain: result.dmarc ? result.dmarc.status.header?.from : undefined,
-      alignedDkim: result.dmarc ? result.dmarc.alignment?.dkim?.result !== undefined && dkim === 'pass' : false,
-      headers: result.headers.endsWith('\r\n') || result.headers === '' ? result.headers : `${result.headers}\r\n`,
-      timedOut: false,
-    };
-  }
-
 }
 
 /** Checks that could not be made are temperror (RFC 8601 §2.7), never a refusal. */

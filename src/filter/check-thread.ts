@@ -1,6 +1,6 @@
 import { RequestThread, ThreadStopped } from '../threads/request-thread.ts';
-import { Authenticator, uncheckedResult, type AuthenticationInput, type SenderAuthentication, type SenderChecks } from './authentication.ts';
-import { FilterDns } from './dns.ts';
+import { uncheckedResult, type AuthenticationInput, type SenderAuthentication, type SenderChecks } from './authentication.ts';
+import type { Authenticator } from './authenticator.ts';
 
 // Sender authentication on a thread of its own. Checking a signed 1 KB message (DKIM's
 // canonicalization, hashes and RSA or Ed25519 verification, SPF and DMARC evaluation, and the
@@ -43,7 +43,8 @@ const GRACE_MS = 1000;
 export class CheckThread implements SenderChecks {
   readonly #settings: CheckThreadSettings;
   readonly #thread: RequestThread<CheckRequest, SenderAuthentication>;
-  #local: Authenticator | undefined;
+  /** The checks made in this thread, loaded (mailauth and all) only once the thread has stopped. */
+  #local: Promise<Authenticator> | undefined;
   /** Checks answered by the thread, and made in this thread instead because it had stopped (for tests and logs). */
   readonly counts = { thread: 0, local: 0 };
 
@@ -65,8 +66,8 @@ export class CheckThread implements SenderChecks {
       (error: unknown) => {
         if (!(error instanceof ThreadStopped)) throw error;
         this.counts.local++;
-        this.#local ??= checksInThisThread(this.#settings);
-        return this.#local.check(input);
+        this.#local ??= import('./authenticator.ts').then(({ checksInThisThread }) => checksInThisThread(this.#settings));
+        return this.#local.then((local) => local.check(input));
       },
     );
     let timer: NodeJS.Timeout | undefined;
@@ -84,10 +85,4 @@ export class CheckThread implements SenderChecks {
   close(): Promise<void> {
     return this.#thread.close();
   }
-}
-
-/** An Authenticator with its own resolver, as the thread makes one (and this thread when it has stopped). */
-export function checksInThisThread(settings: CheckThreadSettings): Authenticator {
-  const dns = new FilterDns(settings.dnsServers, settings.dnsTimeoutMs);
-  return new Authenticator({ hostname: settings.hostname, resolver: dns.resolve, deadlineMs: settings.deadlineMs });
 }

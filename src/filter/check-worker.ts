@@ -1,7 +1,8 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import type { ThreadReply } from '../threads/request-thread.ts';
 import type { SenderAuthentication } from './authentication.ts';
-import { checksInThisThread, type CheckRequest, type CheckWorkerData } from './check-thread.ts';
+import { checksInThisThread } from './authenticator.ts';
+import type { CheckRequest, CheckWorkerData } from './check-thread.ts';
 
 // The thread of src/filter/check-thread.ts: one Authenticator with its own resolver and caches,
 // checking each message it is sent and answering with the plain result. Authenticator.check

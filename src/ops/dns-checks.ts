@@ -1,7 +1,5 @@
 import { Resolver } from 'node:dns/promises';
 import { isIPv4 } from 'node:net';
-import { spf } from 'mailauth/lib/spf/index.js';
-import { fetchPolicy, validateMx } from 'mailauth/lib/mta-sts.js';
 import { dnsRecord, keyPath, readKey } from '../dkim/keys.ts';
 import { DnsError, SystemDnsResolver } from '../dns/resolver.ts';
 import { fail, ok, warn, type CheckName, type Finding } from './findings.ts';
@@ -9,7 +7,8 @@ import { parseDkimRecord, parseDmarcRecord, parseTagList, parseTlsRptRecord, spf
 
 // The DNS side of `popgate doctor`: what other mail servers look up before they accept mail
 // from this server or send mail to it. Every lookup goes through the resolvers of [dns] servers
-// (or the system's), like the queue's own.
+// (or the system's), like the queue's own. mailauth's SPF and MTA-STS code is loaded by the
+// checks that use it: the CLI and the server import this module, and neither should pay for it.
 
 /** The configured resolvers, with the lookups the doctor needs beside those of routing. */
 export class DoctorDns {
@@ -180,6 +179,7 @@ export async function checkSpf(dns: DoctorDns, settings: DnsCheckSettings, sende
   if (senders.length === 0) return fail('spf', domain, `"${record}" cannot be checked: ${hostname} has no address`, `publish an A record for ${hostname} (see the address check)`);
   const refused: string[] = [];
   let temporary = false;
+  const { spf } = await import('mailauth/lib/spf/index.js');
   for (const ip of senders) {
     const result = await spf({
       sender: `postmaster@${domain}`,
@@ -262,6 +262,7 @@ export async function checkMtaSts(dns: DoctorDns, settings: DnsCheckSettings, do
     return fail('mta-sts', domain, `"${records[0]}" is not a valid MTA-STS record`, `publish "${name}. TXT \\"v=STSv1; id=20260101\\"" (id: 1 to 32 letters and digits)`);
   }
   const url = `https://mta-sts.${domain}/.well-known/mta-sts.txt`;
+  const { fetchPolicy, validateMx } = await import('mailauth/lib/mta-sts.js');
   let policy;
   try {
     policy = await fetchPolicy(domain, { resolver: dns.resolve, timeout: settings.timeoutMs * 2 });

@@ -6,10 +6,8 @@ import { DatabaseSync } from 'node:sqlite';
 import type { Config } from '../config/schema.ts';
 import { silentLogger } from '../log/logger.ts';
 import { NetworkList } from '../net/ip.ts';
-import { createPool } from '../postgres/pool.ts';
-import { SCHEMA_VERSION } from '../postgres/migrate.ts';
 import type { QueuedMessage } from '../queue/store.ts';
-import { RedisConnection } from '../redis/client.ts';
+import type { RedisConnection } from '../redis/client.ts';
 import { fail, ok, skip, warn, type Finding } from './findings.ts';
 import { configuredListeners, readGreeting } from './listeners.ts';
 
@@ -27,6 +25,8 @@ export async function checkRedis(url: string, timeoutMs: number): Promise<Findin
   const shown = withoutPassword(url);
   let connection: RedisConnection | undefined;
   try {
+    // Loaded here, not with this module: a process that checks no Redis never loads its client.
+    const { RedisConnection } = await import('../redis/backends.ts');
     connection = await RedisConnection.open({ url, connectTimeoutMs: timeoutMs, commandTimeoutMs: timeoutMs }, silentLogger());
     const started = Date.now();
     await connection.client.ping();
@@ -43,6 +43,7 @@ export async function checkRedis(url: string, timeoutMs: number): Promise<Findin
 /** PostgreSQL of `[database] url` answers, and its schema is the one this popgate expects. */
 export async function checkPostgres(url: string, timeoutMs: number): Promise<{ finding: Finding; current: boolean }> {
   const shown = withoutPassword(url);
+  const { createPool, SCHEMA_VERSION } = await import('../postgres/backends.ts');
   let pool;
   try {
     pool = createPool(url, silentLogger(), { applicationName: 'popgate doctor', maxConnections: 1, connectTimeoutMs: timeoutMs, statementTimeoutMs: timeoutMs });

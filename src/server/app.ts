@@ -33,25 +33,13 @@ import { isIP } from 'node:net';
 import { randomHex } from '../mail/random.ts';
 import { DatabaseSync } from 'node:sqlite';
 import type { ConnectionRegistry } from '../net/connection-registry.ts';
-import { RedisConnection } from '../redis/client.ts';
-import { RedisConnectionRegistry } from '../redis/connection-registry.ts';
-import { RedisLoginFailureStore } from '../redis/login-failures.ts';
-import { RedisMaildropLocks } from '../redis/maildrop-locks.ts';
-import { RedisRelayAuthStore } from '../redis/relay-grants.ts';
-import { RedisSendLimitStore } from '../redis/send-counts.ts';
 import { SqliteConnectionRegistry } from '../sqlite/connection-registry.ts';
 import { SqliteMaildropLocks } from '../sqlite/maildrop-locks.ts';
 import { withFallback } from './fallback.ts';
 import { LocalAccountEvents, type AccountEvents } from '../accounts/events.ts';
-import { RedisAccountEvents } from '../redis/account-events.ts';
-import { createPool } from '../postgres/pool.ts';
-import { migrate } from '../postgres/migrate.ts';
-import { PostgresAccountStore } from '../postgres/accounts.ts';
-import { PostgresQueueStore } from '../postgres/queue-index.ts';
 import type { QueueStore } from '../queue/store.ts';
 import type { DomainSettingsStore } from '../filter/domain-settings.ts';
 import { SqliteDomainSettingsStore } from '../sqlite/domain-settings.ts';
-import { PostgresDomainSettingsStore } from '../postgres/domain-settings.ts';
 import { InboundFilter } from '../filter/filter.ts';
 import { CheckThread } from '../filter/check-thread.ts';
 import { FilterDns } from '../filter/dns.ts';
@@ -59,7 +47,6 @@ import { DnsLists, type ListZone } from '../filter/dns-lists.ts';
 import { Greylisting, type GreylistStore } from '../filter/greylist.ts';
 import { RspamdClient } from '../filter/rspamd.ts';
 import { SqliteGreylistStore } from '../sqlite/greylist.ts';
-import { RedisGreylistStore } from '../redis/greylist.ts';
 import { tellPrimary, type WorkerMessage } from './workers.ts';
 import { hostname, networkInterfaces } from 'node:os';
 import { SmtpServer } from '../smtp/server.ts';
@@ -77,9 +64,6 @@ import { VacationResponder } from '../vacation/vacation.ts';
 import { SqliteQuotaStore } from '../sqlite/quotas.ts';
 import { SqliteForwardingStore } from '../sqlite/forwarding.ts';
 import { SqliteVacationStore } from '../sqlite/vacation.ts';
-import { PostgresQuotaStore } from '../postgres/quotas.ts';
-import { PostgresForwardingStore } from '../postgres/forwarding.ts';
-import { PostgresVacationStore } from '../postgres/vacation.ts';
 import { RememberingForwardingStore } from '../forwarding/cached.ts';
 import { RememberingVacationStore } from '../vacation/cached.ts';
 import { Srs } from '../srs/srs.ts';
@@ -92,9 +76,6 @@ import type { HistoryStore } from '../admin/history-store.ts';
 import { SqliteAdminStore } from '../sqlite/admins.ts';
 import { SqliteAuditLog } from '../sqlite/audit-log.ts';
 import { SqliteHistoryStore } from '../sqlite/history.ts';
-import { PostgresAdminStore } from '../postgres/admins.ts';
-import { PostgresAuditLog } from '../postgres/audit-log.ts';
-import { PostgresHistoryStore } from '../postgres/history.ts';
 
 /** A running popgate: every service of one config, wired to the backends it names. */
 export interface App {
@@ -462,7 +443,19 @@ export async function openBackends(config: Config, log: Logger): Promise<Backend
     let connections: ConnectionRegistry | undefined;
     let events: AccountEvents = new LocalAccountEvents();
     let greylist: GreylistStore = new SqliteGreylistStore(counters);
+    // Each engine's client is loaded only by a node configured for it (src/redis/backends.ts,
+    // src/postgres/backends.ts): an embedded node, and each of its workers, never pays its memory.
     if (config.cluster.redis !== '') {
+      const {
+        RedisConnection,
+        RedisAccountEvents,
+        RedisConnectionRegistry,
+        RedisGreylistStore,
+        RedisLoginFailureStore,
+        RedisMaildropLocks,
+        RedisRelayAuthStore,
+        RedisSendLimitStore,
+      } = await import('../redis/backends.ts');
       const redis = await RedisConnection.open({ url: config.cluster.redis }, log);
       closing.unshift(() => redis.close());
       // This node's own memory, for what it may decide alone while Redis is away.
@@ -499,6 +492,19 @@ export async function openBackends(config: Config, log: Logger): Promise<Backend
     let history: HistoryStore;
     const sessionLimits = { idleMs: config.admin.session_idle, absoluteMs: config.admin.session_max };
     if (shared) {
+      const {
+        createPool,
+        migrate,
+        PostgresAccountStore,
+        PostgresAdminStore,
+        PostgresAuditLog,
+        PostgresDomainSettingsStore,
+        PostgresForwardingStore,
+        PostgresHistoryStore,
+        PostgresQueueStore,
+        PostgresQuotaStore,
+        PostgresVacationStore,
+      } = await import('../postgres/backends.ts');
       const pool = createPool(config.database.url, log);
       closing.push(() => pool.end());
       try {
