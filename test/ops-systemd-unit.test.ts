@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -71,7 +71,14 @@ describe('the systemd unit', { skip: missingEngine('systemd-analyze') }, () => {
     // systemd must wait longer than popgate: the sessions' grace, then the primary's 10 s more.
     const graceMs = parseConfig({}, 'defaults').shutdown_grace;
     assert.ok(Number(/^(\d+)s$/.exec(unit.get('Service.TimeoutStopSec')![0])![1]) * 1000 > graceMs + 10_000);
-    assert.deepEqual(unit.get('Service.Environment'), ['POPGATE_CONFIG=/etc/popgate/popgate.toml', `PATH=${INSTALLED}/node_modules/.bin:/usr/local/bin:/usr/bin:/bin`]);
+    assert.deepEqual(unit.get('Service.Environment'), [
+      'POPGATE_CONFIG=/etc/popgate/popgate.toml',
+      `PATH=${INSTALLED}/node_modules/.bin:/usr/local/bin:/usr/bin:/bin`,
+      'NODE_COMPILE_CACHE=/var/cache/popgate/node-compile-cache',
+    ]);
+    // The compile cache outlives the private /tmp, in the one cache folder systemd makes writable.
+    assert.deepEqual(unit.get('Service.CacheDirectory'), ['popgate']);
+    assert.deepEqual(unit.get('Service.PrivateTmp'), ['yes']);
   });
 
   test("systemd's own exposure score rates the sandbox OK (at most 2.5 of 10)", () => {
@@ -84,10 +91,11 @@ describe('the systemd unit', { skip: missingEngine('systemd-analyze') }, () => {
   test('the ExecStart line, with the unit\'s environment, runs popgate', () => {
     const config = join(dir, 'popgate.toml');
     writeFileSync(config, `hostname = "mail.example.test"\ndata_dir = "${join(dir, 'data')}"\n`);
-    const environment = Object.fromEntries(unit.get('Service.Environment')!.map((entry) => entry.replaceAll(INSTALLED, ROOT).split(/=(.*)/s).slice(0, 2)));
+    const environment = Object.fromEntries(unit.get('Service.Environment')!.map((entry) => entry.replaceAll(INSTALLED, ROOT).replaceAll('/var/cache/popgate', join(dir, 'cache')).split(/=(.*)/s).slice(0, 2)));
     const [program] = unit.get('Service.ExecStart')![0].replaceAll(INSTALLED, ROOT).split(' ');
     const run = spawnSync(program, ['config', 'check'], { encoding: 'utf8', env: { ...environment, POPGATE_CONFIG: config } });
     assert.equal(run.status, 0, run.stderr);
     assert.match(run.stdout, new RegExp(`^# ${config.replace(/[.]/g, '\\.')}: valid$`, 'm'));
+    assert.ok(readdirSync(join(dir, 'cache', 'node-compile-cache')).length > 0, 'the compile cache was written where the unit says');
   });
 });
