@@ -231,6 +231,10 @@ export async function runComparison(options: CompareOptions): Promise<Comparison
       const label = `idle ${connections.toLocaleString('en-US')} SMTP + ${connections.toLocaleString('en-US')} POP3 connections`;
       if (!selected(label)) continue;
       const rss: ComparisonRow = { workload: `${label}: server RSS`, unit: 'MB', higherIsBetter: false, runs: {}, note: 'peers hold one protocol each: Postfix and Haraka SMTP, Dovecot POP3' };
+      // PSS counts a page shared by several processes once, split among them (RSS counts it in
+      // each): for servers of several processes (Dovecot's, popgate with workers, whose processes
+      // share the Node binary's pages) it is the memory the machine actually gives them.
+      const pss: ComparisonRow = { workload: `${label}: server PSS`, unit: 'MB', higherIsBetter: false, runs: {}, note: 'proportional set size from /proc/PID/smaps_rollup, summed over the server\'s processes' };
       const greeting: ComparisonRow = { workload: `${label}: new session greeting p50`, unit: 'ms', higherIsBetter: false, runs: {} };
       if (connections >= 10_000) {
         rss.target = { bound: 300, text: 'under 300 MB' };
@@ -276,10 +280,11 @@ export async function runComparison(options: CompareOptions): Promise<Comparison
             continue;
           }
           (rss.runs[server.name] ??= []).push(result.loaded.rssBytes / 1e6);
+          if (result.loaded.pssBytes !== undefined) (pss.runs[server.name] ??= []).push(result.loaded.pssBytes / 1e6);
           (greeting.runs[server.name] ??= []).push(result.greeting.p50);
         }
       }
-      rows.push(rss, greeting);
+      rows.push(rss, pss, greeting);
     }
 
 
