@@ -213,14 +213,15 @@ export class Pop3Connection {
         if (this.#carry.length > MAX_STATUS_LINE) return this.#protocolError('status line too long');
         return;
       }
-      let line: Buffer = chunk.subarray(offset, lf + 1);
+      let status: string;
       if (this.#carry) {
-        line = Buffer.concat([this.#carry, line]);
+        const line = Buffer.concat([this.#carry, chunk.subarray(offset, lf + 1)]);
         this.#carry = undefined;
+        status = statusLine(line, 0, line.length - 1);
+      } else {
+        status = statusLine(chunk, offset, lf); // read in place: no Buffer made for the line
       }
       offset = lf + 1;
-      const end = line.length >= 2 && line[line.length - 2] === CR ? line.length - 2 : line.length - 1;
-      const status = line.toString('latin1', 0, end);
       const ok = status.startsWith('+OK');
       if (!ok && !status.startsWith('-ERR')) return this.#protocolError(`${redact(pending.command)}: not a POP3 status line: ${JSON.stringify(status.slice(0, 200))}`);
       this.#status = status;
@@ -327,6 +328,11 @@ export class Pop3Connection {
     this.#wireBytes += length - start;
     return -1;
   }
+}
+
+/** The status line from `start` to the LF at `lf`, without its CRLF (or bare LF). */
+function statusLine(buffer: Buffer, start: number, lf: number): string {
+  return buffer.toString('latin1', start, lf > start && buffer[lf - 1] === CR ? lf - 1 : lf);
 }
 
 /** Hides the password in error messages. */
@@ -467,33 +473,29 @@ export async function runRetr(options: RetrOptions): Promise<RetrResult> {
           new Promise<void>((resolve, reject) => {
             const count = sizes.length;
             if (count === 0) return resolve();
-            let next = 1;
-            let done = 0;
+            let sent = 0;
+            let answered = 0;
             let failed = false;
-            const sendOne = () => {
-              const number = next++;
-              connection.send(`RETR ${number}`, true, (error, reply) => {
-                if (failed) return;
-                if (error || !reply!.ok || reply!.octets !== sizes[number - 1]) {
-                  failed = true;
-                  const reason = error
-                    ? error.message
-                    : !reply!.ok
-                      ? reply!.status
-                      : `received ${reply!.octets} octets, LIST said ${sizes[number - 1]}`;
-                  return reject(new Pop3LoadError(`${user}: RETR ${number}: ${reason}`));
-                }
-                latency.push(reply!.latencyMs);
-                octets += reply!.octets;
-                wireOctets += reply!.wireOctets;
-                done++;
-                if (next <= count) sendOne();
-                if (done === count) resolve();
-              });
+            // One callback for all of this client's replies, rather than a closure per RETR:
+            // replies come in the order of the commands, so the n-th reply is RETR n's.
+            const onReply: Callback = (error, reply) => {
+              if (failed) return;
+              const number = ++answered;
+              if (error || !reply!.ok || reply!.octets !== sizes[number - 1]) {
+                failed = true;
+                const reason = error ? error.message : !reply!.ok ? reply!.status : `received ${reply!.octets} octets, LIST said ${sizes[number - 1]}`;
+                return reject(new Pop3LoadError(`${user}: RETR ${number}: ${reason}`));
+              }
+              latency.push(reply!.latencyMs);
+              octets += reply!.octets;
+              wireOctets += reply!.wireOctets;
+              if (sent < count) sendNext();
+              if (answered === count) resolve();
             };
+            const sendNext = () => connection.send(`RETR ${++sent}`, true, onReply);
             const initial = Math.min(depth, count);
             if (initial > 1) connection.socket.cork();
-            for (let n = 0; n < initial; n++) sendOne();
+            for (let n = 0; n < initial; n++) sendNext();
             if (initial > 1) connection.socket.uncork();
           }),
       ),
