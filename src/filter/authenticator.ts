@@ -1,6 +1,5 @@
 import type { AuthenticateResult } from 'mailauth';
 import { uncheckedResult, type AuthenticationInput, type AuthenticationSettings, type AuthResult, type SenderAuthentication, type SenderChecks } from './authentication.ts';
-import type { CheckThreadSettings } from './check-thread.ts';
 import { DkimKeyCache } from './dkim-keys.ts';
 import { FilterDns } from './dns.ts';
 import { authenticateMessage, CheckMemos } from './mailauth-checks.ts';
@@ -74,8 +73,17 @@ export class Authenticator implements SenderChecks {
   }
 }
 
+/** What checks with a resolver of their own are made from (src/filter/check-thread.ts passes them on). */
+export interface CheckSettings {
+  hostname: string;
+  /** [dns] servers and timeout: the checks make their own resolver with them. */
+  dnsServers: readonly string[];
+  dnsTimeoutMs: number;
+  deadlineMs: number;
+}
+
 /** An Authenticator with its own resolver, as the thread makes one (and this thread when it has stopped). */
-export function checksInThisThread(settings: CheckThreadSettings): Authenticator {
+export function checksInThisThread(settings: CheckSettings): Authenticator {
   const dns = new FilterDns(settings.dnsServers, settings.dnsTimeoutMs);
   return new Authenticator({ hostname: settings.hostname, resolver: dns.resolve, deadlineMs: settings.deadlineMs });
 }

@@ -1,6 +1,6 @@
 import { RequestThread, ThreadStopped } from '../threads/request-thread.ts';
 import { uncheckedResult, type AuthenticationInput, type SenderAuthentication, type SenderChecks } from './authentication.ts';
-import type { Authenticator } from './authenticator.ts';
+import type { Authenticator, CheckSettings } from './authenticator.ts';
 
 // Sender authentication on a thread of its own. Checking a signed 1 KB message (DKIM's
 // canonicalization, hashes and RSA or Ed25519 verification, SPF and DMARC evaluation, and the
@@ -19,13 +19,8 @@ import type { Authenticator } from './authenticator.ts';
 // answer in time gives the temperror result the deadline gives), and if the thread stops, the
 // checks under way, and the next ones while it is started again, are made in this thread.
 
-export interface CheckThreadSettings {
-  hostname: string;
-  /** [dns] servers and timeout: the thread makes its own resolver with them. */
-  dnsServers: readonly string[];
-  dnsTimeoutMs: number;
-  deadlineMs: number;
-}
+/** The checks' settings, as the thread (and this thread, if it stops) makes them from. */
+export type CheckThreadSettings = CheckSettings;
 
 /** What the thread is given at start. */
 export type CheckWorkerData = CheckThreadSettings;
