@@ -89,9 +89,9 @@ export interface DkimOutcome {
   arcData: object;
 }
 
-/** The verifier's outcome for a message whose every signature passes (or that has none), else undefined. */
 /**
- * `lookups` is the message's key lookup, which mailauth's verifier then uses too: a key whose
+ * The verifier's outcome for a message whose every signature passes (or that has none), else
+ * undefined. `lookups` is the message's key lookup, which mailauth's verifier then uses too: a key whose
  * lookup failed here is not asked of the DNS a second time (a timeout would be waited for twice).
  */
 export async function passingDkim(message: Buffer, sender: string, lookups: MessageKeyLookup): Promise<DkimOutcome | undefined> {
@@ -128,10 +128,7 @@ export async function passingDkim(message: Buffer, sender: string, lookups: Mess
   for (const field of headers.parsed) {
     if (field.key !== 'from') continue;
     fromFields++;
-    let text = field.line.toString();
-    const colon = text.indexOf(':');
-    if (colon >= 0) text = text.substring(colon + 1);
-    headerFrom.push(...authors(text.trim()));
+    headerFrom.push(...authors(fieldValue(field)));
   }
   let envelopeFrom: string | false = false;
   if (sender) {
@@ -139,12 +136,7 @@ export async function passingDkim(message: Buffer, sender: string, lookups: Mess
   } else {
     // The null sender: the verifier reads the last Return-Path field instead.
     const field = headers.parsed.filter((h) => h.key === 'return-path').pop();
-    if (field) {
-      let text = field.line.toString();
-      const colon = text.indexOf(':');
-      if (colon >= 0) text = text.substr(colon + 1);
-      envelopeFrom = firstAddress(text.trim());
-    }
+    if (field) envelopeFrom = firstAddress(fieldValue(field));
   }
 
   const results: DKIMVerifyResult['results'] = [];
@@ -234,6 +226,13 @@ function parsedAddress(text: string): { authors: readonly string[]; first: strin
 const authors = (text: string) => parsedAddress(text).authors;
 /** The first address of a sender or Return-Path, as the verifier takes it. */
 const firstAddress = (text: string) => parsedAddress(text).first;
+
+/** A field's value as the verifier reads it: after the first colon, trimmed. */
+function fieldValue(field: ParsedHeader): string {
+  const text = field.line.toString();
+  const colon = text.indexOf(':');
+  return (colon >= 0 ? text.substring(colon + 1) : text).trim();
+}
 
 /** Every CR is followed by LF and every LF preceded by CR (mailauth's verifier rewrites bare LFs). */
 function crlfOnly(message: Buffer): boolean {

@@ -18,6 +18,14 @@ const SYNC_WRITE_LIMIT = 1024 * 1024;
 
 const fsyncAsync = promisify(fsync);
 
+/** The octets of a message given whole or in pieces. */
+export function byteLength(data: Buffer | readonly Buffer[]): number {
+  if (!Array.isArray(data)) return (data as Buffer).length;
+  let size = 0;
+  for (const piece of data) size += piece.length;
+  return size;
+}
+
 /**
  * Creates `path` (it must not exist), writes the pieces without concatenating, and fsyncs.
  * `network`: the file system is remote (shared storage), where every call is a round trip to
@@ -25,8 +33,7 @@ const fsyncAsync = promisify(fsync);
  */
 export async function writeDurably(path: string, data: Buffer | Buffer[], options: { network?: boolean } = {}): Promise<void> {
   const pieces = (Array.isArray(data) ? data : [data]).filter((piece) => piece.length > 0);
-  let size = 0;
-  for (const piece of pieces) size += piece.length;
+  const size = byteLength(pieces);
   if (size > SYNC_WRITE_LIMIT || options.network) return writeLargeDurably(path, pieces);
   const fd = openSync(path, 'wx', 0o600);
   try {
@@ -240,9 +247,7 @@ export class OffLoopWriter {
 
 /** The pieces in one new buffer of their own, which can be handed to a thread. */
 function copyOf(pieces: Buffer[]): Uint8Array {
-  let size = 0;
-  for (const piece of pieces) size += piece.length;
-  const bytes = new Uint8Array(size);
+  const bytes = new Uint8Array(byteLength(pieces));
   let at = 0;
   for (const piece of pieces) {
     bytes.set(piece, at);

@@ -1,6 +1,6 @@
 import { mkdir, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DirectorySyncer, OFF_LOOP_JOB_LIMIT, offLoopWriter, StagingFolders, writeDurably } from '../fs/durable.ts';
+import { byteLength, DirectorySyncer, OFF_LOOP_JOB_LIMIT, offLoopWriter, StagingFolders, writeDurably } from '../fs/durable.ts';
 import { randomHex } from '../mail/random.ts';
 
 // The outbound spool: messages accepted for remote recipients, written durably before the
@@ -67,7 +67,7 @@ export class Spool {
     const files = { eml: join(tmp, `${envelope.id}.eml`), json: join(tmp, `${envelope.id}.json`) };
     const named = { eml: join(this.dir, `${envelope.id}.eml`), json: join(this.dir, `${envelope.id}.json`) };
     const envelopeBytes = Buffer.from(JSON.stringify(envelope));
-    if (this.#shared && sizeOf(message) + envelopeBytes.length <= OFF_LOOP_JOB_LIMIT) {
+    if (this.#shared && byteLength(message) + envelopeBytes.length <= OFF_LOOP_JOB_LIMIT) {
       // Shared storage: both writes, both renames (the envelope last) and the spool folder's
       // fsync in one hand-off to a thread (src/fs/durable.ts).
       try {
@@ -186,13 +186,6 @@ export class Spool {
     this.#ready = undefined;
     return { complete: envelopes, dropped };
   }
-}
-
-function sizeOf(message: Buffer | Buffer[]): number {
-  if (!Array.isArray(message)) return message.length;
-  let size = 0;
-  for (const piece of message) size += piece.length;
-  return size;
 }
 
 async function unlinkIfThere(path: string): Promise<void> {
